@@ -1,0 +1,49 @@
+# ssmamba_lite: every set-up step lives here, so a fresh machine needs only `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.ssmamba-installed
+# Build mamba-ssm's CUDA kernels only where a GPU and nvcc are both present.
+HAVE_GPU := $(shell command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+MAMBA_PKGS := causal-conv1d==1.7.0 mamba-ssm==2.3.2.post1
+
+.PHONY: install test lint pytest tutorial lab bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel packaging setuptools ninja
+	$(PIP) install -q -e '.[dev]'
+ifeq ($(HAVE_GPU),1)
+	$(PIP) install -q --no-build-isolation $(MAMBA_PKGS)
+else
+	@echo "No GPU here: installing mamba-ssm without its CUDA kernels (its pure-PyTorch reference is the test oracle)."
+	MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE \
+	CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE \
+	$(PIP) install -q --no-build-isolation $(MAMBA_PKGS)
+endif
+	$(PY) -m ipykernel install --user --name python3 >/dev/null
+	@touch $@
+
+lint: install
+	$(PY) -m ruff check ssmamba_lite data_scripts tests benchmarks notebooks
+
+pytest: install
+	$(PY) -m pytest -q
+
+test: lint pytest
+
+# Executes every notebook headlessly with its default parameters into runs/<timestamp>/.
+tutorial: install
+	$(PY) -m ssmamba_lite.tutorial
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: install
+	$(PY) benchmarks/bench_scan.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

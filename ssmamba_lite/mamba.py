@@ -1,0 +1,119 @@
+"""A Mamba block (Gu & Dao 2023), parameter-for-parameter the one of mamba-ssm.
+
+`Mamba` has exactly the parameter names and shapes of `mamba_ssm.modules.mamba_simple.Mamba`,
+so a state_dict loads both ways with strict=True. It runs everywhere: on CPU the scan is the
+numba kernel of `scan_cpu.py`; on CUDA, mamba-ssm's and causal-conv1d's kernels when installed.
+
+Glossary (code name -> math; shapes in brackets)
+    d_model      model width of the token stream x                   (batch, L, d_model)
+    d_inner = D  expand * d_model: channels inside the block
+    d_state = N  state size per channel
+    dt_rank = R  rank of the low-rank projection that makes Δ (ceil(d_model / 16) by default)
+    in_proj      x -> [x', z]                     (batch, L, 2D)
+    conv1d       causal depthwise conv over time, kernel d_conv, then SiLU
+    x_proj       x' -> [δ (R), B_t (N), C_t (N)] per token: what makes the SSM *selective*
+    dt_proj      Δ_t = softplus(W_Δ δ + b_Δ)      (batch, D, L)
+    A_log        A = -exp(A_log)                  (D, N), negative so the state decays
+    D            skip weights                     (D,)
+    out_proj     D -> d_model
+
+    out = out_proj( S6(x', Δ, A, B, C, D) · silu(z) )     with S6 as in scan.py
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ssmamba_lite.scan import selective_scan
+
+
+@functools.lru_cache(maxsize=1)
+def _causal_conv1d_cuda():
+    """causal-conv1d's CUDA kernel, or None when it is not installed with its kernel."""
+    try:
+        import causal_conv1d_cuda  # noqa: F401
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:
+        return None
+    return causal_conv1d_fn
+
+
+def causal_depthwise_conv1d(x, weight, bias):
+    """y_t = Σ_k w_k x_{t-k}: each channel mixes only its own past. x: (batch, D, L),
+    weight: (D, 1, K). Followed by SiLU."""
+    kernel = _causal_conv1d_cuda() if x.is_cuda else None
+    if kernel is not None:
+        return kernel(x, weight.squeeze(1), bias, activation="silu")
+    L, K = x.shape[-1], weight.shape[-1]
+    y = F.conv1d(x, weight, bias, padding=K - 1, groups=x.shape[1])[..., :L]  # drop the future
+    return F.silu(y)
+
+
+class Mamba(nn.Module):
+    """Mamba mixer: (batch, L, d_model) -> (batch, L, d_model).
+
+    scan_backend: "auto" (see scan.which_backend), "reference", "cpu" or "cuda".
+    """
+
+    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001,
+                 dt_max=0.1, dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True,
+                 bias=False, use_fast_path=True, layer_idx=None, device=None, dtype=None,
+                 scan_backend="auto"):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.use_fast_path, self.layer_idx, self.scan_backend = use_fast_path, layer_idx, scan_backend
+
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **kw)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner,
+                                padding=d_conv - 1, bias=conv_bias, **kw)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **kw)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **kw)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **kw)
+
+        # Δ's projection starts so that softplus(bias) is log-uniform in [dt_min, dt_max].
+        std = self.dt_rank ** -0.5 * dt_scale
+        if dt_init == "constant":
+            nn.init.constant_(self.dt_proj.weight, std)
+        elif dt_init == "random":
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+        else:
+            raise ValueError(f"Mamba: dt_init must be 'constant' or 'random', got {dt_init!r}")
+        dt = torch.exp(torch.rand(self.d_inner, **kw) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+        self.dt_proj.bias._no_reinit = True
+
+        # S4D-real initialisation: A_n = -(n + 1) for every channel.
+        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))
+        self.D._no_weight_decay = True
+
+    def forward(self, hidden_states):
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba: input must have shape (batch, L, {self.d_model}), "
+                             f"got {tuple(hidden_states.shape)}")
+        L = hidden_states.shape[1]
+        xz = self.in_proj(hidden_states).transpose(1, 2)        # (batch, 2D, L)
+        x, z = xz.chunk(2, dim=1)                               # x', z: (batch, D, L)
+        x = causal_depthwise_conv1d(x, self.conv1d.weight, self.conv1d.bias)
+        x_dbl = self.x_proj(x.transpose(1, 2))                  # (batch, L, R + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)     # W_Δ δ: (batch, D, L)
+        A = -torch.exp(self.A_log.float())                      # A = -exp(A_log)
+        y = selective_scan(
+            x, dt, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+            self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            backend=self.scan_backend)                          # (batch, D, L)
+        assert y.shape[-1] == L
+        return self.out_proj(y.transpose(1, 2))                 # (batch, L, d_model)

@@ -1,0 +1,217 @@
+"""The selective scan (S6): the recurrence at the heart of every Mamba layer.
+
+Paper name: the *selective state-space model* "S6" (Gu & Dao 2023, "Mamba"). SSMamba's DMS
+module runs this scan along several directions and scales of an image; nothing else in the
+model mixes information between far-apart tokens.
+
+Glossary (code name -> math; shapes in brackets)
+    batch        number of sequences scanned side by side
+    D  (a size)  channels (Mamba's d_inner); each channel has its own state
+    L            sequence length (tokens)
+    N            state size per channel (d_state)
+    u            u_t, the input                                   (batch, D, L)
+    delta        Δ_t > 0, the step size (input dependent!)         (batch, D, L)
+    A            A, the diagonal state matrix, real and negative   (D, N)
+    B            B_t, how the input enters the state   (D, N) | (batch, N, L) | (batch, G, N, L)
+    C            C_t, how the state is read out        same choices as B
+    D  (a tensor) the skip weights                                  (D,)
+    z            z_t, the gate                                      (batch, D, L)
+    h            h_t, the hidden state                              (batch, D, N)
+    G            groups: channel d uses B/C group d // (D / G)
+
+Zero-order hold with Mamba's simplified input term, per channel d and state n:
+    Ā_t = exp(Δ_t A)                      (decay: 0 < Ā_t < 1 because A < 0, Δ_t > 0)
+    h_t = Ā_t ⊙ h_{t-1} + Δ_t B_t u_t      (h_0 = 0)
+    y_t = <C_t, h_t> + D u_t
+    out_t = y_t · silu(z_t)                (when z is given)
+
+Three implementations share one signature, the one of mamba-ssm's `selective_scan_fn`:
+    selective_scan_reference  the loop above, plain PyTorch, differentiable by autograd
+    scan_cpu.selective_scan_cpu   fused numba kernel (CPU); tested equal to the reference
+    mamba_ssm's CUDA kernel   for CUDA tensors, when mamba-ssm is installed with its kernels
+`selective_scan` picks one (see `which_backend`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "reference", "cpu", "cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks: one clear ValueError naming the argument and the shape it should have.
+# ---------------------------------------------------------------------------------------------
+def check_scan_args(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> None:
+    """Raise ValueError if the arguments do not have selective_scan's shapes."""
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        if not torch.is_tensor(t):
+            raise ValueError(f"selective_scan: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan: u must have shape (batch, D, L), got {tuple(u.shape)}")
+    batch, dim, L = u.shape
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f"selective_scan: A must have shape (D, N) = ({dim}, N), got {tuple(A.shape)}")
+    if A.is_complex():
+        raise ValueError("selective_scan: A must be real (complex A is not supported)")
+    N = A.shape[1]
+    if tuple(delta.shape) != (batch, dim, L):
+        raise ValueError(f"selective_scan: delta must have shape {(batch, dim, L)} like u, got {tuple(delta.shape)}")
+    for name, M in (("B", B), ("C", C)):
+        ok = (
+            (M.dim() == 2 and tuple(M.shape) == (dim, N))
+            or (M.dim() == 3 and tuple(M.shape) == (batch, N, L))
+            or (M.dim() == 4 and M.shape[0] == batch and M.shape[2:] == (N, L)
+                and M.shape[1] > 0 and dim % M.shape[1] == 0)
+        )
+        if not ok:
+            raise ValueError(
+                f"selective_scan: {name} must have shape (D, N) = {(dim, N)}, (batch, N, L) = "
+                f"{(batch, N, L)} or (batch, G, N, L) with G dividing {dim}; got {tuple(M.shape)}")
+    for name, t, shape in (("D", D, (dim,)), ("delta_bias", delta_bias, (dim,)), ("z", z, (batch, dim, L))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"selective_scan: {name} must have shape {shape}, got {tuple(t.shape)}")
+    floats = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        if t.dtype not in floats:
+            raise ValueError(f"selective_scan: {name} must be a floating tensor, got {t.dtype}")
+
+
+def expand_groups(M: torch.Tensor, dim: int) -> torch.Tensor:
+    """(batch, G, N, L) -> (batch, D, N, L): channel d reads group d // (D // G)."""
+    return M.repeat_interleave(dim // M.shape[1], dim=1)
+
+
+def work_dtype(u: torch.Tensor) -> torch.dtype:
+    """Scans compute in float32 (float64 when u is float64), whatever the input dtype."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _prologue(delta, delta_bias, delta_softplus, dtype):
+    """Δ <- softplus(Δ + bias), computed in float32 (or float64) as mamba-ssm does."""
+    delta = delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None].to(delta.dtype)
+    if delta_softplus:
+        delta = F.softplus(delta)
+    return delta
+
+
+def _epilogue(y, u, D, z, dtype_in):
+    """out = (y + D u) · silu(z), cast back to the input dtype."""
+    if D is not None:
+        y = y + u * D[:, None].to(y.dtype)            # y_t += D u_t
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))                  # out_t = y_t · silu(z_t)
+    return y.to(dtype_in)
+
+
+# ---------------------------------------------------------------------------------------------
+# The readable reference: the recurrence, one time step at a time.
+# ---------------------------------------------------------------------------------------------
+def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                             delta_softplus=False, return_last_state=False):
+    """Selective scan as a plain loop over time. Same signature and result as mamba-ssm's
+    `selective_scan_fn` (real A). Slow backward at long L: use it to learn and to test."""
+    check_scan_args(u, delta, A, B, C, D, z, delta_bias)
+    dtype_in = u.dtype
+    work = work_dtype(u)
+    u, A, B, C = u.to(work), A.to(work), B.to(work), C.to(work)
+    delta = _prologue(delta, delta_bias, delta_softplus, work)
+    batch, dim, L = u.shape
+    if B.dim() == 4:
+        B = expand_groups(B, dim)                      # (batch, D, N, L)
+    if C.dim() == 4:
+        C = expand_groups(C, dim)
+
+    def at(M, t):
+        """M_t broadcast to (batch, D, N) whatever M's layout."""
+        if M.dim() == 2:                               # (D, N): the same at every step
+            return M[None]
+        if M.dim() == 3:                               # (batch, N, L): shared by all channels
+            return M[:, None, :, t]
+        return M[:, :, :, t]                           # (batch, D, N, L)
+
+    h = u.new_zeros(batch, dim, A.shape[1])            # h_0 = 0              (batch, D, N)
+    ys = []
+    for t in range(L):
+        dt = delta[:, :, t, None]                      # Δ_t                  (batch, D, 1)
+        A_bar = torch.exp(dt * A)                      # Ā_t = exp(Δ_t A)
+        h = A_bar * h + dt * at(B, t) * u[:, :, t, None]   # h_t = Ā_t h_{t-1} + Δ_t B_t u_t
+        ys.append((h * at(C, t)).sum(-1))              # y_t = <C_t, h_t>     (batch, D)
+    y = torch.stack(ys, dim=-1)                        # (batch, D, L)
+    out = _epilogue(y, u, D, z, dtype_in)
+    return (out, h) if return_last_state else out
+
+
+# ---------------------------------------------------------------------------------------------
+# The dispatcher.
+# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def cuda_kernel():
+    """mamba-ssm's fused CUDA `selective_scan_fn`, or None when it is not usable."""
+    try:
+        import selective_scan_cuda  # noqa: F401  (the compiled extension itself)
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # not installed, or installed without its kernels
+        return None
+    return selective_scan_fn
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_kernel():
+    """The numba CPU kernel, or None when numba is missing."""
+    try:
+        from ssmamba_lite.scan_cpu import selective_scan_cpu
+    except ImportError:
+        return None
+    return selective_scan_cpu
+
+
+def which_backend(u: torch.Tensor, backend: str = "auto") -> str:
+    """Name of the implementation `selective_scan` will run for a tensor like `u`.
+
+    Order: the `backend` argument, then the environment variable SSMAMBA_SCAN
+    (reference | cpu | cuda), then automatic: CUDA tensors -> "cuda" when mamba-ssm's kernel
+    is importable, CPU tensors -> "cpu" when numba is, else "reference".
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"selective_scan: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = os.environ.get("SSMAMBA_SCAN", "auto").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"SSMAMBA_SCAN must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if u.is_cuda:
+            return "cuda" if cuda_kernel() is not None else "reference"
+        return "cpu" if (u.device.type == "cpu" and cpu_kernel() is not None) else "reference"
+    if backend == "cuda" and (not u.is_cuda or cuda_kernel() is None):
+        raise ValueError("selective_scan: backend='cuda' needs CUDA tensors and mamba-ssm's kernels")
+    if backend == "cpu" and (u.device.type != "cpu" or cpu_kernel() is None):
+        raise ValueError("selective_scan: backend='cpu' needs CPU tensors and numba")
+    return backend
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, backend: str = "auto"):
+    """Selective scan with mamba-ssm's signature, run by the fastest usable implementation.
+
+    backend: "auto" (default), or force "reference", "cpu" (numba) or "cuda" (mamba-ssm).
+    Returns out (batch, D, L), and the last state (batch, D, N) if return_last_state.
+    """
+    check_scan_args(u, delta, A, B, C, D, z, delta_bias)
+    name = which_backend(u, backend)
+    if name == "cuda":
+        return cuda_kernel()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if name == "cpu":
+        dtype_in = u.dtype
+        delta = _prologue(delta, delta_bias, delta_softplus, work_dtype(u))
+        y, last = cpu_kernel()(u, delta, A, B, C)
+        out = _epilogue(y, u.to(y.dtype), D, z, dtype_in)
+        return (out, last) if return_last_state else out
+    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                    return_last_state)

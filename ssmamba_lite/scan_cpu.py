@@ -1,0 +1,180 @@
+"""The fast CPU selective scan: one fused numba kernel per direction of time.
+
+Same math as `scan.selective_scan_reference` (read that first; symbols as in its glossary):
+    Ā_t = exp(Δ_t A),   h_t = Ā_t ⊙ h_{t-1} + Δ_t B_t u_t,   y_t = <C_t, h_t>
+
+Why a kernel? Every pure-PyTorch formulation materialises (batch, D, L, N) tensors and is bound
+by memory traffic. Here each (batch, channel) row walks L once and keeps only its N-vector state
+h in a small local array: memory traffic is just the inputs and outputs.
+
+Backward (reverse-mode, per row; g_t = ∂loss/∂h_t, carried backwards in time):
+    g_t      = C_t dy_t + Ā_{t+1} ⊙ g_{t+1}           (g_L starts from the last state's gradient)
+    ∂C_t     = dy_t h_t
+    ∂B_t     = g_t Δ_t u_t
+    ∂u_t     = Σ_n g_t B_t Δ_t
+    ∂Δ_t     = Σ_n g_t (B_t u_t + A h_{t-1} Ā_t)
+    ∂A       = Σ_t g_t h_{t-1} Ā_t Δ_t
+The forward pass stores h only at the start of every chunk of `CHUNK` steps; the backward pass
+recomputes the states of one chunk at a time from that checkpoint (memory O(L/CHUNK · N)).
+Large steps are safe: Ā_t = exp(Δ_t A) only ever decays, so nothing can overflow.
+
+Layouts inside the kernel (made by `_layout`): B and C as (Bb, G, Lb, N) with Bb in {1, batch}
+and Lb in {1, L} (index min(b, Bb - 1) and min(t, Lb - 1)), so that one kernel serves fixed (D, N), shared (batch, N, L) and grouped
+(batch, G, N, L) inputs, and the innermost loop over n reads contiguous memory.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+
+CHUNK = 64  # checkpoint interval of the backward pass
+
+
+@njit(parallel=True, cache=True)
+def _scan_forward(u, delta, A, B, C, chunk):
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    nchunks = (L + chunk - 1) // chunk
+    y = np.empty_like(u)
+    last = np.empty((batch, dim, N), u.dtype)
+    ckpt = np.empty((batch, dim, nchunks, N), u.dtype)
+    per_gB, per_gC = dim // B.shape[1], dim // C.shape[1]
+    for row in prange(batch * dim):
+        b, d = np.int64(row) // dim, np.int64(row) % dim     # (prange counts in uint64)
+        bB, gB = min(b, B.shape[0] - 1), d // per_gB
+        bC, gC = min(b, C.shape[0] - 1), d // per_gC
+        h = np.zeros(N, u.dtype)
+        for t in range(L):
+            if t % chunk == 0:
+                ckpt[b, d, t // chunk] = h
+            tB = min(t, B.shape[2] - 1)
+            tC = min(t, C.shape[2] - 1)
+            dt = delta[b, d, t]
+            x = dt * u[b, d, t]
+            acc = 0.0
+            for n in range(N):
+                h[n] = np.exp(dt * A[d, n]) * h[n] + x * B[bB, gB, tB, n]  # h_t = Ā_t h + Δ B u
+                acc += C[bC, gC, tC, n] * h[n]                             # y_t = <C_t, h_t>
+            y[b, d, t] = acc
+        last[b, d] = h
+    return y, last, ckpt
+
+
+@njit(parallel=True, cache=True)
+def _scan_backward(u, delta, A, B, C, ckpt, dy, dlast, chunk):
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    nchunks = ckpt.shape[2]
+    per_gB, per_gC = dim // B.shape[1], dim // C.shape[1]
+    du = np.empty_like(u)
+    ddelta = np.empty_like(u)
+    # Per-batch accumulators so that parallel threads (one per batch item) never share memory.
+    dA = np.zeros((batch, dim, N), u.dtype)
+    dB = np.zeros((batch, B.shape[1], B.shape[2], N), u.dtype)
+    dC = np.zeros((batch, C.shape[1], C.shape[2], N), u.dtype)
+    for pb in prange(batch):
+        b = np.int64(pb)                                      # (prange counts in uint64)
+        bB, bC = min(b, B.shape[0] - 1), min(b, C.shape[0] - 1)
+        hs = np.empty((chunk + 1, N), u.dtype)   # h_{t0-1} .. h_{t1-1} of one chunk
+        abar = np.empty((chunk, N), u.dtype)     # Ā_t of one chunk
+        g = np.empty(N, u.dtype)
+        for d in range(dim):
+            gB, gC = d // per_gB, d // per_gC
+            g[:] = dlast[b, d]
+            for c in range(nchunks - 1, -1, -1):
+                t0 = c * chunk
+                t1 = min(L, t0 + chunk)
+                hs[0] = ckpt[b, d, c]
+                for t in range(t0, t1):          # recompute this chunk's states
+                    i = t - t0
+                    tB = min(t, B.shape[2] - 1)
+                    dt = delta[b, d, t]
+                    x = dt * u[b, d, t]
+                    for n in range(N):
+                        abar[i, n] = np.exp(dt * A[d, n])
+                        hs[i + 1, n] = abar[i, n] * hs[i, n] + x * B[bB, gB, tB, n]
+                for t in range(t1 - 1, t0 - 1, -1):   # walk back through it
+                    i = t - t0
+                    tB = min(t, B.shape[2] - 1)
+                    tC = min(t, C.shape[2] - 1)
+                    dt, ut, dyt = delta[b, d, t], u[b, d, t], dy[b, d, t]
+                    du_t = 0.0
+                    ddt = 0.0
+                    for n in range(N):
+                        gn = g[n] + C[bC, gC, tC, n] * dyt               # g_t
+                        dC[b, gC, tC, n] += dyt * hs[i + 1, n]           # ∂C_t = dy_t h_t
+                        Bn = B[bB, gB, tB, n]
+                        dB[b, gB, tB, n] += gn * dt * ut                 # ∂B_t = g_t Δ_t u_t
+                        du_t += gn * Bn * dt                             # ∂u_t
+                        da = gn * hs[i, n] * abar[i, n]                  # ∂Ā_t · Ā_t
+                        ddt += gn * Bn * ut + da * A[d, n]               # ∂Δ_t
+                        dA[b, d, n] += da * dt                           # ∂A
+                        g[n] = gn * abar[i, n]                           # Ā_t g_t -> step t-1
+                    du[b, d, t] = du_t
+                    ddelta[b, d, t] = ddt
+    return du, ddelta, dA, dB, dC
+
+
+def _layout(M: torch.Tensor, batch: int, L: int, dtype) -> torch.Tensor:
+    """B or C in any of the three accepted shapes -> contiguous (Bb, G, Lb, N)."""
+    if M.dim() == 2:                      # (D, N): one group per channel, constant in time
+        M = M[None, :, None, :]
+    elif M.dim() == 3:                    # (batch, N, L): one group
+        M = M.transpose(1, 2)[:, None]
+    else:                                 # (batch, G, N, L)
+        M = M.transpose(2, 3)
+    return M.detach().to(dtype).contiguous()
+
+
+def _unlayout(dM: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """Gradient in kernel layout (batch, G, Lb, N) -> the shape and dtype of `like`."""
+    g = torch.from_numpy(dM)
+    if like.dim() == 2:
+        g = g.sum(dim=(0, 2))             # (D, N)
+    elif like.dim() == 3:
+        g = g[:, 0].transpose(1, 2)       # (batch, N, L)
+    else:
+        g = g.transpose(2, 3)             # (batch, G, N, L)
+    return g.to(like.dtype)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+class _SelectiveScanCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C):
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        batch, _, L = u.shape
+        dtype = delta.dtype
+        args = (_np(u.to(dtype)), _np(delta), _np(A.to(dtype)),
+                _layout(B, batch, L, dtype).numpy(), _layout(C, batch, L, dtype).numpy())
+        y, last, ckpt = _scan_forward(*args, CHUNK)
+        ctx.args, ctx.ckpt = args, ckpt
+        ctx.save_for_backward(u, delta, A, B, C)
+        return torch.from_numpy(y), torch.from_numpy(last)
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        u, delta, A, B, C = ctx.saved_tensors
+        dtype = delta.dtype
+        dy = torch.zeros_like(delta) if dy is None else dy.to(dtype)
+        dlast = (torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=dtype)
+                 if dlast is None else dlast.to(dtype))
+        du, ddelta, dA, dB, dC = _scan_backward(*ctx.args, ctx.ckpt, _np(dy), _np(dlast), CHUNK)
+        return (torch.from_numpy(du).to(u.dtype), torch.from_numpy(ddelta),
+                torch.from_numpy(dA.sum(0)).to(A.dtype), _unlayout(dB, B), _unlayout(dC, C))
+
+
+def selective_scan_cpu(u, delta, A, B, C):
+    """Core scan y_t = <C_t, h_t> and the last state, for CPU tensors.
+
+    delta must already hold the final step sizes (bias and softplus applied; float32 or
+    float64: that dtype is the compute dtype). The skip term D and the gate z are applied by
+    `scan.selective_scan`. Returns (y (batch, D, L), last state (batch, D, N)).
+    """
+    return _SelectiveScanCPU.apply(u, delta, A, B, C)

@@ -1,0 +1,58 @@
+"""Shared test fixtures: the real-data folder and mamba-ssm's reference code as an oracle."""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """Real H&E data: $SSMAMBA_TEST_DATA, else ../shared/data beside the repository."""
+    return Path(os.environ.get("SSMAMBA_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_dir()
+    if not root.is_dir():
+        pytest.skip(f"real data folder {root} is absent (set SSMAMBA_TEST_DATA to point at it)")
+    return root
+
+
+def load_mamba_ssm_oracle():
+    """Import mamba-ssm's pure-PyTorch reference code on a machine without its CUDA kernels.
+
+    Without the compiled extension `import mamba_ssm` fails ("No module named
+    'selective_scan_cuda'"). We register an empty stand-in for it, make mamba-ssm's `Mamba`
+    take its non-fused path (no causal_conv1d_fn) and route its scan to `selective_scan_ref`.
+    Returns a namespace with `selective_scan_ref` and `Mamba`, or None when mamba-ssm is absent.
+    """
+    try:
+        import selective_scan_cuda  # noqa: F401
+        have_kernels = True
+    except ImportError:
+        have_kernels = False
+        sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    try:
+        from mamba_ssm.modules import mamba_simple
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
+    except ImportError:
+        return None
+    if not have_kernels:
+        mamba_simple.causal_conv1d_fn = None
+        mamba_simple.selective_scan_fn = selective_scan_ref
+    return types.SimpleNamespace(selective_scan_ref=selective_scan_ref, Mamba=mamba_simple.Mamba)
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    ns = load_mamba_ssm_oracle()
+    if ns is None:
+        pytest.skip("mamba-ssm is not installed (make install puts it in .venv)")
+    return ns
