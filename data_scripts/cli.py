@@ -1,8 +1,155 @@
-"""`ssmamba-lite data ...` sub-commands."""
+"""`ssmamba-lite data ...`: list the registry, download a dataset, verify one, write a GDC manifest.
+
+    ssmamba-lite data list
+    ssmamba-lite data info NAME
+    ssmamba-lite data download NAME [--root DIR] [--keep-archives] [--retries N] [--no-progress]
+    ssmamba-lite data verify NAME [--root DIR]
+    ssmamba-lite data gdc-manifest --out FILE [--project TCGA-LUAD --project TCGA-LUSC]
+
+`--root` defaults to $SSMAMBA_DATA; $SSMAMBA_DATA_MIRROR replaces every download URL with
+`<mirror>/<file name>`. Every failure is one line on stderr and a non-zero exit code.
+"""
 
 from __future__ import annotations
 
+import sys
+
+from data_scripts import registry
+
+EXIT_OK, EXIT_FAIL = 0, 1
+
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("data", help="list, download and verify public datasets")
-    p.set_defaults(func=lambda args: p.print_help() or 0)
+    """Register the `data` sub-command (called by ssmamba_lite/cli.py)."""
+    p = subparsers.add_parser("data", help="list, download and verify public datasets",
+                              description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="data_command", metavar="{list,info,download,verify,gdc-manifest}")
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+    ls = sub.add_parser("list", help="print the registry as a table")
+    ls.add_argument("--kind", choices=("roi", "wsi"), help="only tile (roi) or slide (wsi) sets")
+    ls.set_defaults(func=_list)
+
+    info = sub.add_parser("info", help="everything the registry knows about one dataset")
+    info.add_argument("name")
+    info.set_defaults(func=_info)
+
+    dl = sub.add_parser("download", help="download, verify and lay out a dataset")
+    dl.add_argument("name", help="registry name (see `data list`)")
+    dl.add_argument("--root", help="data root (default: $SSMAMBA_DATA)")
+    dl.add_argument("--keep-archives", action="store_true",
+                    help="keep the verified source files in <root>/.downloads/")
+    dl.add_argument("--retries", type=int, default=3, help="retries per URL on a broken transfer")
+    dl.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dl.set_defaults(func=_download)
+
+    vf = sub.add_parser("verify", help="check a laid-out dataset against its checksums")
+    vf.add_argument("name")
+    vf.add_argument("--root", help="data root (default: $SSMAMBA_DATA)")
+    vf.set_defaults(func=_verify)
+
+    gm = sub.add_parser("gdc-manifest", help="GDC manifest + labels.csv for TCGA diagnostic slides")
+    gm.add_argument("--out", required=True, help="manifest file to write (labels.csv goes beside)")
+    gm.add_argument("--project", action="append", dest="projects",
+                    help="GDC project id, repeatable (default: TCGA-LUAD and TCGA-LUSC)")
+    gm.add_argument("--api", default=None, help="GDC API base URL (default: the public GDC)")
+    gm.set_defaults(func=_gdc_manifest)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def format_table(datasets: list[registry.Dataset]) -> str:
+    """The registry as a plain-text table (also pasted into README.md)."""
+    header = ("name", "kind", "task", "classes", "size", "licence", "checksum", "access")
+    rows = [header]
+    for ds in datasets:
+        task = ds.task if len(ds.task) <= 40 else ds.task[:37] + "..."
+        licence = ds.licence if len(ds.licence) <= 20 else ds.licence[:17] + "..."
+        rows.append((ds.name, ds.kind, task, str(len(ds.classes)), registry.human_size(ds.total_size),
+                     licence, ds.checksum_status(), ds.access))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _list(args) -> int:
+    datasets = [d for d in registry.all_datasets() if not args.kind or d.kind == args.kind]
+    print(format_table(datasets))
+    print("\nchecksum: yes = every file has a published checksum; no = none published (the first "
+          "download records its sha256); n/a = no file fetched here.\naccess: direct = `data "
+          "download NAME` fetches it; manual/form/tool = see `data info NAME` for the steps.")
+    return EXIT_OK
+
+
+def _info(args) -> int:
+    try:
+        ds = _resolve(args.name)
+    except LookupError as err:
+        return _fail(str(err))
+    fields = [("title", ds.title), ("task", ds.task), ("classes", ", ".join(ds.classes)),
+              ("licence", ds.licence), ("citation", ds.citation), ("homepage", ds.homepage),
+              ("official split", ds.split), ("magnification", ds.magnification or "not recorded"),
+              ("um/px", str(ds.mpp) if ds.mpp else "not recorded"), ("access", ds.access),
+              ("access steps", ds.access_steps or "ssmamba-lite data download " + ds.name),
+              ("checksums", ds.checksums), ("notes", ds.notes)]
+    for key, value in fields:
+        if value:
+            print(f"{key:>14}: {value}")
+    for f in ds.files:
+        algo_hash = f.expected()
+        digest = f"{algo_hash[0]} {algo_hash[1]}" if algo_hash else f.checksum_source
+        print(f"{'file':>14}: {f.name}  {registry.human_size(f.size)}  {digest}")
+        if algo_hash:
+            print(f"{'':>14}  (from: {f.checksum_source})")
+        for url in f.urls:
+            print(f"{'':>14}  {url}")
+    return EXIT_OK
+
+
+def _resolve(name: str):
+    try:
+        return registry.get(name)
+    except KeyError as err:
+        raise LookupError(err.args[0]) from None
+
+
+def _download(args) -> int:
+    from data_scripts.install import DataError, Options, default_root, install
+
+    try:
+        ds = _resolve(args.name)
+        root = default_root(args.root)
+        opts = Options(retries=max(0, args.retries), progress=not args.no_progress,
+                       keep_archives=args.keep_archives, timeout=args.timeout)
+        print(install(ds, root, opts))
+        print(f"licence: {ds.licence}\ncite: {ds.citation}")
+    except (LookupError, DataError) as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        return _fail("interrupted; partial downloads and staging folders were removed")
+    return EXIT_OK
+
+
+def _verify(args) -> int:
+    from data_scripts.install import DataError, default_root, verify
+
+    try:
+        print(verify(_resolve(args.name), default_root(args.root)))
+    except (LookupError, DataError) as err:
+        return _fail(str(err))
+    return EXIT_OK
+
+
+def _gdc_manifest(args) -> int:
+    from data_scripts import gdc
+
+    try:
+        print(gdc.make_manifest(args.out, tuple(args.projects or gdc.NSCLC), args.api or gdc.GDC_API))
+    except gdc.GDCError as err:
+        return _fail(str(err))
+    return EXIT_OK
