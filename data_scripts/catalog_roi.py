@@ -1,4 +1,4 @@
-"""Registry entries: region-of-interest (tile) datasets with a public download.
+"""Registry entries: region-of-interest (tile) datasets published on Zenodo.
 
 Every hash below is quoted from where it was published (named beside it). Where no hash is
 published, the file says `NONE_PUBLISHED` and the first download records what it saw.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from data_scripts.registry import NONE_PUBLISHED, Dataset, SourceFile, register
+from data_scripts.registry import Dataset, SourceFile, register
 
 _NCT_CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
 _NCT_CITATION = (
@@ -35,7 +35,7 @@ register(Dataset(
     name="nct-crc-he-100k",
     title="NCT-CRC-HE-100K (train, Macenko-normalised) + CRC-VAL-HE-7K (test)",
     kind="roi",
-    task="9-class colorectal tissue classification",
+    task="9-class colorectal tissue",
     classes=_NCT_CLASSES,
     licence="CC BY 4.0",
     citation=_NCT_CITATION,
@@ -58,14 +58,14 @@ register(Dataset(
     checksums="published md5 per archive (Zenodo record 1214456)",
     magnification="20x", mpp=0.5,
     split="train = NCT-CRC-HE-100K (86 slides), test = CRC-VAL-HE-7K (50 other patients)",
-    notes="224x224 px tiles. Patient ids are not published, so split the train set only with care.",
+    notes="224x224 px tiles of 86 slides (train) and 50 patients (test). Patient ids are not published, so split the train set only with care.",
 ))
 
 register(Dataset(
     name="nct-crc-he-100k-nonorm",
     title="NCT-CRC-HE-100K-NONORM (train, no colour normalisation) + CRC-VAL-HE-7K (test)",
     kind="roi",
-    task="9-class colorectal tissue classification",
+    task="9-class colorectal tissue",
     classes=_NCT_CLASSES,
     licence="CC BY 4.0",
     citation=_NCT_CITATION,
@@ -94,7 +94,7 @@ register(Dataset(
     name="kather2016",
     title="Kather 2016 texture tiles (Kather_texture_2016_image_tiles_5000)",
     kind="roi",
-    task="8-class colorectal texture classification",
+    task="8-class colorectal texture",
     classes=("01_TUMOR", "02_STROMA", "03_COMPLEX", "04_LYMPHO", "05_DEBRIS", "06_MUCOSA",
              "07_ADIPOSE", "08_EMPTY"),
     licence="CC BY 4.0",
@@ -135,7 +135,7 @@ register(Dataset(
     name="pcam",
     title="PatchCamelyon (PCam)",
     kind="roi",
-    task="binary: metastatic tissue in the centre 32x32 px of a lymph-node patch",
+    task="binary: tumour in the patch centre",
     classes=("no_tumor", "tumor"),
     licence="CC0 1.0",
     citation=(
@@ -155,7 +155,8 @@ register(Dataset(
     checksums="published sha256 per file (tensorflow-datasets)",
     magnification="10x (40x scans at 0.243 um/px, undersampled; PCam README)",
     split="official: train 262,144 / val 32,768 / test 32,768 patches, no slide in two splits",
-    notes="96x96 px patches stored in gzipped HDF5; converted to PNG class folders.",
+    notes="Label: metastatic tissue in the centre 32x32 px of a 96x96 px lymph-node patch. "
+          "Stored in gzipped HDF5; converted to PNG class folders.",
 ))
 
 # md5 per size as recorded in MedMNIST/MedMNIST medmnist/info.py (v3, Zenodo record 10519652).
@@ -174,7 +175,7 @@ for _px, _md5 in _MEDMNIST_MD5.items():
         name="pathmnist" if _px == 28 else f"pathmnist-{_px}",
         title=f"MedMNIST PathMNIST, {_px}x{_px} px",
         kind="roi",
-        task="9-class colorectal tissue (NCT-CRC-HE-100K resized)",
+        task="9-class colorectal tissue (resized NCT)",
         classes=_PATHMNIST_CLASSES,
         licence="CC BY 4.0",
         citation=(
@@ -199,7 +200,7 @@ register(Dataset(
     name="bach",
     title="BACH (ICIAR 2018) microscopy photos",
     kind="roi",
-    task="4-class breast histology classification",
+    task="4-class breast histology",
     classes=("Benign", "InSitu", "Invasive", "Normal"),
     licence="CC BY-NC-ND 4.0",
     citation=(
@@ -219,81 +220,4 @@ register(Dataset(
     mpp=0.42,
     split="none for the 400 labelled photos (the challenge test set is unlabelled); split 'all'",
     notes="2048x1536 px TIFF photos; the archive's WSI part is not laid out.",
-))
-
-register(Dataset(
-    name="breakhis",
-    title="BreakHis v1 (Breast Cancer Histopathological Database)",
-    kind="roi",
-    task="8-class breast tumour subtype (4 benign, 4 malignant), 4 magnifications",
-    classes=("adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_adenoma",
-             "ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma"),
-    licence="CC BY 4.0 (as recorded by kaiko-ai/eva; see the database page)",
-    citation=(
-        "Spanhol FA, Oliveira LS, Petitjean C, Heutte L. A Dataset for Breast Cancer "
-        "Histopathological Image Classification. IEEE Trans Biomed Eng 2016;63(7):1455-1462."
-    ),
-    homepage="https://web.inf.ufpr.br/vri/databases/breast-cancer-histopathological-database-breakhis/",
-    files=(SourceFile(
-        name="BreaKHis_v1.tar.gz",
-        urls=("http://www.inf.ufpr.br/vri/databases/BreaKHis_v1.tar.gz",),
-        checksum_source=NONE_PUBLISHED,
-    ),),
-    converter="breakhis",
-    checksums=NONE_PUBLISHED + " (the first download records its sha256 in the data root)",
-    magnification="40X, 100X, 200X, 400X (column 'magnification' in labels.csv)",
-    split="none official; labels.csv carries patient ids for patient-level splits",
-    notes="700x460 px PNG.",
-))
-
-register(Dataset(
-    name="idc-breast",
-    title="Invasive ductal carcinoma (IDC) breast patches, IDC_regular_ps50_idx5",
-    kind="roi",
-    task="binary: IDC present in a 50x50 px patch",
-    classes=("idc_negative", "idc_positive"),
-    licence="CC0 1.0 per the Kaggle listing; the original distribution states no licence",
-    citation=(
-        "Janowczyk A, Madabhushi A. Deep learning for digital pathology image analysis: a "
-        "comprehensive tutorial with selected use cases. J Pathol Inform 2016;7:29. "
-        "doi:10.4103/2153-3539.186902. Cruz-Roa A et al. Proc SPIE 9041, Medical Imaging 2014: "
-        "Digital Pathology, 904103. doi:10.1117/12.2043872"
-    ),
-    homepage="http://www.andrewjanowczyk.com/use-case-6-invasive-ductal-carcinoma-idc-segmentation/",
-    files=(SourceFile(
-        name="IDC_regular_ps50_idx5.zip",
-        urls=("http://andrewjanowczyk.com/wp-static/IDC_regular_ps50_idx5.zip",
-              "http://gleason.case.edu/webdata/jpi-dl-tutorial/IDC_regular_ps50_idx5.zip"),
-        checksum_source=NONE_PUBLISHED,
-    ),),
-    converter="idc",
-    checksums=NONE_PUBLISHED + " (the first download records its sha256 in the data root)",
-    split="none official; labels.csv carries patient ids (162 slides) for patient-level splits",
-    notes="Also mirrored on Kaggle (paultimothymooney/breast-histopathology-images).",
-))
-
-register(Dataset(
-    name="lc25000",
-    title="LC25000 lung and colon histopathological images",
-    kind="roi",
-    task="5-class lung / colon tissue classification",
-    classes=("colon_aca", "colon_n", "lung_aca", "lung_n", "lung_scc"),
-    licence="not stated in the authors' README (tampapath/lung_colon_image_set); research use",
-    citation=(
-        "Borkowski AA, Bui MM, Thomas LB, Wilson CP, DeLand LA, Mastorides SM. Lung and Colon "
-        "Cancer Histopathological Image Dataset (LC25000). arXiv:1912.12142, 2019."
-    ),
-    homepage="https://github.com/tampapath/lung_colon_image_set",
-    files=(SourceFile(name="LC25000.zip", checksum_source=NONE_PUBLISHED),),
-    converter="image_folders",
-    access="manual",
-    access_steps=(
-        "LC25000.zip (1.85 GB per the authors) is shared as a torrent: "
-        "https://academictorrents.com/details/7a638ed187a6180fd6e464b3666a6ea0499af4af "
-        "(also on Kaggle as andrewmvd/lung-and-colon-cancer-histopathological-images). "
-        "Put LC25000.zip in <root>/.downloads/lc25000/ (or on your SSMAMBA_DATA_MIRROR), "
-        "then run: ssmamba-lite data download lc25000"
-    ),
-    checksums=NONE_PUBLISHED + " (the first download records its sha256 in the data root)",
-    split="none official; split 'all' (768x768 px JPEG, 5,000 per class)",
 ))

@@ -15,7 +15,7 @@ register(Dataset(
     name="camelyon16",
     title="CAMELYON16 sentinel lymph-node whole-slide images",
     kind="wsi",
-    task="slide-level binary: metastasis present (tumor) or not (normal)",
+    task="slide-level binary: metastasis or not",
     classes=("normal", "tumor"),
     licence="CC0 1.0",
     citation=(
@@ -37,14 +37,15 @@ register(Dataset(
     checksums="checksums.md5 published with the data (see homepage)",
     magnification="40x (0.243 um/px at level 0, per the PCam README)",
     split="official: 270 training slides (normal_*, tumor_*), 130 test slides (test_*)",
-    notes="Test labels are in testing/reference.csv.",
+    notes="Lymph-node slides: metastasis (tumor) or not (normal). Test labels are in "
+          "testing/reference.csv.",
 ))
 
 register(Dataset(
     name="tcga-nsclc",
     title="TCGA-NSCLC diagnostic slides (TCGA-LUAD + TCGA-LUSC) from the NCI GDC",
     kind="wsi",
-    task="slide-level binary: lung adenocarcinoma (LUAD) vs squamous cell carcinoma (LUSC)",
+    task="slide-level binary: LUAD vs LUSC",
     classes=("LUAD", "LUSC"),
     licence="NIH GDC open access (GDC Data Use Agreement and TCGA publication guidelines)",
     citation=(
@@ -65,14 +66,15 @@ register(Dataset(
     checksums="per-file md5 in the GDC manifest (published by the GDC API)",
     magnification="mostly 20x or 40x; read it from each slide's metadata",
     split="none official; split by patient (labels.csv column patient_id)",
-    notes="gdc-manifest prints the number of slides and their total size: check your disk first.",
+    notes="LUAD = lung adenocarcinoma, LUSC = lung squamous cell carcinoma. gdc-manifest "
+          "prints the number of slides and their total size: check your disk first.",
 ))
 
 register(Dataset(
     name="mhist",
     title="MHIST minimalist histopathology image analysis dataset (colorectal polyps)",
     kind="roi",
-    task="binary: hyperplastic polyp (HP) vs sessile serrated adenoma (SSA)",
+    task="binary: hyperplastic polyp vs SSA",
     classes=("HP", "SSA"),
     licence="MHIST Dataset Research Use Agreement (signed through the access form)",
     citation=(
@@ -95,14 +97,15 @@ register(Dataset(
     checksums=NONE_PUBLISHED + " publicly (MD5SUMs.txt comes with the access e-mail); the "
     "first download records its sha256 in the data root",
     split="official: annotations.csv column Partition (train 2,175 / test 977)",
-    notes="224x224 px PNG; labels are the majority vote of 7 pathologists.",
+    notes="HP = hyperplastic polyp, SSA = sessile serrated adenoma. 224x224 px PNG; labels "
+          "are the majority vote of 7 pathologists.",
 ))
 
 register(Dataset(
     name="chaoyang",
     title="Chaoyang colorectal histopathology dataset",
     kind="roi",
-    task="4-class colorectal: normal, serrated, adenocarcinoma, adenoma (noisy labels)",
+    task="4-class colorectal (noisy labels)",
     classes=("normal", "serrated", "adenocarcinoma", "adenoma"),
     licence="Chaoyang Dataset licence: non-commercial use, no redistribution (see homepage)",
     citation=(
@@ -119,4 +122,5 @@ register(Dataset(
     ),
     checksums=NONE_PUBLISHED,
     split="official: train 4,021 / test 2,139 patches (per the authors)",
+    notes="Classes: normal, serrated, adenocarcinoma, adenoma; labels are known to be noisy.",
 ))

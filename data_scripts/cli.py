@@ -28,6 +28,7 @@ def add_parser(subparsers) -> None:
 
     ls = sub.add_parser("list", help="print the registry as a table")
     ls.add_argument("--kind", choices=("roi", "wsi"), help="only tile (roi) or slide (wsi) sets")
+    ls.add_argument("--markdown", action="store_true", help="a Markdown table, nothing cut short")
     ls.set_defaults(func=_list)
 
     info = sub.add_parser("info", help="everything the registry knows about one dataset")
@@ -77,8 +78,22 @@ def format_table(datasets: list[registry.Dataset]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(datasets: list[registry.Dataset]) -> str:
+    """The registry as a Markdown table (what README.md shows)."""
+    lines = ["| name | kind | task | classes | size | licence | checksum | access |",
+             "|---|---|---|---|---|---|---|---|"]
+    for ds in datasets:
+        cells = (f"`{ds.name}`", ds.kind, ds.task, str(len(ds.classes)),
+                 registry.human_size(ds.total_size), ds.licence, ds.checksum_status(), ds.access)
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def _list(args) -> int:
     datasets = [d for d in registry.all_datasets() if not args.kind or d.kind == args.kind]
+    if args.markdown:
+        print(format_markdown(datasets))
+        return EXIT_OK
     print(format_table(datasets))
     print("\nchecksum: yes = every file has a published checksum; no = none published (the first "
           "download records its sha256); n/a = no file fetched here.\naccess: direct = `data "

@@ -5,8 +5,8 @@ checksum here is a *published* one, with a comment or `checksum_source` saying w
 published; where none is published the entry says `NONE_PUBLISHED` and the first download
 records the sha256 it saw in the data root (trust on first use, see `checksums.py`).
 
-The entries themselves live in `catalog_roi.py` (region-of-interest tile sets) and
-`catalog_wsi.py` (whole-slide sets and sets behind an access form).
+The entries themselves live in `catalog_roi.py` (tile sets on Zenodo), `catalog_roi_web.py`
+(tile sets on project pages) and `catalog_wsi.py` (whole-slide sets and sets behind a form).
 """
 
 from __future__ import annotations
@@ -111,7 +111,11 @@ def _load_catalogs() -> None:
     global _CATALOGS_LOADED
     if not _CATALOGS_LOADED:
         _CATALOGS_LOADED = True
-        from data_scripts import catalog_roi, catalog_wsi  # noqa: F401  (they call register)
+        from data_scripts import (  # noqa: F401  (importing them registers their entries)
+            catalog_roi,
+            catalog_roi_web,
+            catalog_wsi,
+        )
 
 
 def names() -> list[str]:

@@ -166,6 +166,9 @@ def test_list_prints_a_table(capsys):
     row = next(line for line in out.splitlines() if line.startswith("breakhis"))
     assert " no " in row  # no published checksum for BreakHis
     assert format_table(registry.all_datasets()).count("\n") == len(registry.names()) + 1
+    assert cli("list", "--markdown") == 0
+    md = capsys.readouterr().out.strip().splitlines()
+    assert md[0].startswith("| name |") and len(md) == len(registry.names()) + 2
 
 
 def test_mirror_rewrites_to_base_plus_file_name(monkeypatch):
