@@ -145,6 +145,8 @@ def _download(args) -> int:
         print(f"licence: {ds.licence}\ncite: {ds.citation}")
     except (LookupError, DataError) as err:
         return _fail(str(err))
+    except OSError as err:  # disk full, permissions, ...: name the path, no traceback
+        return _fail(f"{err.strerror or err}: {err.filename or args.root}")
     except KeyboardInterrupt:
         return _fail("interrupted; partial downloads and staging folders were removed")
     return EXIT_OK
@@ -157,6 +159,8 @@ def _verify(args) -> int:
         print(verify(_resolve(args.name), default_root(args.root)))
     except (LookupError, DataError) as err:
         return _fail(str(err))
+    except OSError as err:
+        return _fail(f"{err.strerror or err}: {err.filename or args.root}")
     return EXIT_OK
 
 

@@ -104,7 +104,7 @@ def obtain(ds: Dataset, src: SourceFile, root: Path, opts: Options) -> tuple[Pat
         hashes = fetch.download(src, dest, urls, expected, retries=opts.retries,
                                 progress=opts.progress, timeout=opts.timeout, backoff=opts.backoff)
     except (ChecksumError, fetch.DownloadError) as err:
-        _remove_empty(cache)
+        _remove_empty(cache, cache.parent)
         raise DataError(str(err)) from None
     if expected is None:
         _record(ds, src, root, hashes, dest.stat().st_size, url=urls[0])
