@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.ssmamba-installed
 HAVE_GPU := $(shell command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 MAMBA_PKGS := causal-conv1d==1.7.0 mamba-ssm==2.3.2.post1
 
-.PHONY: install test lint pytest tutorial lab bench clean
+.PHONY: install cuda-kernels test lint pytest tutorial lab bench clean
 
 install: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip wheel packaging setuptools ninja
 	$(PIP) install -q -e '.[dev]'
 ifeq ($(HAVE_GPU),1)
-	$(PIP) install -q --no-build-isolation $(MAMBA_PKGS)
+	$(MAKE) cuda-kernels PY=$(PY)
 else
 	@echo "No GPU here: installing mamba-ssm without its CUDA kernels (its pure-PyTorch reference is the test oracle)."
 	MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE \
@@ -26,6 +26,11 @@ else
 endif
 	$(PY) -m ipykernel install --user --name python3 >/dev/null
 	@touch $@
+
+# mamba-ssm + causal-conv1d with their CUDA kernels, built against the installed torch.
+cuda-kernels:
+	$(PIP) install -q wheel packaging ninja
+	$(PIP) install --no-build-isolation $(MAMBA_PKGS)
 
 lint: install
 	$(PY) -m ruff check ssmamba_lite data_scripts tests benchmarks notebooks

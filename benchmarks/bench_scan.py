@@ -1,0 +1,113 @@
+"""Selective-scan speed on this CPU: our reference loop, our numba kernel, mamba-ssm's
+`selective_scan_ref` and mambapy's parallel scan (`pscan`), measured side by side.
+
+    .venv/bin/python benchmarks/bench_scan.py [--repeats 5] [--lengths 196 784]
+
+Shapes: batch 8, D 192, N 16 (B and C shared across channels, as in Mamba), 2 threads.
+Implementations are interleaved within each round so that machine noise hits all alike.
+Prints median times, the speed-up of the kernel over each, and the max abs error against
+mamba-ssm's reference (outputs and all input gradients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ssmamba_lite.scan import selective_scan  # noqa: E402
+from tests.conftest import load_mamba_ssm_oracle  # noqa: E402
+
+ORACLE_LIMIT_S = 60.0  # one forward+backward slower than this is timed once, not repeated
+
+
+def mambapy_scan(u, delta, A, B, C, D):
+    """The same scan through mambapy's Blelloch parallel scan (its `selective_scan` recipe)."""
+    from mambapy.pscan import pscan
+
+    dt = delta.transpose(1, 2)                                     # (batch, L, D)
+    dA = torch.exp(dt.unsqueeze(-1) * A)                           # (batch, L, D, N)
+    BX = (dt * u.transpose(1, 2)).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(2)
+    hs = pscan(dA, BX)                                             # (batch, L, D, N)
+    y = (hs @ C.transpose(1, 2).unsqueeze(-1)).squeeze(-1)         # (batch, L, D)
+    return (y + D * u.transpose(1, 2)).transpose(1, 2)
+
+
+def make(batch, dim, L, N, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        u=torch.randn(batch, dim, L, generator=g),
+        delta=torch.rand(batch, dim, L, generator=g) * 0.1 + 0.001,
+        A=-torch.exp(torch.randn(dim, N, generator=g) * 0.5),
+        B=torch.randn(batch, N, L, generator=g),
+        C=torch.randn(batch, N, L, generator=g),
+        D=torch.randn(dim, generator=g),
+    )
+
+
+def run_once(fn, x, backward):
+    inputs = {k: v.clone().requires_grad_(backward) for k, v in x.items()}
+    t0 = time.perf_counter()
+    out = fn(**inputs)
+    if backward:
+        out.pow(2).mean().backward()
+    dt = time.perf_counter() - t0
+    grads = [inputs[k].grad for k in ("u", "delta", "A", "B", "C", "D")] if backward else []
+    return dt, [out.detach()] + grads
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[196, 784])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    oracle = load_mamba_ssm_oracle()
+    impls = {
+        "ours: reference loop": lambda **k: selective_scan(**k, backend="reference"),
+        "ours: numba kernel": lambda **k: selective_scan(**k, backend="cpu"),
+        "mambapy pscan": mambapy_scan,
+    }
+    if oracle is not None:
+        impls["mamba-ssm selective_scan_ref"] = oracle.selective_scan_ref
+    batch, dim, N = 8, 192, 16
+    print(f"batch={batch} D={dim} N={N}, {args.threads} threads, median of {args.repeats}, "
+          f"torch {torch.__version__}")
+    selective_scan(**make(1, 2, 3, 2), backend="cpu")  # JIT-compile outside the timings
+    rows = []
+    for L in args.lengths:
+        x = make(batch, dim, L, N)
+        for backward in (False, True):
+            mode = "fwd+bwd" if backward else "forward"
+            times = {name: [] for name in impls}
+            results, notes = {}, {}
+            for _ in range(args.repeats):
+                for name, fn in impls.items():
+                    if name in notes:
+                        continue
+                    dt, res = run_once(fn, x, backward)
+                    times[name].append(dt)
+                    results[name] = res
+                    if dt > ORACLE_LIMIT_S:
+                        notes[name] = f"one run took {dt:.0f} s: not repeated"
+            ref = results.get("mamba-ssm selective_scan_ref")
+            kernel = statistics.median(times["ours: numba kernel"])
+            for name in impls:
+                med = statistics.median(times[name])
+                err = max((a - b).abs().max().item() for a, b in zip(results[name], ref)) \
+                    if ref is not None else float("nan")
+                rows.append((L, mode, name, med, med / kernel, err, notes.get(name, "")))
+    print("\n| L | pass | implementation | median s | x slower than kernel | max abs err vs mamba-ssm | note |")
+    print("|---|---|---|---|---|---|---|")
+    for L, mode, name, med, ratio, err, note in rows:
+        print(f"| {L} | {mode} | {name} | {med:.4f} | {ratio:.1f} | {err:.1e} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
