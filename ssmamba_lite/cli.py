@@ -39,7 +39,13 @@ def _info(args) -> int:
     return 0
 
 
-COMMANDS = [_add_info, _add_data]
+def _add_wsi(subparsers) -> None:
+    from ssmamba_lite.cli_wsi import add_parser
+
+    add_parser(subparsers)
+
+
+COMMANDS = [_add_info, _add_data, _add_wsi]
 
 
 def build_parser() -> argparse.ArgumentParser:
