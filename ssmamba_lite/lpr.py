@@ -1,0 +1,55 @@
+"""Local Perception Residual (LPR): a depthwise-convolution shortcut for fine cues.
+
+Paper name: *Local Perception Residual* (SSMamba, Chai et al. 2026). The abstract names the
+problem it answers: "insufficient fine-grained sensitivity". Why it helps on pathology images:
+the features that separate tissue classes are often tiny and local (nuclear texture and size,
+chromatin, mitoses, the edge of a gland). A selective scan mixes tokens along a 1D path, so
+two pixels that touch in the image can sit far apart in the scan; a small convolution sees
+every 2D neighbour at once. LPR adds that local view in front of each block, as a residual so
+that it can start close to the identity and never block the path of the signal.
+
+Related designs: CMT's *local perception unit* (LPU(x) = DWConv(x) + x, Guo et al. 2022) and
+the convolution branch beside the SSM branch of MedMamba (Yue & Li 2024). It also tells the
+token mixers that follow where each token sits, like a conditional position encoding
+(CPVT, Chu et al. 2023), so the model needs no learned position table and takes any image size.
+
+Glossary (code name -> math; shapes in brackets)
+    x            the feature map                                    (batch, C, H, W)
+    dwconv       DWConv_k: one k x k filter per channel (groups=C)   C * (k*k + 1) weights
+    norm         optional normalisation of the branch (BatchNorm)
+    act          optional activation of the branch (GELU)
+
+    LPR(x) = x + act(norm(DWConv_k(x)))                               (batch, C, H, W)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class LocalPerceptionResidual(nn.Module):
+    """x + DWConv(x) on a (batch, C, H, W) map; output has the input's shape.
+
+    dim: channels C. kernel_size: k (odd, so that "same" padding keeps H and W).
+    norm: add a BatchNorm2d on the branch. act: add a GELU on the branch.
+    Defaults (plain DWConv, no norm, no activation) are CMT's local perception unit.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 3, norm: bool = False, act: bool = False):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"LocalPerceptionResidual: kernel_size must be odd, got {kernel_size}")
+        self.dim, self.kernel_size = dim, kernel_size
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.BatchNorm2d(dim) if norm else nn.Identity()
+        self.act = nn.GELU() if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.dim:
+            raise ValueError(f"LocalPerceptionResidual: input must have shape "
+                             f"(batch, {self.dim}, H, W), got {tuple(x.shape)}")
+        return x + self.act(self.norm(self.dwconv(x)))      # x + DWConv_k(x)  (batch, C, H, W)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, kernel_size={self.kernel_size}"
