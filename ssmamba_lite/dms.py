@@ -1,0 +1,228 @@
+"""Directional Multi-scale (DMS): selective scans of an image along several paths and scales.
+
+Paper name: *Directional Multi-scale* module (SSMamba, Chai et al. 2026), SSMamba's answer to
+"inadequate local-global modeling". A selective scan (scan.py) reads a 1D sequence; an image
+is 2D. Flatten it one way (row by row) and each token sees only the tokens before it on that
+path: the pixel below is W steps back, the one above is not seen at all. So DMS scans the same
+map along several paths, each with its own selective-scan parameters (VMamba's SS2D, Liu et al.
+2024), puts every result back in image order and fuses them. It does the same on copies of the
+map pooled by 2, 4, ... (coarser scales: short sequences that see far, cheaply), then upsamples
+them, so that tissue architecture and cell detail both reach the classifier.
+
+Scan orders (`scan_order(h, w, direction)`; see notebooks for pictures):
+    0  row-major             left to right, top to bottom
+    1  column-major          top to bottom, left to right
+    2, 3                     0 and 1 reversed
+    4  windowed row-major    row-major inside `window` x `window` tiles, tiles row-major
+    5  windowed column-major column-major inside tiles, tiles column-major  (LocalMamba, Huang
+    6, 7                     4 and 5 reversed                                 et al. 2024)
+
+Glossary (code name -> math; shapes in brackets)
+    C            channels of the input map x                        (batch, C, H, W)
+    D            d_inner = expand * C: channels inside the module
+    K            number of directions (scan orders)
+    N            d_state: state size per channel
+    R            dt_rank: rank of the projection that makes Δ
+    s            a scale: the map is average-pooled by s before the scan
+    order_k      scan_order(h, w, k): token indices in visiting order  (L,) with L = h * w
+    x_proj_weight  W_x[k]: x_t -> [δ_t (R), B_t (N), C_t (N)]        (K, R + 2N, D)
+    dt_proj_weight W_Δ[k], dt_proj_bias b_Δ[k]                       (K, D, R), (K, D)
+    A_log        A = -exp(A_log), one row per (direction, channel)   (K * D, N)
+    D            skip weights of the scan                            (K * D,)
+    fuse_logits  a_{s,k}: fusion weights w = softmax(a) over all (scale, direction) pairs
+
+    x, z   = in_proj(x_in)                                    two (batch, D, H, W) maps
+    x      = silu(DWConv(x))
+    y_{s,k} = order_k^{-1}( S6_k( order_k( pool_s(x) ) ) )    each scan with its own Δ, B, C, A
+    y      = Σ_{s,k} w_{s,k} · up_s(y_{s,k})                  (or concat + 1x1 conv: fuse="concat")
+    out    = out_proj( norm(y) · silu(z) )                    (batch, C, H, W)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import LayerNorm2d
+
+from ssmamba_lite.scan import selective_scan
+
+NUM_ORDERS = 8  # scan orders 0..7 (see the module docstring)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scan orders: which token of the (h, w) map is visited at each step.
+# ---------------------------------------------------------------------------------------------
+def scan_order(h: int, w: int, direction: int, window: int = 4) -> torch.Tensor:
+    """LongTensor (h * w,): order[i] = row-major index (r * w + c) of the token visited at step i.
+
+    direction: 0 row-major, 1 column-major, 2 and 3 their reverses, 4 and 5 windowed row- and
+    column-major (tiles of `window` x `window`, cut short at the border), 6 and 7 their reverses.
+    """
+    if not 0 <= direction < NUM_ORDERS:
+        raise ValueError(f"scan_order: direction must be in 0..{NUM_ORDERS - 1}, got {direction}")
+    if h < 1 or w < 1 or window < 1:
+        raise ValueError(f"scan_order: h, w and window must be >= 1, got {h}, {w}, {window}")
+    r = torch.arange(h).view(h, 1).expand(h, w)                 # row of each token    (h, w)
+    c = torch.arange(w).view(1, w).expand(h, w)                 # column of each token (h, w)
+    base = direction - 2 if direction in (2, 3, 6, 7) else direction
+    if base == 0:
+        key = r * w + c                                         # row by row
+    elif base == 1:
+        key = c * h + r                                         # column by column
+    elif base == 4:                                             # tile (r//win, c//win), then inside
+        tiles_w = math.ceil(w / window)
+        key = ((r // window) * tiles_w + c // window) * window**2 + (r % window) * window + c % window
+    else:                                                       # base == 5: the transpose of 4
+        tiles_h = math.ceil(h / window)
+        key = ((c // window) * tiles_h + r // window) * window**2 + (c % window) * window + r % window
+    order = torch.argsort(key.reshape(-1))                      # smallest key first
+    return order.flip(0) if base != direction else order
+
+
+def inverse_scan_order(h: int, w: int, direction: int, window: int = 4) -> torch.Tensor:
+    """LongTensor (h * w,): inv[j] = step at which token j is visited, so that for a row-major
+    sequence x: x[order][inv] == x (puts scan outputs back in image order)."""
+    order = scan_order(h, w, direction, window)
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(order.numel())
+    return inv
+
+
+@functools.lru_cache(maxsize=256)
+def _orders(h: int, w: int, directions: tuple, window: int, device: torch.device):
+    """Stacked orders and inverses (K, L) for a set of directions, cached per size and device."""
+    order = torch.stack([scan_order(h, w, k, window) for k in directions])
+    inv = torch.stack([inverse_scan_order(h, w, k, window) for k in directions])
+    return order.to(device), inv.to(device)
+
+
+def resolve_directions(directions) -> tuple:
+    """An int K means orders 0..K-1; a sequence names the orders. Returns a tuple of ints."""
+    dirs = tuple(range(directions)) if isinstance(directions, int) else tuple(directions)
+    if not dirs or len(set(dirs)) != len(dirs) or not all(0 <= k < NUM_ORDERS for k in dirs):
+        raise ValueError(f"directions must be an int in 1..{NUM_ORDERS} or distinct orders in "
+                         f"0..{NUM_ORDERS - 1}, got {directions!r}")
+    return dirs
+
+
+# ---------------------------------------------------------------------------------------------
+# One scale: K selective scans, each direction with its own parameters, in one kernel call.
+# ---------------------------------------------------------------------------------------------
+class DirectionalScan(nn.Module):
+    """(batch, D, h, w) -> (batch, K, D, h, w): K scans along K orders, back in image order.
+
+    The K directions are stacked along channels, as in VMamba's SS2D: the scan sees K * D
+    channels, and channel k * D + d reads B, C of group k (scan.py's grouped layout).
+    """
+
+    def __init__(self, d_inner: int, directions=4, d_state: int = 16, dt_rank: int = 4,
+                 window: int = 4, dt_min: float = 1e-3, dt_max: float = 0.1,
+                 scan_backend: str = "auto"):
+        super().__init__()
+        self.directions = resolve_directions(directions)
+        K, D, N, R = len(self.directions), d_inner, d_state, dt_rank
+        self.d_inner, self.d_state, self.dt_rank, self.window = D, N, R, window
+        self.scan_backend = scan_backend
+        self.x_proj_weight = nn.Parameter(torch.randn(K, R + 2 * N, D) * D**-0.5)     # W_x[k]
+        self.dt_proj_weight = nn.Parameter(torch.empty(K, D, R).uniform_(-R**-0.5, R**-0.5))
+        # Δ starts log-uniform in [dt_min, dt_max]: b_Δ = softplus^{-1}(Δ_0), as in mamba.py.
+        dt = torch.exp(torch.rand(K, D) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.dt_proj_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(K * D, 1)           # S4D-real
+        self.A_log = nn.Parameter(torch.log(A))                                     # A = -exp(A_log)
+        self.D = nn.Parameter(torch.ones(K * D))
+        for p in (self.A_log, self.D):
+            p._no_weight_decay = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, D, h, w = x.shape
+        K, L, N, R = len(self.directions), h * w, self.d_state, self.dt_rank
+        order, inv = _orders(h, w, self.directions, self.window, x.device)         # (K, L)
+        xs = x.flatten(2)[:, :, order].transpose(1, 2).contiguous()                # (b, K, D, L)
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)             # (b, K, R+2N, L)
+        dt, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
+        dt = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight)               # W_Δ δ (b, K, D, L)
+        A = -torch.exp(self.A_log.float())                                         # (K*D, N)
+        y = selective_scan(
+            xs.view(b, K * D, L), dt.reshape(b, K * D, L), A,
+            Bs.contiguous(), Cs.contiguous(),                                      # (b, K, N, L) groups
+            self.D.float(), delta_bias=self.dt_proj_bias.reshape(-1).float(),
+            delta_softplus=True, backend=self.scan_backend)                        # (b, K*D, L)
+        y = y.view(b, K, D, L)
+        y = y.gather(3, inv.view(1, K, 1, L).expand(b, K, D, L))                   # image order
+        return y.view(b, K, D, h, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# The DMS module: in_proj -> DWConv -> scans at every scale -> fuse -> gate -> out_proj.
+# ---------------------------------------------------------------------------------------------
+class DirectionalMultiScale(nn.Module):
+    """DMS token mixer: (batch, C, H, W) -> (batch, C, H, W), any H and W.
+
+    directions: K (orders 0..K-1) or a tuple of scan orders. scales: pooling factors, 1 = full
+    resolution (each scale has its own scan parameters). d_state: N. expand: D = expand * C.
+    fuse: "weights" (learned softmax weights, readable: `fusion_weights()`) or "concat"
+    (concatenate all maps, 1x1 convolution). window: tile size of orders 4..7.
+    """
+
+    def __init__(self, dim: int, directions=4, scales=(1, 2), d_state: int = 16,
+                 expand: float = 1.0, dt_rank="auto", d_conv: int = 3, window: int = 4,
+                 fuse: str = "weights", scan_backend: str = "auto"):
+        super().__init__()
+        self.directions = resolve_directions(directions)
+        self.scales = tuple(int(s) for s in scales)
+        if not self.scales or any(s < 1 for s in self.scales) or len(set(self.scales)) != len(self.scales):
+            raise ValueError(f"DirectionalMultiScale: scales must be distinct ints >= 1, got {scales!r}")
+        if fuse not in ("weights", "concat"):
+            raise ValueError(f"DirectionalMultiScale: fuse must be 'weights' or 'concat', got {fuse!r}")
+        D = int(expand * dim)
+        R = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
+        K, S = len(self.directions), len(self.scales)
+        self.dim, self.d_inner, self.fuse = dim, D, fuse
+        self.in_proj = nn.Conv2d(dim, 2 * D, 1)                               # x -> [x, z]
+        self.conv = nn.Conv2d(D, D, d_conv, padding=d_conv // 2, groups=D)    # local mixing
+        self.scans = nn.ModuleList(
+            DirectionalScan(D, self.directions, d_state, R, window, scan_backend=scan_backend)
+            for _ in self.scales)
+        if fuse == "weights":
+            self.fuse_logits = nn.Parameter(torch.zeros(S, K))                 # a_{s,k}
+            self.fuse_logits._no_weight_decay = True
+        else:
+            self.fuse_proj = nn.Conv2d(S * K * D, D, 1)
+        self.out_norm = LayerNorm2d(D)
+        self.out_proj = nn.Conv2d(D, dim, 1)
+
+    def fusion_weights(self) -> torch.Tensor:
+        """w_{s,k} = softmax over all (scale, direction) pairs of a_{s,k}: (S, K), sums to 1."""
+        return self.fuse_logits.flatten().softmax(0).view_as(self.fuse_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.dim:
+            raise ValueError(f"DirectionalMultiScale: input must have shape (batch, {self.dim}, "
+                             f"H, W), got {tuple(x.shape)}")
+        H, W = x.shape[-2:]
+        x, z = self.in_proj(x).chunk(2, dim=1)                 # (batch, D, H, W) each
+        x = F.silu(self.conv(x))
+        w = self.fusion_weights() if self.fuse == "weights" else None
+        maps = []
+        for i, (s, scan) in enumerate(zip(self.scales, self.scans)):
+            xs = x if s == 1 else F.adaptive_avg_pool2d(x, (math.ceil(H / s), math.ceil(W / s)))
+            ys = scan(xs)                                      # (batch, K, D, H/s, W/s)
+            if w is not None:
+                ys = torch.einsum("bkdhw,k->bdhw", ys, w[i])   # Σ_k w_{s,k} y_{s,k}
+            else:
+                ys = ys.flatten(1, 2)                          # (batch, K*D, H/s, W/s)
+            if s != 1:
+                ys = F.interpolate(ys, size=(H, W), mode="bilinear", align_corners=False)
+            maps.append(ys)
+        y = sum(maps) if w is not None else self.fuse_proj(torch.cat(maps, dim=1))  # (batch, D, H, W)
+        y = self.out_norm(y) * F.silu(z)                       # gate
+        return self.out_proj(y)                                # (batch, C, H, W)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, d_inner={self.d_inner}, directions={self.directions}, "
+                f"scales={self.scales}, fuse={self.fuse!r}")
