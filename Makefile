@@ -33,7 +33,7 @@ cuda-kernels:
 	$(PIP) install --no-build-isolation $(MAMBA_PKGS)
 
 lint: install
-	$(PY) -m ruff check ssmamba_lite data_scripts tests benchmarks notebooks
+	$(PY) -m ruff check $(wildcard ssmamba_lite data_scripts tests benchmarks notebooks)
 
 pytest: install
 	$(PY) -m pytest -q
