@@ -45,7 +45,13 @@ def _add_wsi(subparsers) -> None:
     add_parser(subparsers)
 
 
-COMMANDS = [_add_info, _add_data, _add_wsi]
+def _add_train(subparsers) -> None:
+    from ssmamba_lite.cli_train import add_parser
+
+    add_parser(subparsers)
+
+
+COMMANDS = [_add_info, _add_train, _add_data, _add_wsi]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"ssmamba-lite {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""Where training runs: device choice, seeding, and data-parallel set-up under torchrun.
+
+`torchrun --nproc_per_node N ...` starts N processes with RANK / WORLD_SIZE / LOCAL_RANK set;
+`setup` then joins them into one process group (NCCL on GPUs, gloo on CPUs). With one process
+everything here is a no-op, so the same training code runs on a laptop and on a GPU node.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Env:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone prints and writes files."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" -> the GPU when there is one, else the CPU; "cuda" without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is visible (use --device cpu)")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup(device: str = "auto", seed: int = 0, distributed: bool = True) -> Env:
+    """Device, seeds, and (under torchrun) the process group."""
+    dev = resolve_device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1")) if distributed else 1
+    rank = 0
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+    seed_everything(seed)
+    return Env(dev, rank, world)
+
+
+def wrap_ddp(module: torch.nn.Module, env: Env) -> torch.nn.Module:
+    """DistributedDataParallel around `module` when several processes train together."""
+    if env.world == 1:
+        return module
+    ids = [env.device.index] if env.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)

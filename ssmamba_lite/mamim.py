@@ -1,0 +1,174 @@
+"""MAMIM: Mamba Masked Image Modeling, SSMamba's self-supervised pretraining.
+
+Paper name: *MAMIM* (Chai et al. 2026). The recipe here is ours, SimMIM-style (Xie et al. 2022)
+with MambaMIM's point that a scan needs a *full* sequence: masked tokens are not dropped (as
+MAE drops them) but replaced by a learned mask token, so every scan direction still walks
+every position.
+
+    image x (batch, 3, H, W), mask M on the stem grid (batch, H/4, W/4), 1 = hidden
+    x̃   = x ⊙ (1 - M↑)                          hidden pixels zeroed: no leak through the stem
+    t   = stem(x̃)                               (batch, C1, H/4, W/4)
+    t̃   = t ⊙ (1 - M) + m ⊙ M                   m: the learned mask token (C1,)
+    z   = norm(stages(t̃))                        (batch, C4, H/s, W/s), s = network stride
+    x̂   = PixelShuffle_s(W z)                    light decoder: 1x1 conv to 3·s² channels
+    y   = (x - μ_p) / σ_p  (per mask patch p, if norm_pix_loss) else x
+    L   = Σ M↑ ⊙ (x̂ - y)² / (3 Σ M↑)             loss on hidden pixels only
+
+Magnification: pathology tiles arrive at many apparent magnifications (20x, 40x, scanner
+differences). `RandomMagnification` shows the encoder each tile zoomed by a random factor in
+[0.5, 2]: zoom in = crop and enlarge, zoom out = shrink (detail lost) and enlarge back.
+
+Glossary: M = mask, M↑ = mask upsampled to pixels, m = mask_token, μ_p, σ_p = mean and
+standard deviation of the pixels of mask patch p, s = encoder stride (32 for SSMamba).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MaskGenerator:
+    """Random masks of square blocks of `mask_patch_size` pixels.
+
+    Exactly round(mask_ratio · number of blocks) blocks are hidden in every image, so the
+    mask covers the requested ratio. Returned on the stem grid: (batch, H/4, W/4) bool.
+    """
+
+    def __init__(self, image_size: int, mask_patch_size: int = 16, stem_stride: int = 4,
+                 mask_ratio: float = 0.6):
+        if image_size % mask_patch_size or mask_patch_size % stem_stride:
+            raise ValueError(f"MaskGenerator: mask_patch_size {mask_patch_size} must divide "
+                             f"image_size {image_size} and be a multiple of {stem_stride}")
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"MaskGenerator: mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.blocks = image_size // mask_patch_size          # blocks per side
+        self.scale = mask_patch_size // stem_stride           # stem tokens per block side
+        self.n_masked = round(mask_ratio * self.blocks ** 2)
+        self.mask_ratio = mask_ratio
+
+    def __call__(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        scores = torch.rand(batch, self.blocks ** 2, generator=generator)
+        hidden = scores.argsort(dim=1)[:, : self.n_masked]   # n_masked random blocks per image
+        mask = torch.zeros(batch, self.blocks ** 2, dtype=torch.bool)
+        mask.scatter_(1, hidden, True)
+        mask = mask.view(batch, self.blocks, self.blocks)
+        return mask.repeat_interleave(self.scale, 1).repeat_interleave(self.scale, 2)
+
+
+def upsample_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """(batch, h, w) -> (batch, 1, h·factor, w·factor) float."""
+    return mask[:, None].float().repeat_interleave(factor, 2).repeat_interleave(factor, 3)
+
+
+def patch_normalize(x: torch.Tensor, patch: int, eps: float = 1e-6):
+    """Per-patch standardisation y = (x - μ_p) / σ_p; returns y, μ and σ at pixel resolution."""
+    mean = F.avg_pool2d(x, patch)
+    var = (F.avg_pool2d(x * x, patch) - mean ** 2).clamp(min=0)
+    up = lambda t: F.interpolate(t, scale_factor=patch, mode="nearest")  # noqa: E731
+    mean, std = up(mean), up((var + eps).sqrt())
+    return (x - mean) / std, mean, std
+
+
+class MAMIM(nn.Module):
+    """Masked image modeling around an SSMamba encoder (uses its stem, stages and norm)."""
+
+    def __init__(self, encoder: nn.Module, mask_patch_size: int = 16, mask_ratio: float = 0.6,
+                 norm_pix_loss: bool = True):
+        super().__init__()
+        for part in ("stem", "stages", "norm", "cfg"):
+            if not hasattr(encoder, part):
+                raise ValueError(f"MAMIM: the encoder must be an SSMamba model (no .{part}); "
+                                 f"got {type(encoder).__name__}")
+        self.encoder = encoder
+        self.stem_stride, self.stride = 4, encoder.cfg.stride
+        self.mask_patch_size, self.mask_ratio = mask_patch_size, mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+        self.mask_token = nn.Parameter(torch.zeros(1, encoder.cfg.dims[0], 1, 1))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.decoder = nn.Sequential(                       # (batch, C4, h, w) -> (batch, 3, H, W)
+            nn.Conv2d(encoder.num_features, 3 * self.stride ** 2, kernel_size=1),
+            nn.PixelShuffle(self.stride))
+
+    def mask_generator(self, image_size: int) -> MaskGenerator:
+        return MaskGenerator(image_size, self.mask_patch_size, self.stem_stride, self.mask_ratio)
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
+        """Returns (loss, prediction (batch, 3, H, W), mask (batch, H/4, W/4))."""
+        if mask is None:
+            mask = self.mask_generator(images.shape[-1])(images.shape[0]).to(images.device)
+        m_px = upsample_mask(mask, self.stem_stride)                      # M↑ (batch, 1, H, W)
+        tokens = self.encoder.stem(images * (1 - m_px))                   # t = stem(x̃)
+        m = mask[:, None].to(tokens.dtype)
+        tokens = tokens * (1 - m) + self.mask_token.to(tokens.dtype) * m  # t̃
+        z = self.encoder.norm(self.encoder.stages(tokens))                # z
+        pred = self.decoder(z).float()                                    # x̂
+        target = images.float()
+        if self.norm_pix_loss:
+            target = patch_normalize(target, self.mask_patch_size)[0]     # y
+        err = (pred - target) ** 2 * m_px
+        loss = err.sum() / (m_px.sum() * 3).clamp(min=1)                  # L
+        return loss, pred, mask
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor | None = None):
+        """Prediction in pixel space, visible pixels pasted back: (masked input, result, mask)."""
+        _, pred, mask = self(images, mask)
+        if self.norm_pix_loss:
+            _, mean, std = patch_normalize(images.float(), self.mask_patch_size)
+            pred = pred * std + mean
+        m_px = upsample_mask(mask, self.stem_stride)
+        return images * (1 - m_px), images * (1 - m_px) + pred * m_px, mask
+
+
+class RandomMagnification(nn.Module):
+    """Multi-magnification view: zoom by z, log-uniform in [min_zoom, max_zoom], same size out.
+    z > 1: crop a random (H/z)² window and enlarge it; z < 1: shrink by z and enlarge back."""
+
+    def __init__(self, min_zoom: float = 0.5, max_zoom: float = 2.0):
+        super().__init__()
+        if not 0 < min_zoom <= max_zoom:
+            raise ValueError(f"RandomMagnification: need 0 < min_zoom <= max_zoom, "
+                             f"got {min_zoom}, {max_zoom}")
+        self.min_zoom, self.max_zoom = min_zoom, max_zoom
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        lo, hi = math.log(self.min_zoom), math.log(self.max_zoom)
+        zoom = math.exp(lo + (hi - lo) * float(torch.rand(())))
+        return magnify(img, zoom, center=False)
+
+
+def magnify(img: torch.Tensor, zoom: float, center: bool = True) -> torch.Tensor:
+    """The same tile seen at `zoom` times the magnification, at the same size (3, H, W)."""
+    dtype, (H, W) = img.dtype, img.shape[-2:]
+    x = img.float()[None]
+    if zoom >= 1:
+        h, w = max(1, round(H / zoom)), max(1, round(W / zoom))
+        top = (H - h) // 2 if center else int(torch.randint(H - h + 1, ()))
+        left = (W - w) // 2 if center else int(torch.randint(W - w + 1, ()))
+        x = x[..., top:top + h, left:left + w]
+    else:
+        x = F.interpolate(x, size=(max(1, round(H * zoom)), max(1, round(W * zoom))),
+                          mode="bilinear", antialias=True, align_corners=False)
+    x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)[0]
+    return x.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else x.to(dtype)
+
+
+def reconstruction_figure(masked, result, original, n: int = 8, mean=0.5, std=0.5):
+    """Rows: original, masked input, reconstruction (normalised tensors in, figure out)."""
+    import matplotlib.pyplot as plt
+
+    n = min(n, original.shape[0])
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5), squeeze=False)
+    for row, (title, imgs) in enumerate([("original", original), ("masked", masked),
+                                         ("reconstruction", result)]):
+        for i in range(n):
+            ax = axes[row, i]
+            ax.imshow((imgs[i].float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row, 0].set_ylabel(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,182 @@
+"""The engine end to end on real IDC patches: CLI contract, MAMIM -> fine-tuning, resume after
+SIGKILL, distributed data parallel (2 processes, gloo), and the clear stops."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ssmamba_lite import checkpoint as ckpt
+from ssmamba_lite.distributed import Env
+from ssmamba_lite.models import build_model
+from ssmamba_lite.train import FinetuneConfig, _fit, load_encoder, lr_factor
+
+TINY = json.dumps({"dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "d_state": 4})
+
+
+def subset(shared_data, tmp_path, per_class=24, name="ds"):
+    """labels.csv over the first patients' images of each class (paths point into shared data)."""
+    src = shared_data / "idc_breast"
+    with open(src / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    picked = []
+    for cls in ("idc_negative", "idc_positive"):
+        picked += [r for r in rows if r["label"] == cls][:per_class]
+    root = tmp_path / name
+    root.mkdir()
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "patient_id"])
+        for r in picked:
+            w.writerow([str(src / r["path"]), r["label"], r["patient_id"]])
+    return root
+
+
+def cli(*args, env=None, **kw):
+    e = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "ssmamba_lite.cli", *args], capture_output=True,
+                          text=True, timeout=600, env=e, **kw)
+
+
+COMMON = ["--model-args", TINY, "--image-size", "64", "--batch-size", "8", "--no-progress",
+          "--seed", "1"]
+
+
+def test_cli_pretrain_finetune_evaluate_predict(shared_data, tmp_path):
+    data = subset(shared_data, tmp_path)
+    pt, ft, ev = tmp_path / "pt", tmp_path / "ft", tmp_path / "ev"
+    r = cli("pretrain", "--data", str(shared_data / "idc_breast_unlabeled"), "--out", str(pt),
+            "--epochs", "1", "--max-steps-per-epoch", "2", *COMMON)
+    assert r.returncode == 0, r.stderr
+    assert (pt / "encoder.safetensors").is_file()
+    r = cli("finetune", "--data", str(data), "--out", str(ft), "--epochs", "1",
+            "--init", str(pt / "encoder.safetensors"), *COMMON)
+    assert r.returncode == 0, r.stderr
+    assert "2 missing key(s) ['head.weight', 'head.bias'], 0 unexpected" in r.stdout
+    config = json.loads((ft / "config.json").read_text())
+    assert config["classes"] == ["idc_negative", "idc_positive"] and config["image_size"] == 64
+    r = cli("evaluate", "--data", str(data), "--checkpoint", str(ft), "--out", str(ev))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((ev / "metrics.json").read_text())
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "auroc", "confusion_matrix", "n",
+            "classes"} <= set(m)
+    assert m["n"] == 48 and sum(map(sum, m["confusion_matrix"])) == 48
+    image = next((shared_data / "idc_breast" / "idc_positive").glob("*.png"))
+    r = cli("predict", "--checkpoint", str(ft), str(image))
+    assert r.returncode == 0, r.stderr
+    path, cls, prob = r.stdout.strip().split("\t")
+    assert path == str(image) and cls in config["classes"] and 0.5 <= float(prob) <= 1.0
+
+
+def test_finetune_loads_every_encoder_weight(shared_data, tmp_path):
+    enc = build_model("ssmamba_lite_tiny", 0, 64, json.loads(TINY))
+    ckpt.save_state_dict(enc.state_dict(), tmp_path / "encoder.safetensors")
+    model = build_model("ssmamba_lite_tiny", 2, 64, json.loads(TINY))
+    report = load_encoder(model, str(tmp_path))
+    assert report == {"missing": ["head.weight", "head.bias"], "unexpected": []}
+    for k, v in enc.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_evaluate_refuses_unknown_classes(shared_data, tmp_path):
+    data = subset(shared_data, tmp_path, per_class=8)
+    ft = tmp_path / "ft"
+    assert cli("finetune", "--data", str(data), "--out", str(ft), "--epochs", "1",
+               "--max-steps-per-epoch", "1", *COMMON).returncode == 0
+    other = tmp_path / "other"
+    (other / "tumour").mkdir(parents=True)
+    (other / "idc_negative").mkdir()
+    for p in sorted((shared_data / "idc_breast" / "idc_negative").glob("*.png"))[:2]:
+        (other / "tumour" / p.name).write_bytes(p.read_bytes())
+        (other / "idc_negative" / p.name).write_bytes(p.read_bytes())
+    r = cli("evaluate", "--data", str(other), "--checkpoint", str(ft))
+    assert r.returncode == 2
+    assert "classes ['tumour'] are not among the model's classes" in r.stderr
+
+
+def test_truncated_png_stops_with_its_name(shared_data, tmp_path):
+    root = tmp_path / "ds"
+    for cls in ("idc_negative", "idc_positive"):
+        (root / cls).mkdir(parents=True)
+        for p in sorted((shared_data / "idc_breast" / cls).glob("*.png"))[:4]:
+            (root / cls / p.name).write_bytes(p.read_bytes())
+    bad = sorted((root / "idc_negative").glob("*.png"))[1]
+    bad.write_bytes(bad.read_bytes()[:100])
+    args = ["finetune", "--data", str(root), "--out", str(tmp_path / "ft"), "--epochs", "1",
+            "--val-fraction", "0.25", *COMMON]
+    r = cli(*args)
+    assert r.returncode == 2 and f"cannot read image {bad}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, "one line, no traceback"
+    r = cli(*args, "--skip-bad-images")
+    assert r.returncode == 0 and "skipped 1 unreadable image(s)" in r.stdout
+
+
+def test_killed_run_resumes_to_the_same_result(shared_data, tmp_path):
+    data = subset(shared_data, tmp_path, per_class=40)
+    args = ["finetune", "--data", str(data), "--epochs", "3", "--max-steps-per-epoch", "6",
+            *COMMON]
+    straight = tmp_path / "straight"
+    assert cli(*args, "--out", str(straight)).returncode == 0
+    out = tmp_path / "killed"
+    e = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "ssmamba_lite.cli", *args, "--out", str(out)],
+                            env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "latest.json").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done_epochs = json.loads((out / "latest.json").read_text())["epoch"]
+    assert done_epochs < 3
+    r = cli(*args, "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {out} after epoch {done_epochs}" in r.stdout
+    a, b = (json.loads((d / "latest.json").read_text()) for d in (straight, out))
+    assert a["step"] == b["step"] == 18 and b["epoch"] == 3
+    wa, wb = (ckpt.load_state_dict(d / "model.safetensors") for d in (straight, out))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), f"{k} differs after resume"
+    assert not list(out.glob(".*.tmp")), "no temporary files left behind"
+
+
+def test_two_process_ddp_on_cpu(shared_data, tmp_path):
+    data = subset(shared_data, tmp_path, per_class=40)    # ~64 training images, 32 per rank
+    out = tmp_path / "ddp"
+    e = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node", "2", "-m", "ssmamba_lite.cli", "finetune", "--data",
+                        str(data), "--out", str(out), "--epochs", "2", "--max-steps-per-epoch",
+                        "2", "--device", "cpu", *COMMON], capture_output=True, text=True,
+                       timeout=600, env=e)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("epoch 2/2") == 1, "only rank 0 reports"
+    assert (out / "model.safetensors").is_file()
+    latest = json.loads((out / "latest.json").read_text())
+    assert latest["step"] == 4
+    assert all(h["images_per_s"] > 0 for h in latest["history"])
+
+
+def test_nan_loss_stops_clearly(tmp_path):
+    cfg = FinetuneConfig(data=str(tmp_path), out=str(tmp_path / "o"), epochs=1, progress=False)
+    module = torch.nn.Linear(2, 2)
+    dataset = torch.utils.data.TensorDataset(torch.randn(8, 2), torch.zeros(8, dtype=torch.long))
+    with pytest.raises(FloatingPointError, match="loss is nan at epoch 1, step 0"):
+        _fit(cfg, Env(torch.device("cpu")), module, dataset,
+             lambda m, b: m(b[0]).sum() * float("nan"), lambda m: None)
+
+
+def test_learning_rate_schedule():
+    f = [lr_factor(s, 100, 10, 0.01) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:])), "cosine decay is monotone"
+    assert f[-1] == pytest.approx(0.01, abs=0.01)
