@@ -1,7 +1,179 @@
-"""`ssmamba-lite wsi ...` and `ssmamba-lite mil ...` sub-commands (whole-slide images)."""
+"""`ssmamba-lite wsi ...` and `ssmamba-lite mil ...` sub-commands (whole-slide images).
+
+    wsi extract        slides -> tissue tiles -> encoder features, one <slide>.h5 per slide
+    mil train          feature files + labels CSV -> a trained ABMIL / Mamba-MIL aggregator
+    mil evaluate       a trained aggregator on feature files -> metrics, predictions, heatmaps
+    mil patch-bags     the constructed benchmark: bags of patches from a patch dataset
+
+Flags are spelled like the parameters of the functions they feed (--tile-size <-> tile_size).
+Every failure is one line on stderr and a non-zero exit code; the logic lives in wsi.py,
+mil.py, mil_train.py and mil_bench.py.
+"""
 
 from __future__ import annotations
 
+import functools
+import sys
+
+EXIT_OK, EXIT_FAIL = 0, 1
+
+
+def _one_line_errors(func):
+    @functools.wraps(func)
+    def run(args) -> int:
+        from ssmamba_lite.slide import SlideError
+
+        try:
+            return func(args)
+        except (FileNotFoundError, ValueError, SlideError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_FAIL
+    return run
+
+
+def _encoder_args(p) -> None:
+    p.add_argument("--checkpoint", required=True,
+                   help="encoder: a folder with encoder.safetensors + config.json, a "
+                        ".safetensors file, or 'none' for random weights (a baseline for "
+                        "demos and tests, not a result)")
+    p.add_argument("--model", default="ssmamba_lite_tiny",
+                   help="timm preset when the checkpoint carries no config.json")
+    p.add_argument("--device", default="auto")
+
 
 def add_parser(subparsers) -> None:
-    """Registers nothing yet."""
+    wsi = subparsers.add_parser("wsi", help="whole-slide images: tiles and encoder features")
+    wsub = wsi.add_subparsers(dest="wsi_command", required=True)
+    p = wsub.add_parser("extract", help="tile slides and cache encoder features (resumable)")
+    p.add_argument("--slides", nargs="+", required=True, help="slide files and/or folders")
+    p.add_argument("--out", required=True, help="folder for <slide>.h5 feature files")
+    _encoder_args(p)
+    p.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at the "
+                   "target resolution")
+    p.add_argument("--magnification", type=float, default=None, help="e.g. 20 (default: level 0)")
+    p.add_argument("--mpp", type=float, default=None, help="microns per pixel, e.g. 0.5")
+    p.add_argument("--min-tissue", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="resize tiles to this before the encoder (default: tile size)")
+    p.add_argument("--thumbnail-size", type=int, default=1024)
+    p.add_argument("--overwrite", action="store_true", help="redo slides already extracted")
+    p.set_defaults(func=_extract)
+
+    mil = subparsers.add_parser("mil", help="slide-level multiple-instance learning")
+    msub = mil.add_subparsers(dest="mil_command", required=True)
+    p = msub.add_parser("train", help="train an aggregator on feature files")
+    _mil_data_args(p)
+    p.add_argument("--aggregator", choices=("abmil", "mamba"), default="abmil")
+    for name, typ, default in (("hidden", int, 128), ("attn-dim", int, 64),
+                               ("dropout", float, 0.25), ("layers", int, 2),
+                               ("d-state", int, 16), ("epochs", int, 20), ("lr", float, 2e-4),
+                               ("weight-decay", float, 1e-4), ("batch-size", int, 1),
+                               ("val-fraction", float, 0.2), ("seed", int, 0)):
+        p.add_argument(f"--{name}", type=typ, default=default)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_train)
+
+    p = msub.add_parser("evaluate", help="metrics, predictions.csv and attention heatmaps")
+    _mil_data_args(p)
+    p.add_argument("--checkpoint", default=None, help="folder written by `mil train` "
+                   "(default: --out)")
+    p.add_argument("--split", default=None, help="only rows of this split (e.g. test)")
+    p.add_argument("--no-heatmaps", dest="heatmaps", action="store_false")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_evaluate)
+
+    p = msub.add_parser("patch-bags", help="build the constructed benchmark from patches")
+    p.add_argument("--labels", required=True, help="patch labels CSV (path,label,patient_id)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--encoder", choices=("colour", "ssmamba"), default="colour",
+                   help="patch features: colour statistics, or an SSMamba encoder")
+    p.add_argument("--checkpoint", default="none", help="SSMamba encoder for --encoder ssmamba "
+                   "('none': random weights, a baseline)")
+    p.add_argument("--model", default="ssmamba_lite_tiny")
+    for name, typ, default in (("bag-size", int, 6), ("witness-fraction", float, 1.0),
+                               ("image-size", int, 64), ("test-fraction", float, 0.3),
+                               ("val-fraction", float, 0.15), ("seed", int, 0)):
+        p.add_argument(f"--{name}", type=typ, default=default)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_patch_bags)
+
+
+def _mil_data_args(p) -> None:
+    p.add_argument("--features", required=True, help="folder of <slide>.h5 feature files")
+    p.add_argument("--labels", required=True, help="CSV: slide,label[,patient_id][,split]")
+    p.add_argument("--out", required=True, help="run folder")
+
+
+@_one_line_errors
+def _extract(args) -> int:
+    from ssmamba_lite import wsi
+
+    encoder = wsi.load_encoder(args.checkpoint, args.model)
+    report = wsi.extract_slides(
+        args.slides, args.out, encoder, overwrite=args.overwrite, tile_size=args.tile_size,
+        magnification=args.magnification, mpp=args.mpp, min_tissue=args.min_tissue,
+        batch_size=args.batch_size, image_size=args.image_size, device=args.device,
+        thumbnail_size=args.thumbnail_size, encoder_name=f"{args.model}:{args.checkpoint}")
+    print(f"{len(report['done'])} slides extracted, {len(report['skipped'])} already done, "
+          f"{len(report['failed'])} failed -> {args.out}")
+    for message in report["failed"].values():
+        print(f"error: {message}", file=sys.stderr)
+    return EXIT_FAIL if report["failed"] else EXIT_OK
+
+
+@_one_line_errors
+def _train(args) -> int:
+    from ssmamba_lite import mil_train
+    from ssmamba_lite.metrics import format_metrics
+    from ssmamba_lite.mil import MILConfig
+
+    bags, classes = mil_train.load_bags(args.features, args.labels)
+    split = mil_train.split_bags(bags, args.val_fraction, args.seed)
+    cfg = MILConfig(aggregator=args.aggregator, hidden=args.hidden, attn_dim=args.attn_dim,
+                    dropout=args.dropout, layers=args.layers, d_state=args.d_state)
+    tcfg = mil_train.MILTrainConfig(epochs=args.epochs, lr=args.lr,
+                                    weight_decay=args.weight_decay, batch_size=args.batch_size,
+                                    val_fraction=args.val_fraction, seed=args.seed,
+                                    device=args.device)
+    result = mil_train.train_mil(split["train"], split["val"], classes, args.out, cfg, tcfg)
+    best = result["best"]
+    print(f"best epoch {best['epoch']}" + (f": val {format_metrics(best['val'])}"
+                                            if "val" in best else ""))
+    if split["test"]:
+        m = mil_train.evaluate_mil(args.out, split["test"], classes, f"{args.out}/test",
+                                   device=args.device)
+        print(f"test {format_metrics(m)}")
+    return EXIT_OK
+
+
+@_one_line_errors
+def _evaluate(args) -> int:
+    from ssmamba_lite import mil_train
+    from ssmamba_lite.metrics import format_metrics
+
+    run_dir = args.checkpoint or args.out
+    _, classes = mil_train.load_mil(run_dir)
+    bags, _ = mil_train.load_bags(args.features, args.labels, classes)
+    if args.split:
+        bags = [b for b in bags if b.split == args.split]
+        if not bags:
+            raise ValueError(f"{args.labels} has no rows with split {args.split!r}")
+    m = mil_train.evaluate_mil(run_dir, bags, classes, args.out, args.heatmaps, args.device)
+    print(format_metrics(m))
+    return EXIT_OK
+
+
+@_one_line_errors
+def _patch_bags(args) -> int:
+    from ssmamba_lite import mil_bench, wsi
+
+    encoder = (wsi.load_encoder(args.checkpoint, args.model) if args.encoder == "ssmamba"
+               else "colour")
+    labels = mil_bench.write_patch_bags(
+        args.labels, args.out, encoder, bag_size=args.bag_size,
+        witness_fraction=args.witness_fraction, image_size=args.image_size,
+        test_fraction=args.test_fraction, val_fraction=args.val_fraction, seed=args.seed,
+        device=args.device)
+    print(f"bags -> {args.out}/features, labels -> {labels}")
+    return EXIT_OK

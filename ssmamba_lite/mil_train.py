@@ -1,0 +1,213 @@
+"""Slide-level training and evaluation of the MIL aggregators of mil.py.
+
+Inputs: a folder of feature files `<slide>.h5` (wsi.py) and a labels CSV with columns
+`slide,label` (slide = file name without .h5) and optionally `patient_id` and `split`
+(train / val / test). Without a split column, whole patients (or slides, without patient ids)
+are held out for validation, so that no patient is on both sides.
+
+Training: AdamW on the cross-entropy of the slide labels, `batch_size` bags per step (padded,
+see mil.pad_bags), one validation pass per epoch; the checkpoint of the best validation AUROC
+(ties: lower validation loss) is kept. Run folder:
+    model.safetensors   weights of the best epoch
+    config.json         {"mil_config", "train_config", "classes", "epoch"}
+    metrics.json        {"best": val metrics of the best epoch, "history": [per epoch]}
+Evaluation writes eval_metrics.json, predictions.csv and, for slides whose feature file holds a
+thumbnail, heatmaps/<slide>.png of the attention over the slide.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ssmamba_lite.checkpoint import load_state_dict, save_json, save_state_dict
+from ssmamba_lite.heatmap import save_heatmap
+from ssmamba_lite.metrics import classification_metrics, format_metrics
+from ssmamba_lite.mil import MILAggregator, MILConfig, pad_bags
+from ssmamba_lite.wsi import read_features, resolve_device
+
+
+@dataclass
+class MILTrainConfig:
+    epochs: int = 20
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 1              # bags per optimizer step
+    val_fraction: float = 0.2        # patients held out when the CSV has no split column
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class Bag:
+    """One slide: features (n, C) float32, coords (n, 2) level-0 (x, y), label index."""
+
+    name: str
+    features: torch.Tensor
+    coords: np.ndarray
+    label: int
+    patient: str
+    split: str | None = None
+    file: Path | None = None
+
+
+def read_labels(labels_csv) -> list[dict]:
+    path = Path(labels_csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file {path} does not exist")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"slide", "label"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"labels file {path} needs the columns slide,label; missing "
+                         f"{sorted(missing)}")
+    return rows
+
+
+def load_bags(features_dir, labels_csv, classes: list[str] | None = None):
+    """Feature files + labels CSV -> (bags, classes). `classes` defaults to the sorted labels."""
+    rows = read_labels(labels_csv)
+    classes = list(classes) if classes else sorted({r["label"] for r in rows})
+    bags = []
+    for r in tqdm(rows, desc="bags", unit="bag", leave=False):
+        file = Path(features_dir) / f"{r['slide']}.h5"
+        if not file.is_file():
+            raise FileNotFoundError(f"feature file {file} (slide {r['slide']} of {labels_csv}) "
+                                    f"does not exist: run `ssmamba-lite wsi extract` first")
+        if r["label"] not in classes:
+            raise ValueError(f"{labels_csv}: slide {r['slide']} has label {r['label']!r}, "
+                             f"not one of the model's classes {classes}")
+        d = read_features(file)
+        if len(d["features"]) == 0:
+            raise ValueError(f"feature file {file} holds no tiles (no tissue found?)")
+        bags.append(Bag(r["slide"], torch.from_numpy(d["features"]), d["coords"],
+                        classes.index(r["label"]), r.get("patient_id") or r["slide"],
+                        r.get("split") or None, file))
+    return bags, classes
+
+
+def split_bags(bags: list[Bag], val_fraction: float = 0.2, seed: int = 0) -> dict:
+    """{"train", "val", "test"} lists: the CSV's split column, else whole patients drawn at
+    random (seeded) for validation."""
+    if all(b.split for b in bags):
+        return {s: [b for b in bags if b.split == s] for s in ("train", "val", "test")}
+    patients = sorted({b.patient for b in bags})
+    random.Random(seed).shuffle(patients)
+    val = set(patients[:math.ceil(val_fraction * len(patients))] if val_fraction > 0 else [])
+    return {"train": [b for b in bags if b.patient not in val],
+            "val": [b for b in bags if b.patient in val], "test": []}
+
+
+def _batches(bags: list[Bag], size: int, device):
+    for i in range(0, len(bags), size):
+        chunk = bags[i:i + size]
+        x, mask = pad_bags([b.features.to(device) for b in chunk])
+        yield chunk, x, mask, torch.tensor([b.label for b in chunk], device=device)
+
+
+@torch.no_grad()
+def predict(model: MILAggregator, bags: list[Bag], batch_size: int = 8, device="cpu"):
+    """-> probabilities (n_bags, K) and a list of attention vectors (n_i,) per bag."""
+    model.eval().to(device)
+    probs, attention = [], []
+    for chunk, x, mask, _ in _batches(bags, batch_size, device):
+        logits, a = model(x, mask)
+        probs.append(logits.softmax(-1).cpu())
+        attention += [a[i, :len(b.features)].cpu().numpy() for i, b in enumerate(chunk)]
+    return torch.cat(probs).numpy(), attention
+
+
+def evaluate_bags(model, bags: list[Bag], classes: list[str], device="cpu") -> dict:
+    """classification_metrics of the bags, plus their mean cross-entropy as "loss"."""
+    probs, _ = predict(model, bags, device=device)
+    labels = np.array([b.label for b in bags])
+    m = classification_metrics(labels, probs, classes)
+    m["loss"] = float(-np.log(np.clip(probs[np.arange(len(bags)), labels], 1e-12, None)).mean())
+    return m
+
+
+def train_mil(train: list[Bag], val: list[Bag], classes: list[str], out_dir,
+              cfg: MILConfig | None = None, tcfg: MILTrainConfig | None = None) -> dict:
+    """Train an aggregator on `train`, select the epoch on `val`; returns metrics.json's dict."""
+    if not train:
+        raise ValueError("train_mil: no training bags")
+    tcfg = tcfg or MILTrainConfig()
+    cfg = dataclasses.replace(cfg or MILConfig(), in_dim=train[0].features.shape[1],
+                              num_classes=len(classes))
+    out_dir, device = Path(out_dir), resolve_device(tcfg.device)
+    torch.manual_seed(tcfg.seed)
+    rng = random.Random(tcfg.seed)
+    model = MILAggregator(cfg)
+    model.set_feature_stats(torch.cat([b.features for b in train]))
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    history, best, best_key = [], None, None
+    for epoch in (bar := tqdm(range(1, tcfg.epochs + 1), desc=f"mil {cfg.aggregator}", unit="epoch")):
+        model.train()
+        order, losses = rng.sample(train, len(train)), []
+        for _, x, mask, y in _batches(order, tcfg.batch_size, device):
+            loss = F.cross_entropy(model(x, mask)[0], y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        if val:
+            row["val"] = evaluate_bags(model, val, classes, device)
+            bar.set_postfix_str(format_metrics(row["val"]))
+        history.append(row)
+        auroc = row["val"]["auroc"] if val else float("nan")
+        key = (-math.inf if math.isnan(auroc) else auroc, -row["val"]["loss"] if val else epoch)
+        if best_key is None or key > best_key:
+            best, best_key = row, key
+            save_state_dict(model.state_dict(), out_dir / "model.safetensors")
+            save_json({"mil_config": dataclasses.asdict(cfg),
+                       "train_config": dataclasses.asdict(tcfg), "classes": classes,
+                       "epoch": epoch}, out_dir / "config.json")
+    result = {"best": best, "history": history}
+    save_json(result, out_dir / "metrics.json")
+    return result
+
+
+def load_mil(run_dir, device="cpu") -> tuple[MILAggregator, list[str]]:
+    """A trained aggregator (eval mode) and its class names from a train_mil folder."""
+    cfg_file = Path(run_dir) / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"MIL checkpoint {cfg_file} does not exist: point at the "
+                                f"folder written by `ssmamba-lite mil train`")
+    saved = json.loads(cfg_file.read_text())
+    model = MILAggregator(MILConfig(**saved["mil_config"]))
+    model.load_state_dict(load_state_dict(Path(run_dir) / "model.safetensors"))
+    return model.eval().to(device), saved["classes"]
+
+
+def evaluate_mil(run_dir, bags: list[Bag], classes: list[str], out_dir,
+                 heatmaps: bool = True, device="auto") -> dict:
+    """Metrics, predictions.csv and attention heatmaps of a trained aggregator on `bags`."""
+    device = resolve_device(device)
+    model, _ = load_mil(run_dir, device)
+    out_dir = Path(out_dir)
+    probs, attention = predict(model, bags, device=device)
+    metrics = classification_metrics([b.label for b in bags], probs, classes)
+    save_json(metrics, out_dir / "eval_metrics.json")
+    with (out_dir / "predictions.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["slide", "label", "predicted", *[f"p_{c}" for c in classes]])
+        for b, p in zip(bags, probs):
+            w.writerow([b.name, classes[b.label], classes[int(p.argmax())], *np.round(p, 6)])
+    for b, a in zip(bags, attention) if heatmaps else ():
+        d = read_features(b.file)
+        if d["thumbnail"] is not None:
+            save_heatmap(out_dir / "heatmaps" / f"{b.name}.png", d["thumbnail"], d["coords"], a,
+                         d["tile_size0"], d["level0_size"])
+    return metrics
