@@ -129,7 +129,11 @@ def load_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
         state = {k.removeprefix("module.").removeprefix("encoder."): v
                  for k, v in load_file(str(weights)).items()}
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as err:                              # shapes differ
+            raise ValueError(f"encoder checkpoint {weights} does not fit the model: "
+                             f"{str(err).splitlines()[1].strip()}") from None
         if missing or unexpected:
             raise ValueError(f"encoder checkpoint {weights} does not fit the model: missing "
                              f"{missing[:3]}..., unexpected {unexpected[:3]}...")
