@@ -17,25 +17,34 @@ Scan orders (`scan_order(h, w, direction)`; see notebooks for pictures):
     5  windowed column-major column-major inside tiles, tiles column-major  (LocalMamba, Huang
     6, 7                     4 and 5 reversed                                 et al. 2024)
 
+Two ways to share channels between directions (`split`):
+    split=False  every direction scans all D channels, outputs summed (VMamba's SS2D): K times
+                 the work and the scan parameters of one direction
+    split=True   direction k scans only its slice of D_k = D / K channels, outputs concatenated
+                 (GroupMamba, Shaker et al. 2024): the work of one direction, whatever K is
+
 Glossary (code name -> math; shapes in brackets)
     C            channels of the input map x                        (batch, C, H, W)
     D            d_inner = expand * C: channels inside the module
     K            number of directions (scan orders)
+    D_k          channels each direction scans: D, or D / K when split
     N            d_state: state size per channel
     R            dt_rank: rank of the projection that makes Δ
     s            a scale: the map is average-pooled by s before the scan
     order_k      scan_order(h, w, k): token indices in visiting order  (L,) with L = h * w
-    x_proj_weight  W_x[k]: x_t -> [δ_t (R), B_t (N), C_t (N)]        (K, R + 2N, D)
-    dt_proj_weight W_Δ[k], dt_proj_bias b_Δ[k]                       (K, D, R), (K, D)
-    A_log        A = -exp(A_log), one row per (direction, channel)   (K * D, N)
-    D            skip weights of the scan                            (K * D,)
+    x_proj_weight  W_x[k]: x_t -> [δ_t (R), B_t (N), C_t (N)]        (K, R + 2N, D_k)
+    dt_proj_weight W_Δ[k], dt_proj_bias b_Δ[k]                       (K, D_k, R), (K, D_k)
+    A_log        A = -exp(A_log), one row per (direction, channel)   (K * D_k, N)
+    D            skip weights of the scan                            (K * D_k,)
     fuse_logits  a_{s,k}: fusion weights w = softmax(a) over all (scale, direction) pairs
 
-    x, z   = in_proj(x_in)                                    two (batch, D, H, W) maps
-    x      = silu(DWConv(x))
-    y_{s,k} = order_k^{-1}( S6_k( order_k( pool_s(x) ) ) )    each scan with its own Δ, B, C, A
-    y      = Σ_{s,k} w_{s,k} · up_s(y_{s,k})                  (or concat + 1x1 conv: fuse="concat")
-    out    = out_proj( norm(y) · silu(z) )                    (batch, C, H, W)
+    x, z    = in_proj(x_in)                                   two (batch, D, H, W) maps
+    x       = silu(DWConv(x))
+    x_k     = x, or its k-th slice of D_k channels when split
+    y_{s,k} = order_k^{-1}( S6_k( order_k( pool_s(x_k) ) ) )  each scan with its own Δ, B, C, A
+    y       = Σ_s up_s( Σ_k w_{s,k} y_{s,k} )                 split: Σ_s up_s( concat_k w_{s,k} y_{s,k} )
+              (fuse="concat": a 1x1 convolution of all maps concatenated)
+    out     = out_proj( norm(y) · silu(z) )                   (batch, C, H, W)
 """
 
 from __future__ import annotations
@@ -113,48 +122,56 @@ def resolve_directions(directions) -> tuple:
 # One scale: K selective scans, each direction with its own parameters, in one kernel call.
 # ---------------------------------------------------------------------------------------------
 class DirectionalScan(nn.Module):
-    """(batch, D, h, w) -> (batch, K, D, h, w): K scans along K orders, back in image order.
+    """(batch, D, h, w) -> (batch, K, D_k, h, w): K scans along K orders, back in image order.
 
-    The K directions are stacked along channels, as in VMamba's SS2D: the scan sees K * D
-    channels, and channel k * D + d reads B, C of group k (scan.py's grouped layout).
+    The K directions are stacked along channels, as in VMamba's SS2D: one kernel call scans
+    K * D_k channels, and channel k * D_k + d reads B, C of group k (scan.py's grouped layout).
+    split=False: every direction scans all D channels (D_k = D, SS2D). split=True: direction k
+    scans only its own slice of D_k = D / K channels (GroupMamba, Shaker et al. 2024): K times
+    less scanning, and the directions' outputs are concatenated instead of summed.
     """
 
     def __init__(self, d_inner: int, directions=4, d_state: int = 16, dt_rank: int = 4,
-                 window: int = 4, dt_min: float = 1e-3, dt_max: float = 0.1,
+                 window: int = 4, split: bool = False, dt_min: float = 1e-3, dt_max: float = 0.1,
                  scan_backend: str = "auto"):
         super().__init__()
         self.directions = resolve_directions(directions)
-        K, D, N, R = len(self.directions), d_inner, d_state, dt_rank
-        self.d_inner, self.d_state, self.dt_rank, self.window = D, N, R, window
-        self.scan_backend = scan_backend
-        self.x_proj_weight = nn.Parameter(torch.randn(K, R + 2 * N, D) * D**-0.5)     # W_x[k]
-        self.dt_proj_weight = nn.Parameter(torch.empty(K, D, R).uniform_(-R**-0.5, R**-0.5))
+        K, N, R = len(self.directions), d_state, dt_rank
+        if split and d_inner % K:
+            raise ValueError(f"DirectionalScan: split needs d_inner ({d_inner}) divisible by "
+                             f"the number of directions ({K})")
+        Dk = d_inner // K if split else d_inner
+        self.d_inner, self.d_k, self.d_state, self.dt_rank = d_inner, Dk, N, R
+        self.window, self.split, self.scan_backend = window, split, scan_backend
+        self.x_proj_weight = nn.Parameter(torch.randn(K, R + 2 * N, Dk) * Dk**-0.5)   # W_x[k]
+        self.dt_proj_weight = nn.Parameter(torch.empty(K, Dk, R).uniform_(-R**-0.5, R**-0.5))
         # Δ starts log-uniform in [dt_min, dt_max]: b_Δ = softplus^{-1}(Δ_0), as in mamba.py.
-        dt = torch.exp(torch.rand(K, D) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = torch.exp(torch.rand(K, Dk) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         self.dt_proj_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
-        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(K * D, 1)           # S4D-real
+        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(K * Dk, 1)          # S4D-real
         self.A_log = nn.Parameter(torch.log(A))                                     # A = -exp(A_log)
-        self.D = nn.Parameter(torch.ones(K * D))
+        self.D = nn.Parameter(torch.ones(K * Dk))
         for p in (self.A_log, self.D):
             p._no_weight_decay = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, D, h, w = x.shape
-        K, L, N, R = len(self.directions), h * w, self.d_state, self.dt_rank
+        b, _, h, w = x.shape
+        K, Dk, L, N, R = len(self.directions), self.d_k, h * w, self.d_state, self.dt_rank
         order, inv = _orders(h, w, self.directions, self.window, x.device)         # (K, L)
-        xs = x.flatten(2)[:, :, order].transpose(1, 2).contiguous()                # (b, K, D, L)
+        groups = K if self.split else 1                     # channel slices: one per direction, or all
+        xs = x.reshape(b, groups, Dk, L).expand(b, K, Dk, L)
+        xs = xs.gather(3, order.view(1, K, 1, L).expand(b, K, Dk, L))              # (b, K, Dk, L) scan order
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)             # (b, K, R+2N, L)
         dt, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
-        dt = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight)               # W_Δ δ (b, K, D, L)
-        A = -torch.exp(self.A_log.float())                                         # (K*D, N)
+        dt = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight)               # W_Δ δ (b, K, Dk, L)
+        A = -torch.exp(self.A_log.float())                                         # (K*Dk, N)
         y = selective_scan(
-            xs.view(b, K * D, L), dt.reshape(b, K * D, L), A,
-            Bs.contiguous(), Cs.contiguous(),                                      # (b, K, N, L) groups
+            xs.reshape(b, K * Dk, L), dt.reshape(b, K * Dk, L), A,
+            Bs, Cs,                                                                # (b, K, N, L) groups
             self.D.float(), delta_bias=self.dt_proj_bias.reshape(-1).float(),
-            delta_softplus=True, backend=self.scan_backend)                        # (b, K*D, L)
-        y = y.view(b, K, D, L)
-        y = y.gather(3, inv.view(1, K, 1, L).expand(b, K, D, L))                   # image order
-        return y.view(b, K, D, h, w)
+            delta_softplus=True, backend=self.scan_backend)                        # (b, K*Dk, L)
+        y = y.view(b, K, Dk, L).gather(3, inv.view(1, K, 1, L).expand(b, K, Dk, L))  # image order
+        return y.view(b, K, Dk, h, w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,13 +182,15 @@ class DirectionalMultiScale(nn.Module):
 
     directions: K (orders 0..K-1) or a tuple of scan orders. scales: pooling factors, 1 = full
     resolution (each scale has its own scan parameters). d_state: N. expand: D = expand * C.
-    fuse: "weights" (learned softmax weights, readable: `fusion_weights()`) or "concat"
-    (concatenate all maps, 1x1 convolution). window: tile size of orders 4..7.
+    split: direction k scans only channels [k D/K, (k+1) D/K) (K times cheaper; directions
+    concatenated) instead of all D channels (SS2D; directions summed). fuse: "weights" (learned
+    softmax weights w_{s,k}, see `fusion_weights()`) or "concat" (concatenate every map, 1x1
+    convolution). window: tile size of orders 4..7.
     """
 
     def __init__(self, dim: int, directions=4, scales=(1, 2), d_state: int = 16,
                  expand: float = 1.0, dt_rank="auto", d_conv: int = 3, window: int = 4,
-                 fuse: str = "weights", scan_backend: str = "auto"):
+                 split: bool = False, fuse: str = "weights", scan_backend: str = "auto"):
         super().__init__()
         self.directions = resolve_directions(directions)
         self.scales = tuple(int(s) for s in scales)
@@ -182,17 +201,17 @@ class DirectionalMultiScale(nn.Module):
         D = int(expand * dim)
         R = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
         K, S = len(self.directions), len(self.scales)
-        self.dim, self.d_inner, self.fuse = dim, D, fuse
+        self.dim, self.d_inner, self.split, self.fuse = dim, D, split, fuse
         self.in_proj = nn.Conv2d(dim, 2 * D, 1)                               # x -> [x, z]
         self.conv = nn.Conv2d(D, D, d_conv, padding=d_conv // 2, groups=D)    # local mixing
         self.scans = nn.ModuleList(
-            DirectionalScan(D, self.directions, d_state, R, window, scan_backend=scan_backend)
+            DirectionalScan(D, self.directions, d_state, R, window, split, scan_backend=scan_backend)
             for _ in self.scales)
         if fuse == "weights":
             self.fuse_logits = nn.Parameter(torch.zeros(S, K))                 # a_{s,k}
             self.fuse_logits._no_weight_decay = True
         else:
-            self.fuse_proj = nn.Conv2d(S * K * D, D, 1)
+            self.fuse_proj = nn.Conv2d(S * (D if split else K * D), D, 1)
         self.out_norm = LayerNorm2d(D)
         self.out_proj = nn.Conv2d(D, dim, 1)
 
@@ -211,11 +230,13 @@ class DirectionalMultiScale(nn.Module):
         maps = []
         for i, (s, scan) in enumerate(zip(self.scales, self.scans)):
             xs = x if s == 1 else F.adaptive_avg_pool2d(x, (math.ceil(H / s), math.ceil(W / s)))
-            ys = scan(xs)                                      # (batch, K, D, H/s, W/s)
-            if w is not None:
+            ys = scan(xs)                                      # (batch, K, D_k, H/s, W/s)
+            if w is not None and not self.split:
                 ys = torch.einsum("bkdhw,k->bdhw", ys, w[i])   # Σ_k w_{s,k} y_{s,k}
             else:
-                ys = ys.flatten(1, 2)                          # (batch, K*D, H/s, W/s)
+                if w is not None:
+                    ys = ys * w[i].view(1, -1, 1, 1, 1)        # w_{s,k} y_{s,k}
+                ys = ys.flatten(1, 2)                          # concat: (batch, K*D_k, H/s, W/s)
             if s != 1:
                 ys = F.interpolate(ys, size=(H, W), mode="bilinear", align_corners=False)
             maps.append(ys)
@@ -225,4 +246,4 @@ class DirectionalMultiScale(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, d_inner={self.d_inner}, directions={self.directions}, "
-                f"scales={self.scales}, fuse={self.fuse!r}")
+                f"scales={self.scales}, split={self.split}, fuse={self.fuse!r}")

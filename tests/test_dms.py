@@ -45,30 +45,38 @@ def test_scan_orders_are_the_documented_paths():
         scan_order(3, 4, NUM_ORDERS)
 
 
-def test_directional_scan_equals_one_reference_scan_per_direction():
+@pytest.mark.parametrize("split", [False, True])
+def test_directional_scan_equals_one_reference_scan_per_direction(split):
     """The K directions stacked along channels (one grouped kernel call) give exactly what K
-    separate scans with each direction's own parameters give."""
+    separate scans with each direction's own parameters give; with split, direction k reads
+    only its own slice of channels."""
     torch.manual_seed(0)
-    D, N, R, h, w = 6, 4, 2, 3, 5
+    D, N, R, h, w = 12, 4, 2, 3, 5
     dirs = (0, 1, 2, 3, 4, 7)
-    scan = DirectionalScan(D, dirs, d_state=N, dt_rank=R, window=2)
+    K = len(dirs)
+    scan = DirectionalScan(D, dirs, d_state=N, dt_rank=R, window=2, split=split)
+    Dk = D // K if split else D
     with torch.no_grad():
         scan.A_log.add_(torch.rand_like(scan.A_log))            # make directions differ
         scan.D.add_(torch.randn_like(scan.D))
     x = torch.randn(2, D, h, w)
-    got = scan(x)                                               # (2, K, D, h, w)
-    A = -torch.exp(scan.A_log).view(len(dirs), D, N)
+    got = scan(x)                                               # (2, K, Dk, h, w)
+    assert got.shape == (2, K, Dk, h, w)
+    A = -torch.exp(scan.A_log).view(K, Dk, N)
     for k, direction in enumerate(dirs):
         order = scan_order(h, w, direction, window=2)
-        u = x.flatten(2)[:, :, order]                           # (2, D, L) in scan order
+        xk = x[:, k * Dk:(k + 1) * Dk] if split else x
+        u = xk.flatten(2)[:, :, order]                          # (2, Dk, L) in scan order
         x_dbl = torch.einsum("bdl,cd->bcl", u, scan.x_proj_weight[k])
         dt, B, C = torch.split(x_dbl, [R, N, N], dim=1)
         dt = torch.einsum("brl,dr->bdl", dt, scan.dt_proj_weight[k])
-        y = selective_scan_reference(u, dt, A[k], B, C, scan.D.view(len(dirs), D)[k],
+        y = selective_scan_reference(u, dt, A[k], B, C, scan.D.view(K, Dk)[k],
                                      delta_bias=scan.dt_proj_bias[k], delta_softplus=True)
         expected = torch.empty_like(y)
         expected[:, :, order] = y                               # back to image order
         torch.testing.assert_close(got[:, k].flatten(2), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="divisible"):
+        DirectionalScan(10, 4, split=True)
 
 
 def test_row_major_scan_is_causal_and_reverse_sees_the_future():
@@ -86,24 +94,32 @@ def test_row_major_scan_is_causal_and_reverse_sees_the_future():
     assert d2[0, 0] > 0                 # the reversed scan carries it to the top-left corner
 
 
-def test_dms_shapes_parameters_and_fusion():
+@pytest.mark.parametrize("split", [False, True])
+def test_dms_shapes_parameters_and_fusion(split):
     torch.manual_seed(0)
     x = torch.randn(2, 16, 6, 10, requires_grad=True)
     counts = {}
     for dirs in (1, 2, 4):
         for scales in ((1,), (1, 2), (1, 2, 3)):
-            m = DirectionalMultiScale(16, directions=dirs, scales=scales, d_state=4)
+            m = DirectionalMultiScale(16, directions=dirs, scales=scales, d_state=4, split=split)
             counts[dirs, scales] = sum(p.numel() for p in m.parameters())
             y = m(x)
             assert y.shape == x.shape
             w = m.fusion_weights()
             assert w.shape == (len(scales), dirs)
             torch.testing.assert_close(w.sum(), torch.tensor(1.0))
-    assert counts[1, (1,)] < counts[2, (1,)] < counts[4, (1,)]
+    if split:   # directions share out the channels: only the fusion logits a_{s,k} grow with K
+        assert counts[4, (1, 2)] - counts[1, (1, 2)] == 2 * (4 - 1)
+    else:       # every direction brings a full set of scan parameters
+        D, R, N = 16, 1, 4   # per direction: W_x, W_Δ, b_Δ, A_log, D, and one fusion logit
+        per_direction = (R + 2 * N) * D + D * R + D + D * N + D + 1
+        assert counts[2, (1,)] - counts[1, (1,)] == per_direction
+        assert counts[4, (1,)] - counts[2, (1,)] == 2 * per_direction
     assert counts[4, (1,)] < counts[4, (1, 2)] < counts[4, (1, 2, 3)]
     # each extra scale brings one more DirectionalScan of the same size
     assert counts[4, (1, 2, 3)] - counts[4, (1, 2)] == counts[4, (1, 2)] - counts[4, (1,)]
-    m = DirectionalMultiScale(16, directions=2, scales=(1, 2), fuse="concat")
+    m = DirectionalMultiScale(16, directions=2, scales=(1, 2), fuse="concat", split=split)
+    assert m.fuse_proj.in_channels == (2 * 16 if split else 2 * 2 * 16)
     y = m(x)
     y.sum().backward()
     assert y.shape == x.shape and torch.isfinite(x.grad).all()
