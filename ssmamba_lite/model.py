@@ -1,0 +1,297 @@
+"""SSMamba: a hierarchical hybrid of convolutions and directional state-space mixing.
+
+Paper name: *SSMamba* (Chai et al. 2026); the layout below is ours (only the abstract is public).
+
+    image (batch, 3, H, W)
+    stem: two 3x3 convolutions, stride 2 each              -> (batch, C1, H/4, W/4)
+    stage i = 1..4: [patch merging from stage 2 on: norm, 2x2 conv stride 2], depth_i x Block
+    norm, global average pool, linear head                 -> (batch, num_classes)
+
+    Block(x):  x = LPR(x)                                  Local Perception Residual (lpr.py)
+               x = x + DropPath(Mixer(Norm(x)))            token mixer of the stage (mixers.py)
+               x = x + DropPath(MLP(Norm(x)))              per-token 2-layer MLP (1x1 convs)
+
+Mixers: "conv" in the first `conv_stages` stages (high resolution, many tokens), "dms" in the
+others (few tokens): a scan costs batch x D x L x N per direction, so scans go where L is small,
+as in MambaVision. Defaults (d_state 8, split channels) were set by benchmarks/bench_model.py.
+
+Input sizes: any H, W that the network stride (4 * 2^(stages - 1) = 32) divides; else a
+ValueError naming the nearest valid sizes. Grad-CAM target layer: `model.stages[-1]` (output
+(batch, C4, H/32, W/32), before the final norm); `model.stages[-2]` gives a map twice as fine.
+timm: `import ssmamba_lite` registers `ssmamba_lite_tiny` and `ssmamba_lite_small`.
+
+Glossary (config field -> meaning; what switching it changes)
+    dims, depths    C_i and number of blocks of each stage
+    mixer           "dms" | "mamba1d" | "attention" for the stages after `conv_stages`, or one
+                    name per stage, "conv" included (then `conv_stages` is not used)
+    conv_stages     how many leading stages use the "conv" mixer
+    d_state         N of the scans: one int, or one per stage
+    directions      K scan orders of DMS (1, 2, 4; or a tuple of orders, see dms.scan_order).
+                    With split_channels, K changes only what each channel sees (and adds K
+                    fusion weights per scale); without, each direction adds its own scan
+                    parameters and K times the scanning work
+    scales          pooling factors of DMS (1 = full resolution); each adds a set of scan
+                    parameters and a scan of L / s^2 tokens
+    split_channels  DMS direction k scans its own D/K channels (True) or all D (False, SS2D)
+    use_lpr         LPR in front of every block; False removes C(k^2 + 1) parameters per block
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, LayerNorm2d
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ssmamba_lite.dms import resolve_directions
+from ssmamba_lite.lpr import LocalPerceptionResidual
+from ssmamba_lite.mixers import MIXERS, make_mixer
+
+
+@dataclass
+class SSMambaConfig:
+    """Architecture of an SSMamba network (nothing about training lives here)."""
+
+    num_classes: int = 1000
+    in_chans: int = 3
+    img_size: int = 224              # nominal size (pretrained_cfg); any multiple of `stride` works
+    dims: tuple = (48, 96, 192, 384)
+    depths: tuple = (2, 2, 4, 2)
+    mixer: str | tuple = "dms"
+    conv_stages: int = 2
+    d_state: int | tuple = 8
+    directions: int | tuple = 4
+    scales: tuple = (1, 2)
+    use_lpr: bool = True
+    lpr_kernel: int = 3
+    ssm_expand: float = 1.0          # D = ssm_expand * C inside DMS and mamba1d
+    split_channels: bool = True      # DMS: direction k scans its own D/K channels
+    conv_kernel: int = 7             # kernel of the "conv" mixer
+    head_dim: int = 32               # attention heads = C // head_dim
+    mlp_ratio: float = 4.0
+    drop_rate: float = 0.0           # dropout before the head
+    drop_path_rate: float = 0.1      # stochastic depth, rising linearly to this value
+    global_pool: str = "avg"         # "avg" or "max"
+    scan_backend: str = "auto"       # see scan.which_backend
+
+    def __post_init__(self):
+        n = len(self.depths)
+        if len(self.dims) != n or n < 1:
+            raise ValueError(f"SSMambaConfig: dims {self.dims} and depths {self.depths} must "
+                             f"have the same, non-zero length")
+        for name in self.stage_mixers():
+            if name not in MIXERS:
+                raise ValueError(f"SSMambaConfig: mixer must be one of {MIXERS}, got {name!r}")
+        if isinstance(self.d_state, (tuple, list)) and len(self.d_state) != n:
+            raise ValueError(f"SSMambaConfig: d_state needs one value per stage ({n}), "
+                             f"got {self.d_state}")
+        resolve_directions(self.directions)
+        if self.global_pool not in ("avg", "max"):
+            raise ValueError(f"SSMambaConfig: global_pool must be 'avg' or 'max', "
+                             f"got {self.global_pool!r}")
+
+    @property
+    def stride(self) -> int:
+        """Total downsampling of the network: the stem's 4, then 2 per patch merging."""
+        return 4 * 2 ** (len(self.depths) - 1)
+
+    def stage_mixers(self) -> tuple:
+        n = len(self.depths)
+        if isinstance(self.mixer, str):
+            k = min(max(self.conv_stages, 0), n)
+            return ("conv",) * k + (self.mixer,) * (n - k)
+        if len(self.mixer) != n:
+            raise ValueError(f"SSMambaConfig: mixer needs one name per stage ({n}), got {self.mixer}")
+        return tuple(self.mixer)
+
+    def stage_d_states(self) -> tuple:
+        n = len(self.depths)
+        return tuple(self.d_state) if isinstance(self.d_state, (tuple, list)) else (self.d_state,) * n
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks, stages, the network.
+# ---------------------------------------------------------------------------------------------
+class Mlp(nn.Module):
+    """Per-token MLP: 1x1 conv C -> r*C, GELU, 1x1 conv r*C -> C."""
+
+    def __init__(self, dim: int, ratio: float):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1, self.act, self.fc2 = nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """[LPR -> norm -> mixer -> residual -> norm -> MLP -> residual] on (batch, C, H, W)."""
+
+    def __init__(self, dim: int, mixer: str, cfg: SSMambaConfig, d_state: int, drop_path: float):
+        super().__init__()
+        self.lpr = LocalPerceptionResidual(dim, cfg.lpr_kernel) if cfg.use_lpr else nn.Identity()
+        self.norm1 = LayerNorm2d(dim)
+        self.mixer = make_mixer(mixer, dim, d_state, directions=cfg.directions, scales=cfg.scales,
+                                expand=cfg.ssm_expand, split=cfg.split_channels,
+                                conv_kernel=cfg.conv_kernel, head_dim=cfg.head_dim,
+                                scan_backend=cfg.scan_backend)
+        self.norm2 = LayerNorm2d(dim)
+        self.mlp = Mlp(dim, cfg.mlp_ratio)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        x = self.lpr(x)                                        # x + DWConv(x)
+        x = x + self.drop_path(self.mixer(self.norm1(x)))      # token mixing
+        return x + self.drop_path(self.mlp(self.norm2(x)))     # channel mixing
+
+
+class Stage(nn.Module):
+    """Optional patch merging (norm, 2x2 conv stride 2: (C_in, H, W) -> (C, H/2, W/2)), blocks."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, mixer: str, cfg: SSMambaConfig,
+                 d_state: int, drop_paths: list, downsample: bool):
+        super().__init__()
+        self.downsample = (nn.Sequential(LayerNorm2d(in_dim), nn.Conv2d(in_dim, dim, 2, stride=2))
+                           if downsample else nn.Identity())
+        self.blocks = nn.Sequential(*(Block(dim, mixer, cfg, d_state, p) for p in drop_paths[:depth]))
+
+    def forward(self, x):
+        return self.blocks(self.downsample(x))
+
+
+def nearest_valid_sizes(h: int, w: int, stride: int) -> list:
+    """Sizes (H', W') closest to (h, w) with both a positive multiple of `stride`."""
+    def near(n):
+        lo = max(stride, n // stride * stride)
+        hi = max(stride, -(-n // stride) * stride)
+        return sorted({lo, hi})
+    return [(a, b) for a in near(h) for b in near(w)]
+
+
+class SSMamba(nn.Module):
+    """SSMamba classifier with timm's interface: (batch, in_chans, H, W) -> (batch, num_classes).
+
+    SSMamba(cfg, **overrides): fields of `SSMambaConfig`; keywords override fields of cfg.
+    """
+
+    def __init__(self, cfg: SSMambaConfig | None = None, **overrides):
+        super().__init__()
+        cfg = dataclasses.replace(cfg or SSMambaConfig(), **overrides)
+        self.cfg = cfg
+        self.num_classes, self.global_pool = cfg.num_classes, cfg.global_pool
+        self.num_features = self.head_hidden_size = cfg.dims[-1]
+        self.drop_rate = cfg.drop_rate
+        c0 = cfg.dims[0]
+        self.stem = nn.Sequential(                             # (batch, 3, H, W) -> (batch, C1, H/4, W/4)
+            nn.Conv2d(cfg.in_chans, c0 // 2, 3, stride=2, padding=1), nn.BatchNorm2d(c0 // 2),
+            nn.GELU(),
+            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1), nn.BatchNorm2d(c0))
+        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        stages, start, in_dim = [], 0, c0
+        for i, (dim, depth, mixer, d_state) in enumerate(
+                zip(cfg.dims, cfg.depths, cfg.stage_mixers(), cfg.stage_d_states())):
+            stages.append(Stage(in_dim, dim, depth, mixer, cfg, d_state, dpr[start:], i > 0))
+            start, in_dim = start + depth, dim
+        self.stages = nn.Sequential(*stages)
+        self.feature_info = [dict(num_chs=d, reduction=4 * 2**i, module=f"stages.{i}")
+                             for i, d in enumerate(cfg.dims)]
+        self.norm = LayerNorm2d(self.num_features)
+        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+
+    # -- timm interface -----------------------------------------------------------------------
+    def check_input_size(self, h: int, w: int) -> None:
+        s = self.cfg.stride
+        if h < s or w < s or h % s or w % s:
+            sizes = " or ".join(f"{a}x{b}" for a, b in nearest_valid_sizes(h, w, s))
+            raise ValueError(f"SSMamba: input size {h}x{w} (HxW) does not work: H and W must be "
+                             f"positive multiples of the network stride {s}; nearest valid "
+                             f"sizes: {sizes}")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, in_chans, H, W) -> (batch, C4, H/32, W/32)."""
+        if x.dim() != 4 or x.shape[1] != self.cfg.in_chans:
+            raise ValueError(f"SSMamba: input must have shape (batch, {self.cfg.in_chans}, H, W), "
+                             f"got {tuple(x.shape)}")
+        self.check_input_size(*x.shape[-2:])
+        return self.norm(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(batch, C4, h, w) -> pooled (batch, C4) if pre_logits else logits (batch, classes)."""
+        x = x.mean((2, 3)) if self.global_pool == "avg" else x.amax((2, 3))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            if global_pool not in ("avg", "max"):
+                raise ValueError(f"SSMamba: global_pool must be 'avg' or 'max', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Names of parameters marked `_no_weight_decay` (A_log, D, fusion logits)."""
+        return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights (safetensors) and timm presets.
+# ---------------------------------------------------------------------------------------------
+def save_weights(model: nn.Module, path) -> None:
+    """Write the model's state_dict to a .safetensors file."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def load_weights(model: nn.Module, path, strict: bool = True):
+    """Load a .safetensors file written by `save_weights` into `model` (on its device)."""
+    from safetensors.torch import load_file
+
+    device = next(model.parameters()).device
+    return model.load_state_dict(load_file(str(path), device=str(device)), strict=strict)
+
+
+PRESETS = {
+    "ssmamba_lite_tiny": SSMambaConfig(dims=(48, 96, 192, 384), depths=(2, 2, 4, 2)),
+    "ssmamba_lite_small": SSMambaConfig(dims=(64, 128, 256, 512), depths=(2, 3, 8, 3)),
+}
+
+
+def _cfg(**kwargs) -> dict:
+    return {"url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+            "crop_pct": 1.0, "interpolation": "bicubic", "fixed_input_size": False,
+            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+            "first_conv": "stem.0", "classifier": "head", "license": "mit", **kwargs}
+
+
+default_cfgs = generate_default_cfgs({name: _cfg() for name in PRESETS})
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> SSMamba:
+    return build_model_with_cfg(SSMamba, variant, pretrained, model_cfg=PRESETS[variant],
+                                feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
+                                **kwargs)
+
+
+@register_model
+def ssmamba_lite_tiny(pretrained: bool = False, **kwargs) -> SSMamba:
+    """SSMamba-lite tiny (~6M parameters): DMS in the two coarse stages."""
+    return _create("ssmamba_lite_tiny", pretrained, **kwargs)
+
+
+@register_model
+def ssmamba_lite_small(pretrained: bool = False, **kwargs) -> SSMamba:
+    """SSMamba-lite small: wider and deeper, same layout."""
+    return _create("ssmamba_lite_small", pretrained, **kwargs)
