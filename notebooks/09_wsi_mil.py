@@ -1,0 +1,354 @@
+# %% [markdown]
+# # 09 · Whole-slide images: tiles, features and slide-level classification (MIL)
+#
+# **What.** A pathologist's diagnosis is about a whole slide, not a tile. A whole-slide image
+# (WSI) is far too large for any network (level 0 of a slide is often 100,000 x 100,000
+# pixels), so slide-level models work in two steps:
+#
+# 1. **Tiles → features.** Find the tissue, cut it into tiles, and encode every tile with a
+#    frozen encoder (here an SSMamba encoder): a slide becomes a *bag* of feature vectors.
+# 2. **Bag → label (multiple-instance learning, MIL).** An aggregator weighs the tiles with
+#    *attention* and classifies their weighted mean. We build two: **ABMIL** (gated
+#    attention, a set of tiles) and **Mamba-MIL** (Mamba layers over the tile *sequence*
+#    before the same attention pooling).
+#
+# **Why.** The SSMamba abstract's second claim is slide-level: SSMamba features beat 8 methods
+# on 6 WSI datasets. This notebook is the path from a slide file to a slide-level prediction
+# and an attention heatmap.
+#
+# **Honest limits.** We have one real slide (unlabelled), so slide-level *learning* is shown on
+# a **constructed benchmark**: bags of real IDC breast patches, one patient per bag, positive
+# iff the bag holds at least one IDC-positive patch. And unless you pass a trained
+# `checkpoint` (notebook 04 writes one), the encoder has **random weights**: its features are
+# a baseline for the mechanics, not a result.
+
+# %% tags=["parameters"]
+data_dir = "../../shared/data"     # holds wsi/cmu_small_region.svs and idc_breast/
+output_dir = "../runs/notebooks/09_wsi_mil"
+image_size = 64          # tiles and patches are resized to this before the encoder
+epochs = 10              # MIL training epochs
+batch_size = 8           # bags per optimizer step
+device = "auto"          # "auto": the GPU if there is one, else the CPU
+seed = 0
+slide_path = ""          # default: <data_dir>/wsi/cmu_small_region.svs
+tile_size = 128          # tile side in pixels at the target magnification
+magnification = 10       # target magnification (the slide was scanned at 20x)
+checkpoint = "none"      # encoder folder or .safetensors file; none: random weights (baseline)
+model = "ssmamba_lite_tiny"
+# A deliberately small encoder so that the notebook runs in about a minute on a laptop CPU;
+# set to None to use `model` as it is (or a checkpoint's own config).
+model_config = {"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "d_state": 4,
+                "directions": 2, "scales": [1]}
+bag_size = 6             # constructed benchmark: at most this many patches per bag
+lr = 1e-3
+
+# %%
+import os
+
+# PyTorch and numba (the CPU scan) each keep a pool of threads; let idle ones sleep rather than
+# spin, or on a machine with few cores they slow each other down (set before importing torch).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+data_dir = Path(data_dir)
+slide_path = Path(slide_path) if slide_path else data_dir / "wsi" / "cmu_small_region.svs"
+idc_labels = data_dir / "idc_breast" / "labels.csv"
+missing = [str(p) for p in (slide_path, idc_labels) if not p.exists()]
+if missing:
+    raise FileNotFoundError(
+        f"missing data: {missing}. Point data_dir at the folder that holds "
+        f"wsi/cmu_small_region.svs and idc_breast/labels.csv (see the README, 'Data used by "
+        f"the tests'), or set slide_path to any .svs/.tif slide.")
+out = Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+torch.manual_seed(seed)
+
+
+def save(fig, name):
+    """Every figure is also written as a PNG into output_dir."""
+    fig.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
+
+
+print("slide:", slide_path.resolve(), "\nfigures:", out.resolve())
+
+# %% [markdown]
+# ## 1. A slide, its tissue and its tiles
+#
+# `Slide` reads the file with OpenSlide (tifffile is the fallback). Level 0 is the full
+# resolution; the file records its microns per pixel (mpp) and objective power. A tile of
+# `tile_size` pixels at `magnification` covers `tile_size x d` level-0 pixels, with the
+# downsample d = (scan magnification) / (target magnification).
+#
+# **Tissue.** Stained tissue is coloured, glass is white or grey: on a small thumbnail we
+# threshold the *saturation* channel at the Otsu threshold (the value that best splits the
+# histogram into two classes, maximising the between-class variance
+# σ_b²(t) = ω0(t) ω1(t) (μ0(t) − μ1(t))²). A tile is kept when at least half of it is tissue.
+
+# %%
+from ssmamba_lite.slide import Slide, target_downsample
+from ssmamba_lite.wsi import tile_grid, tissue_mask
+
+with Slide(slide_path) as slide:
+    d = target_downsample(slide, magnification=magnification)
+    tile_size0 = round(tile_size * d)
+    thumb = slide.thumbnail(1024)
+    mask = tissue_mask(thumb)
+    coords = tile_grid(slide.size, tile_size0, mask, min_tissue=0.5)
+    examples = [slide.read(x, y, tile_size0, tile_size) for x, y in coords[:: max(1, len(coords) // 6)][:6]]
+    size0, mpp, mag = slide.size, slide.mpp, slide.magnification
+print(f"level 0: {size0[0]} x {size0[1]} px, {mpp} µm/px, scanned at {mag}x")
+print(f"tiles of {tile_size} px at {magnification}x = {tile_size0} level-0 px; "
+      f"{len(coords)} of them on tissue, tissue covers {mask.mean():.0%} of the thumbnail")
+
+# %%
+from matplotlib.patches import Rectangle
+
+s = thumb.shape[1] / size0[0]                       # thumbnail pixels per level-0 pixel
+fig, axes = plt.subplots(1, 3, figsize=(12, 5.5))
+axes[0].imshow(thumb)
+axes[0].set_title("thumbnail")
+axes[1].imshow(mask, cmap="gray")
+axes[1].set_title("tissue mask (Otsu on saturation)")
+axes[2].imshow(thumb)
+for x, y in coords:
+    axes[2].add_patch(Rectangle((x * s, y * s), tile_size0 * s, tile_size0 * s, fill=False,
+                                edgecolor="lime", linewidth=0.8))
+axes[2].set_title(f"{len(coords)} tissue tiles")
+for ax in axes:
+    ax.axis("off")
+save(fig, "tiles")
+plt.show()
+
+fig, axes = plt.subplots(1, len(examples), figsize=(2 * len(examples), 2.2))
+for ax, tile in zip(np.atleast_1d(axes), examples):
+    ax.imshow(tile)
+    ax.axis("off")
+fig.suptitle(f"some tiles ({tile_size} px at {magnification}x)")
+save(fig, "tile_examples")
+plt.show()
+
+# %% [markdown]
+# ## 2. Tiles → features, cached per slide
+#
+# `extract_slides` does section 1 for every slide of a folder, encodes the tiles in batches
+# and writes `<slide>.h5` (features, coordinates, thumbnail). A slide already extracted is
+# skipped, so an interrupted run resumes; an unreadable slide is reported by name and the
+# others still run. From the command line:
+#
+#     ssmamba-lite wsi extract --slides SLIDES_DIR --out FEATURES_DIR --checkpoint ENCODER \
+#         --tile-size 224 --magnification 20
+#
+# With `checkpoint = "none"` the encoder has random weights: fine for the mechanics, not a
+# result. The encoder's pooled output (`forward_head(..., pre_logits=True)`) is one vector of
+# C numbers per tile.
+
+# %%
+from ssmamba_lite.wsi import extract_slides, load_encoder, read_features
+
+encoder = load_encoder(checkpoint, model, model_config)
+t0 = time.time()
+report = extract_slides([slide_path], out / "slide_features", encoder, overwrite=True,
+                        tile_size=tile_size, magnification=magnification,
+                        image_size=image_size, batch_size=32, device=device,
+                        encoder_name=f"{model}:{checkpoint}")
+slide_bag = read_features(out / "slide_features" / f"{slide_path.stem}.h5")
+print(report)
+print(f"features {slide_bag['features'].shape}, coords {slide_bag['coords'].shape} "
+      f"in {time.time() - t0:.1f} s")
+
+# %% [markdown]
+# ## 3. The aggregators
+#
+# For a bag of tile features x_1..x_n (standardised with the training set's mean and standard
+# deviation), both aggregators compute
+#
+# | step | equation | shape |
+# |---|---|---|
+# | embed | h_k = ReLU(W_e x_k) | (n, E) |
+# | gated attention | a_k = softmax_k( w^T (tanh(V h_k) ⊙ sigmoid(U h_k)) ) | (n,) |
+# | pool | z = Σ_k a_k h_k | (E,) |
+# | classify | p(y) = softmax(W_c z) | (K,) |
+#
+# **ABMIL** treats the tiles as a *set*. **Mamba-MIL** first runs Mamba layers over the tiles
+# in their order on the slide (h ← h + Mamba(LayerNorm(h)), forward and backward), so each
+# tile embedding carries context from the tiles around it in the sequence.
+#
+# Bags have different lengths. To train several bags per step they are padded on the right
+# with a mask; this is *exact*: padded tiles get attention 0, and a Mamba scan is causal, so
+# padding after a bag never reaches its tiles (the test suite checks this).
+
+# %%
+from ssmamba_lite.mil import MILAggregator, MILConfig
+
+for aggregator in ("abmil", "mamba"):
+    net = MILAggregator(MILConfig(in_dim=slide_bag["features"].shape[1], aggregator=aggregator,
+                                  hidden=64, attn_dim=32, layers=1, d_state=8))
+    print(f"{aggregator:6s} {sum(p.numel() for p in net.parameters()):7,d} parameters")
+
+# %% [markdown]
+# ## 4. A constructed benchmark: bags of real IDC patches
+#
+# We have no labelled slides here, so we *construct* bags from `idc_breast` (50 x 50 px
+# patches, labelled IDC-negative / IDC-positive, with patient ids). For every patient:
+# negative bags hold negative patches only; in a positive bag, between one and all of its
+# patches are positive (the "witnesses"). Bag label = positive iff it holds at least one
+# positive patch. Patients are split into train / val / test, so the test bags come from
+# patients the model never saw. This checks that the *pipeline learns*; it is not a
+# slide-level dataset and its numbers are not comparable to the paper's.
+#
+# The patch features come from the same encoder as the slide's tiles, so a trained
+# aggregator can be run on the slide afterwards. (`ssmamba-lite mil patch-bags` builds the
+# same benchmark from the command line.)
+
+# %%
+from ssmamba_lite import mil_bench, mil_train
+
+t0 = time.time()
+bench_labels = mil_bench.write_patch_bags(idc_labels, out / "idc_bags", encoder,
+                                          bag_size=bag_size, image_size=image_size, seed=seed,
+                                          device=device)
+bags, classes = mil_train.load_bags(out / "idc_bags" / "features", bench_labels)
+split = mil_train.split_bags(bags)
+counts = pd.DataFrame({name: {c: sum(b.label == i for b in part) for i, c in enumerate(classes)}
+                       for name, part in split.items()}).T
+print(f"{len(bags)} bags, {sum(len(b.features) for b in bags)} patches, "
+      f"features in {time.time() - t0:.1f} s")
+counts.astype(int)
+
+# %%
+from PIL import Image
+
+patch_bags = {b["name"]: b for b in mil_bench.make_patch_bags(idc_labels, bag_size, seed=seed)}
+truth = pd.read_csv(idc_labels).set_index("path")["label"]
+
+
+def witnesses(bag):
+    """How many patches of a bag are IDC-positive (known to us, hidden from the model)."""
+    return sum(truth[p.relative_to(idc_labels.parent).as_posix()] == "idc_positive"
+               for p in patch_bags[bag.name]["paths"])
+
+
+# the positive test bag with the fewest witnesses (the hardest kind), and a negative one
+show = [min((b for b in split["test"] if b.label == 1), key=lambda b: (witnesses(b), -len(b.features))),
+        next(b for b in split["test"] if b.label == 0)]
+fig, axes = plt.subplots(2, bag_size, figsize=(1.6 * bag_size, 3.8))
+for row, bag in zip(axes, show):
+    paths = patch_bags[bag.name]["paths"]
+    for ax in row:
+        ax.axis("off")
+    for ax, p in zip(row, paths):
+        ax.imshow(Image.open(p))
+        rel = p.relative_to(idc_labels.parent).as_posix()
+        ax.set_title("IDC+" if truth[rel] == "idc_positive" else "IDC-", fontsize=8)
+    row[0].text(-10, 25, classes[bag.label], ha="right", va="center")
+fig.suptitle("a positive and a negative test bag (patch labels are hidden from the model)")
+save(fig, "example_bags")
+plt.show()
+
+# %% [markdown]
+# ### Training both aggregators
+#
+# `train_mil` trains with AdamW and cross-entropy on the bag labels, validates every epoch
+# and keeps the epoch with the best validation AUROC. Same from the command line:
+#
+#     ssmamba-lite mil train --features DIR --labels CSV --out RUN --aggregator mamba
+
+# %%
+histories, metrics = {}, {}
+for aggregator in ("abmil", "mamba"):
+    run = out / f"mil_{aggregator}"
+    cfg = MILConfig(aggregator=aggregator, hidden=64, attn_dim=32, layers=1, d_state=8)
+    tcfg = mil_train.MILTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                    device=device)
+    t0 = time.time()
+    histories[aggregator] = mil_train.train_mil(split["train"], split["val"], classes, run,
+                                                cfg, tcfg)["history"]
+    metrics[aggregator] = mil_train.evaluate_mil(run, split["test"], classes, run / "test",
+                                                 device=device)
+    print(f"{aggregator}: {time.time() - t0:.1f} s, test {mil_train.format_metrics(metrics[aggregator])}")
+
+table = pd.DataFrame({a: {k: m[k] for k in ("accuracy", "balanced_accuracy", "auroc", "n")}
+                      for a, m in metrics.items()}).T
+table.to_csv(out / "test_metrics.csv")
+table.round(3)
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+for aggregator, history in histories.items():
+    ep = [h["epoch"] for h in history]
+    axes[0].plot(ep, [h["train_loss"] for h in history], marker="o", label=aggregator)
+    axes[1].plot(ep, [h["val"]["auroc"] for h in history], marker="o", label=aggregator)
+axes[0].set(xlabel="epoch", ylabel="training loss")
+axes[1].set(xlabel="epoch", ylabel="validation AUROC", ylim=(0.4, 1.0))
+axes[1].axhline(0.5, color="gray", linestyle=":", label="chance")
+axes[1].legend()
+save(fig, "learning_curves")
+plt.show()
+
+# %% [markdown]
+# ### Where does attention go?
+#
+# In a positive bag, a good aggregator should put its attention on the IDC-positive patches
+# (the witnesses), although it was only ever told the *bag* label.
+
+# %%
+model_abmil, _ = mil_train.load_mil(out / "mil_abmil")
+_, attention = mil_train.predict(model_abmil, show[:1])
+paths = patch_bags[show[0].name]["paths"]
+fig, axes = plt.subplots(1, len(paths), figsize=(1.8 * len(paths), 2.3))
+for ax, p, a in zip(np.atleast_1d(axes), paths, attention[0]):
+    ax.imshow(Image.open(p))
+    rel = p.relative_to(idc_labels.parent).as_posix()
+    ax.set_title(f"a={a:.2f}\n{'IDC+' if truth[rel] == 'idc_positive' else 'IDC-'}", fontsize=9)
+    ax.axis("off")
+fig.suptitle("ABMIL attention in a positive test bag")
+save(fig, "bag_attention")
+plt.show()
+
+# %% [markdown]
+# **Reading it.** Nearly equal weights (about 1/n each) mean the aggregator has not learnt to
+# single out the witnesses and is closer to a plain average of the patches. That is common
+# with random-encoder features and a few epochs; try a trained `checkpoint` and more epochs.
+
+# %% [markdown]
+# ## 5. An attention heatmap over the slide
+#
+# The trained aggregator runs on the slide's bag of tiles as on any other bag. Each tile is
+# coloured by the *rank* of its attention (blue low, red high) over the thumbnail; ranks
+# rather than raw weights, because weights sum to 1 and shrink as bags grow.
+#
+# Read this as the mechanism only: the slide is skin, not breast, at another magnification,
+# and the model learnt from IDC patches. With your own labelled slides the whole path is:
+# `wsi extract` → `mil train` → `mil evaluate` (which writes `heatmaps/<slide>.png`).
+
+# %%
+from ssmamba_lite.heatmap import heatmap_overlay
+
+slide_as_bag = mil_train.Bag(slide_path.stem, torch.from_numpy(slide_bag["features"]),
+                             slide_bag["coords"], 0, "slide")
+probs, attention = mil_train.predict(model_abmil, [slide_as_bag])
+overlay = heatmap_overlay(slide_bag["thumbnail"], slide_bag["coords"], attention[0],
+                          slide_bag["tile_size0"], slide_bag["level0_size"])
+overlay.save(out / "slide_heatmap.png")
+fig, ax = plt.subplots(figsize=(5, 6.5))
+ax.imshow(overlay)
+ax.set_title(f"ABMIL attention (p(positive) = {probs[0, 1]:.2f}; not a diagnosis)")
+ax.axis("off")
+save(fig, "slide_heatmap_figure")
+plt.show()
+
+# %% [markdown]
+# ## What to try
+#
+# * `checkpoint` = the encoder folder written by notebook 04 (MAMIM pretraining): do the
+#   benchmark numbers move away from the random-weights baseline?
+# * `epochs = 30`, other `seed`s: how stable are the two aggregators?
+# * `bag_size = 12`: larger bags with the same number of witnesses make the task harder.
+# * `magnification = 20`, `tile_size = 224`: more, finer tiles per slide.
