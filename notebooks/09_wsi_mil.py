@@ -152,7 +152,7 @@ plt.show()
 # %%
 from ssmamba_lite.wsi import extract_slides, load_encoder, read_features
 
-encoder = load_encoder(checkpoint, model, model_config)
+encoder = load_encoder(checkpoint, model, model_config, seed=seed)
 t0 = time.time()
 report = extract_slides([slide_path], out / "slide_features", encoder, overwrite=True,
                         tile_size=tile_size, magnification=magnification,

@@ -38,6 +38,7 @@ def _encoder_args(p) -> None:
                         "demos and tests, not a result)")
     p.add_argument("--model", default="ssmamba_lite_tiny",
                    help="timm preset when the checkpoint carries no config.json")
+    p.add_argument("--seed", type=int, default=0, help="random weights of --checkpoint none")
     p.add_argument("--device", default="auto")
 
 
@@ -109,7 +110,7 @@ def _mil_data_args(p) -> None:
 def _extract(args) -> int:
     from ssmamba_lite import wsi
 
-    encoder = wsi.load_encoder(args.checkpoint, args.model)
+    encoder = wsi.load_encoder(args.checkpoint, args.model, seed=args.seed)
     report = wsi.extract_slides(
         args.slides, args.out, encoder, overwrite=args.overwrite, tile_size=args.tile_size,
         magnification=args.magnification, mpp=args.mpp, min_tissue=args.min_tissue,
@@ -168,8 +169,8 @@ def _evaluate(args) -> int:
 def _patch_bags(args) -> int:
     from ssmamba_lite import mil_bench, wsi
 
-    encoder = (wsi.load_encoder(args.checkpoint, args.model) if args.encoder == "ssmamba"
-               else "colour")
+    encoder = (wsi.load_encoder(args.checkpoint, args.model, seed=args.seed)
+               if args.encoder == "ssmamba" else "colour")
     labels = mil_bench.write_patch_bags(
         args.labels, args.out, encoder, bag_size=args.bag_size,
         witness_fraction=args.witness_fraction, image_size=args.image_size,

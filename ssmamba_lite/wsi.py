@@ -96,13 +96,13 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def load_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
-                 model_config: dict | None = None) -> nn.Module:
+                 model_config: dict | None = None, seed: int = 0) -> nn.Module:
     """An SSMamba encoder without head (num_classes=0), in eval mode.
 
     checkpoint: a folder with encoder.safetensors + config.json ("model_config": SSMambaConfig
     fields, "model": preset name), a .safetensors file (architecture from a config.json beside
-    it, else `model_config` / `model`), or None / "none": random weights (a baseline for demos
-    and tests: random features are not a result)."""
+    it, else `model_config` / `model`), or None / "none": random weights drawn with `seed` (a
+    baseline for demos and tests: random features are not a result)."""
     import timm
 
     import ssmamba_lite  # noqa: F401  (registers the presets with timm)
@@ -118,11 +118,13 @@ def load_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
         if cfg_file.is_file():
             saved = json.loads(cfg_file.read_text())
             model_config, model = saved.get("model_config", model_config), saved.get("model", model)
-    if model_config:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()}
-        net = SSMamba(SSMambaConfig(**{**fields, "num_classes": 0}))
-    else:
-        net = timm.create_model(model, num_classes=0)
+    with torch.random.fork_rng(devices=[]):                    # leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        if model_config:
+            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()}
+            net = SSMamba(SSMambaConfig(**{**fields, "num_classes": 0}))
+        else:
+            net = timm.create_model(model, num_classes=0)
     if weights is not None:
         from safetensors.torch import load_file
 
