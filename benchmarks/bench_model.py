@@ -88,9 +88,12 @@ def main(argv=None) -> None:
         if 128 in args.sizes and 256 in args.sizes:
             row += f" | {med[name, 256] / med[name, 128]:.2f}x"
         print(row + " |")
+    spread = max(max(ts) / min(ts) for ts in times.values())
+    print(f"\nlargest max/min step-time spread over the rounds: {spread:.2f}x "
+          f"(above ~1.3x means the machine was busy: rerun)")
     if ref and "ssmamba_lite_tiny" in args.models and 128 in args.sizes:
         ratio = med["ssmamba_lite_tiny", 128] / med[ref, 128]
-        print(f"\nssmamba_lite_tiny step time at 128 px = {ratio:.2f}x resnet18's "
+        print(f"ssmamba_lite_tiny step time at 128 px = {ratio:.2f}x resnet18's "
               f"(target <= 1.5x): {'met' if ratio <= 1.5 else 'NOT met'}")
         if 256 in args.sizes:
             g = med["ssmamba_lite_tiny", 256] / med["ssmamba_lite_tiny", 128]
