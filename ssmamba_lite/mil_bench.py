@@ -37,7 +37,8 @@ import torch.nn as nn
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ssmamba_lite.wsi import encode_tiles, resolve_device, write_features
+from ssmamba_lite.distributed import resolve_device
+from ssmamba_lite.wsi import encode_tiles, write_features
 
 
 def make_patch_bags(labels_csv, bag_size: int = 6, positive: str = "idc_positive",

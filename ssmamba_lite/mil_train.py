@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ssmamba_lite.checkpoint import load_state_dict, save_json, save_state_dict
+from ssmamba_lite.distributed import resolve_device
 from ssmamba_lite.heatmap import save_heatmap
 from ssmamba_lite.metrics import classification_metrics, format_metrics
 from ssmamba_lite.mil import MILAggregator, MILConfig, pad_bags
-from ssmamba_lite.wsi import read_features, resolve_device
+from ssmamba_lite.wsi import read_features
 
 
 @dataclass

@@ -98,12 +98,17 @@ class Slide:
         """The square of side `size0` level-0 pixels at (x, y), resized to (out, out, 3) uint8."""
         level, ds = self._best_level(size0 / out)
         side = max(1, round(size0 / ds))
-        if self._osr is not None:
-            rgba = self._osr.read_region((x, y), level, (side, side))
-            img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-        else:
-            xs, ys = round(x / ds), round(y / ds)
-            img = Image.fromarray(self._tiff_level(level)[ys:ys + side, xs:xs + side])
+        try:
+            if self._osr is not None:
+                rgba = self._osr.read_region((x, y), level, (side, side))
+                img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+                img = img.convert("RGB")
+            else:
+                xs, ys = round(x / ds), round(y / ds)
+                img = Image.fromarray(self._tiff_level(level)[ys:ys + side, xs:xs + side])
+        except Exception as err:                                 # a corrupt tile of the file
+            raise SlideError(f"cannot read slide {self.path} at ({x}, {y}), level {level}: "
+                             f"{err}") from None
         if img.size != (out, out):
             img = img.resize((out, out), Image.BILINEAR)
         return np.asarray(img)

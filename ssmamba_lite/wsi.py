@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,12 @@ from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
 from ssmamba_lite.checkpoint import _atomic
+from ssmamba_lite.data import MEAN, STD
+from ssmamba_lite.distributed import resolve_device
 from ssmamba_lite.slide import Slide, SlideError, target_downsample
 
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif",
                   ".svslide")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,67 +92,70 @@ def tile_grid(size0: tuple, tile_size0: int, mask: np.ndarray, min_tissue: float
 # ---------------------------------------------------------------------------------------------
 # The encoder.
 # ---------------------------------------------------------------------------------------------
-def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                        "cpu" if device == "auto" else device)
-
-
 def load_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
                  model_config: dict | None = None, seed: int = 0) -> nn.Module:
-    """An SSMamba encoder without head (num_classes=0), in eval mode.
+    """A tile encoder without head (num_classes=0), in eval mode.
 
-    checkpoint: a folder with encoder.safetensors + config.json ("model_config": SSMambaConfig
-    fields, "model": preset name), a .safetensors file (architecture from a config.json beside
-    it, else `model_config` / `model`), or None / "none": random weights drawn with `seed` (a
-    baseline for demos and tests: random features are not a result)."""
-    import timm
-
-    import ssmamba_lite  # noqa: F401  (registers the presets with timm)
+    checkpoint: a folder with encoder.safetensors + config.json (as `ssmamba-lite pretrain`
+    writes them), a .safetensors file (architecture from a config.json beside it, else
+    `model_config` / `model`), or None / "none": random weights drawn with `seed` (a baseline
+    for demos and tests: random features are not a result). config.json's "model_config"
+    (SSMambaConfig fields) wins, else "model" (+ "model_args") is built by name (SSMamba
+    preset or any timm model). The module carries `input_mean`, `input_std`: the pixel
+    normalisation it was trained with (config.json's mean/std, else the engine's data.MEAN/STD).
+    """
     from ssmamba_lite.model import SSMamba, SSMambaConfig
+    from ssmamba_lite.models import build_model
 
-    weights = None
+    weights, saved = None, {}
     if checkpoint not in (None, "none"):
         path = Path(checkpoint)
         weights = path / "encoder.safetensors" if path.is_dir() else path
         if not weights.is_file():
             raise FileNotFoundError(f"encoder checkpoint {weights} does not exist")
-        cfg_file = weights.parent / "config.json"
-        if cfg_file.is_file():
-            saved = json.loads(cfg_file.read_text())
-            model_config, model = saved.get("model_config", model_config), saved.get("model", model)
+        if (weights.parent / "config.json").is_file():
+            saved = json.loads((weights.parent / "config.json").read_text())
+    model_config = saved.get("model_config", model_config)
     with torch.random.fork_rng(devices=[]):                    # leaves the caller's RNG alone
         torch.manual_seed(seed)
         if model_config:
             fields = {k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()}
             net = SSMamba(SSMambaConfig(**{**fields, "num_classes": 0}))
         else:
-            net = timm.create_model(model, num_classes=0)
+            net = build_model(saved.get("model", model), 0, saved.get("image_size", 224),
+                              saved.get("model_args"))
     if weights is not None:
-        from safetensors.torch import load_file
-
-        state = {k.removeprefix("module.").removeprefix("encoder."): v
-                 for k, v in load_file(str(weights)).items()}
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        try:
-            missing, unexpected = net.load_state_dict(state, strict=False)
-        except RuntimeError as err:                              # shapes differ
-            raise ValueError(f"encoder checkpoint {weights} does not fit the model: "
-                             f"{str(err).splitlines()[1].strip()}") from None
-        if missing or unexpected:
-            raise ValueError(f"encoder checkpoint {weights} does not fit the model: missing "
-                             f"{missing[:3]}..., unexpected {unexpected[:3]}...")
+        _load_weights(net, weights)
+    net.input_mean, net.input_std = tuple(saved.get("mean", MEAN)), tuple(saved.get("std", STD))
     return net.eval()
+
+
+def _load_weights(net: nn.Module, weights: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = {k.removeprefix("module.").removeprefix("encoder."): v
+             for k, v in load_file(str(weights)).items()}
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:                                  # shapes differ
+        raise ValueError(f"encoder checkpoint {weights} does not fit the model: "
+                         f"{str(err).splitlines()[1].strip()}") from None
+    if missing or unexpected:
+        raise ValueError(f"encoder checkpoint {weights} does not fit the model: missing "
+                         f"{missing[:3]}..., unexpected {unexpected[:3]}...")
 
 
 @torch.inference_mode()
 def encode_tiles(encoder: nn.Module, tiles: np.ndarray, device, image_size: int | None = None):
-    """(batch, h, w, 3) uint8 RGB -> (batch, C) float32 pooled encoder features."""
+    """(batch, h, w, 3) uint8 RGB -> (batch, C) float32 pooled encoder features. Pixels are
+    normalised with the encoder's `input_mean` / `input_std` (see load_encoder)."""
     x = torch.from_numpy(tiles).to(device).permute(0, 3, 1, 2).float() / 255  # (batch, 3, h, w)
     if image_size and x.shape[-1] != image_size:
         x = nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
                                       align_corners=False)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(getattr(encoder, "input_mean", MEAN), device=device).view(1, 3, 1, 1)
+    std = torch.tensor(getattr(encoder, "input_std", STD), device=device).view(1, 3, 1, 1)
     feats = encoder.forward_head(encoder.forward_features((x - mean) / std), pre_logits=True)
     return feats.float().cpu()
 
@@ -251,7 +256,7 @@ def extract_slides(slides, out_dir, encoder: nn.Module, overwrite: bool = False,
         except (SlideError, ValueError, OSError) as err:
             msg = str(err) if str(path) in str(err) else f"slide {path}: {err}"
             report["failed"][path.name] = msg
-            tqdm.write(f"error: {msg}")
+            tqdm.write(f"error: {msg}", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "extract_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -6,6 +6,7 @@ The slide is `<shared data>/wsi/cmu_small_region.svs`: a real Aperio crop of Ope
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -97,15 +98,17 @@ def test_heatmap_png(slide_path, tmp_path):
 
 
 def make_encoder_folder(tmp_path):
-    """An encoder saved the way the training engine does: encoder.safetensors + config.json."""
+    """An encoder saved the way `pretrain` does: encoder.safetensors + config.json."""
     from ssmamba_lite.model import save_weights
 
     folder = tmp_path / "encoder"
     folder.mkdir()
     net = wsi.load_encoder(None, model_config=TINY)
     save_weights(net, folder / "encoder.safetensors")
-    (folder / "config.json").write_text(json.dumps({"model": "ssmamba_lite_tiny",
-                                                    "model_config": {**TINY, "num_classes": 0}}))
+    record = {"model": "ssmamba_lite_tiny", "model_args": TINY, "task": "mamim", "classes": None,
+              "image_size": 64, "mean": [0.6, 0.5, 0.7], "std": [0.2, 0.2, 0.2],
+              "model_config": dataclasses.asdict(net.cfg), "run": {}}
+    (folder / "config.json").write_text(json.dumps(record))
     return folder, net
 
 
@@ -114,6 +117,7 @@ def test_load_encoder(tmp_path):
     for checkpoint in (folder, folder / "encoder.safetensors"):
         loaded = wsi.load_encoder(checkpoint)
         assert loaded.cfg.dims == (16, 32, 64, 128) and not loaded.training
+        assert loaded.input_mean == (0.6, 0.5, 0.7)          # normalisation of its training
         for (k, v), w in zip(net.state_dict().items(), loaded.state_dict().values()):
             assert (v == w).all(), k
     with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
