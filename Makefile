@@ -4,10 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.ssmamba-installed
-# Build mamba-ssm's CUDA kernels only where a GPU and nvcc are both present.
 # Idle OpenMP threads sleep instead of spinning: the test suite runs several processes at once
 # (CLI runs, two-process DDP) and spinning threads of one starve the others on small machines.
 export OMP_WAIT_POLICY ?= PASSIVE
+# Build mamba-ssm's CUDA kernels only where a GPU and nvcc are both present.
 HAVE_GPU := $(shell command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 MAMBA_PKGS := causal-conv1d==1.7.0 mamba-ssm==2.3.2.post1
 
