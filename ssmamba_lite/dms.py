@@ -42,7 +42,8 @@ Glossary (code name -> math; shapes in brackets)
     x       = silu(DWConv(x))
     x_k     = x, or its k-th slice of D_k channels when split
     y_{s,k} = order_k^{-1}( S6_k( order_k( pool_s(x_k) ) ) )  each scan with its own Δ, B, C, A
-    y       = Σ_s up_s( Σ_k w_{s,k} y_{s,k} )                 split: Σ_s up_s( concat_k w_{s,k} y_{s,k} )
+    y       = Σ_s up_s( Σ_k w_{s,k} y_{s,k} )                 (batch, D, H, W)
+              split: Σ_s up_s( concat_k w_{s,k} y_{s,k} )
               (fuse="concat": a 1x1 convolution of all maps concatenated)
     out     = out_proj( norm(y) · silu(z) )                   (batch, C, H, W)
 """
@@ -83,11 +84,11 @@ def scan_order(h: int, w: int, direction: int, window: int = 4) -> torch.Tensor:
     elif base == 1:
         key = c * h + r                                         # column by column
     elif base == 4:                                             # tile (r//win, c//win), then inside
-        tiles_w = math.ceil(w / window)
-        key = ((r // window) * tiles_w + c // window) * window**2 + (r % window) * window + c % window
+        tile = (r // window) * math.ceil(w / window) + c // window
+        key = tile * window**2 + (r % window) * window + c % window
     else:                                                       # base == 5: the transpose of 4
-        tiles_h = math.ceil(h / window)
-        key = ((c // window) * tiles_h + r // window) * window**2 + (c % window) * window + r % window
+        tile = (c // window) * math.ceil(h / window) + r // window
+        key = tile * window**2 + (c % window) * window + r % window
     order = torch.argsort(key.reshape(-1))                      # smallest key first
     return order.flip(0) if base != direction else order
 
@@ -149,7 +150,7 @@ class DirectionalScan(nn.Module):
         dt = torch.exp(torch.rand(K, Dk) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         self.dt_proj_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         A = torch.arange(1, N + 1, dtype=torch.float32).repeat(K * Dk, 1)          # S4D-real
-        self.A_log = nn.Parameter(torch.log(A))                                     # A = -exp(A_log)
+        self.A_log = nn.Parameter(torch.log(A))                                    # A = -exp(A_log)
         self.D = nn.Parameter(torch.ones(K * Dk))
         for p in (self.A_log, self.D):
             p._no_weight_decay = True
@@ -158,16 +159,16 @@ class DirectionalScan(nn.Module):
         b, _, h, w = x.shape
         K, Dk, L, N, R = len(self.directions), self.d_k, h * w, self.d_state, self.dt_rank
         order, inv = _orders(h, w, self.directions, self.window, x.device)         # (K, L)
-        groups = K if self.split else 1                     # channel slices: one per direction, or all
+        groups = K if self.split else 1         # channel slices: one per direction, or one for all
         xs = x.reshape(b, groups, Dk, L).expand(b, K, Dk, L)
-        xs = xs.gather(3, order.view(1, K, 1, L).expand(b, K, Dk, L))              # (b, K, Dk, L) scan order
+        xs = xs.gather(3, order.view(1, K, 1, L).expand(b, K, Dk, L))   # (b, K, Dk, L), scan order
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)             # (b, K, R+2N, L)
         dt, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
-        dt = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight)               # W_Δ δ (b, K, Dk, L)
+        dt = torch.einsum("bkrl,kdr->bkdl", dt, self.dt_proj_weight)               # W_Δ δ
         A = -torch.exp(self.A_log.float())                                         # (K*Dk, N)
         y = selective_scan(
             xs.reshape(b, K * Dk, L), dt.reshape(b, K * Dk, L), A,
-            Bs, Cs,                                                                # (b, K, N, L) groups
+            Bs.contiguous(), Cs.contiguous(),                          # groups: (b, K, N, L)
             self.D.float(), delta_bias=self.dt_proj_bias.reshape(-1).float(),
             delta_softplus=True, backend=self.scan_backend)                        # (b, K*Dk, L)
         y = y.view(b, K, Dk, L).gather(3, inv.view(1, K, 1, L).expand(b, K, Dk, L))  # image order
@@ -194,10 +195,12 @@ class DirectionalMultiScale(nn.Module):
         super().__init__()
         self.directions = resolve_directions(directions)
         self.scales = tuple(int(s) for s in scales)
-        if not self.scales or any(s < 1 for s in self.scales) or len(set(self.scales)) != len(self.scales):
-            raise ValueError(f"DirectionalMultiScale: scales must be distinct ints >= 1, got {scales!r}")
+        if not self.scales or min(self.scales) < 1 or len(set(self.scales)) != len(self.scales):
+            raise ValueError(f"DirectionalMultiScale: scales must be distinct ints >= 1, "
+                             f"got {scales!r}")
         if fuse not in ("weights", "concat"):
-            raise ValueError(f"DirectionalMultiScale: fuse must be 'weights' or 'concat', got {fuse!r}")
+            raise ValueError(f"DirectionalMultiScale: fuse must be 'weights' or 'concat', "
+                             f"got {fuse!r}")
         D = int(expand * dim)
         R = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
         K, S = len(self.directions), len(self.scales)
@@ -205,8 +208,8 @@ class DirectionalMultiScale(nn.Module):
         self.in_proj = nn.Conv2d(dim, 2 * D, 1)                               # x -> [x, z]
         self.conv = nn.Conv2d(D, D, d_conv, padding=d_conv // 2, groups=D)    # local mixing
         self.scans = nn.ModuleList(
-            DirectionalScan(D, self.directions, d_state, R, window, split, scan_backend=scan_backend)
-            for _ in self.scales)
+            DirectionalScan(D, self.directions, d_state, R, window, split,
+                            scan_backend=scan_backend) for _ in self.scales)
         if fuse == "weights":
             self.fuse_logits = nn.Parameter(torch.zeros(S, K))                 # a_{s,k}
             self.fuse_logits._no_weight_decay = True
@@ -240,7 +243,7 @@ class DirectionalMultiScale(nn.Module):
             if s != 1:
                 ys = F.interpolate(ys, size=(H, W), mode="bilinear", align_corners=False)
             maps.append(ys)
-        y = sum(maps) if w is not None else self.fuse_proj(torch.cat(maps, dim=1))  # (batch, D, H, W)
+        y = sum(maps) if w is not None else self.fuse_proj(torch.cat(maps, dim=1))  # (b, D, H, W)
         y = self.out_norm(y) * F.silu(z)                       # gate
         return self.out_proj(y)                                # (batch, C, H, W)
 

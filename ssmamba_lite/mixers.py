@@ -38,7 +38,8 @@ class ConvMixer(nn.Module):
 class Mamba1DMixer(nn.Module):
     """One Mamba block over the tokens in row-major order: a single direction, a single scale."""
 
-    def __init__(self, dim: int, d_state: int = 16, expand: float = 1.0, scan_backend: str = "auto"):
+    def __init__(self, dim: int, d_state: int = 16, expand: float = 1.0,
+                 scan_backend: str = "auto"):
         super().__init__()
         self.mamba = Mamba(dim, d_state=d_state, expand=expand, scan_backend=scan_backend)
 

@@ -104,12 +104,15 @@ class SSMambaConfig:
             k = min(max(self.conv_stages, 0), n)
             return ("conv",) * k + (self.mixer,) * (n - k)
         if len(self.mixer) != n:
-            raise ValueError(f"SSMambaConfig: mixer needs one name per stage ({n}), got {self.mixer}")
+            raise ValueError(f"SSMambaConfig: mixer needs one name per stage ({n}), "
+                             f"got {self.mixer}")
         return tuple(self.mixer)
 
     def stage_d_states(self) -> tuple:
         n = len(self.depths)
-        return tuple(self.d_state) if isinstance(self.d_state, (tuple, list)) else (self.d_state,) * n
+        if isinstance(self.d_state, (tuple, list)):
+            return tuple(self.d_state)
+        return (self.d_state,) * n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,7 +124,8 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, ratio: float):
         super().__init__()
         hidden = int(dim * ratio)
-        self.fc1, self.act, self.fc2 = nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1)
+        self.fc1, self.act = nn.Conv2d(dim, hidden, 1), nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
@@ -156,7 +160,8 @@ class Stage(nn.Module):
         super().__init__()
         self.downsample = (nn.Sequential(LayerNorm2d(in_dim), nn.Conv2d(in_dim, dim, 2, stride=2))
                            if downsample else nn.Identity())
-        self.blocks = nn.Sequential(*(Block(dim, mixer, cfg, d_state, p) for p in drop_paths[:depth]))
+        self.blocks = nn.Sequential(*(Block(dim, mixer, cfg, d_state, p)
+                                      for p in drop_paths[:depth]))
 
     def forward(self, x):
         return self.blocks(self.downsample(x))
@@ -185,7 +190,7 @@ class SSMamba(nn.Module):
         self.num_features = self.head_hidden_size = cfg.dims[-1]
         self.drop_rate = cfg.drop_rate
         c0 = cfg.dims[0]
-        self.stem = nn.Sequential(                             # (batch, 3, H, W) -> (batch, C1, H/4, W/4)
+        self.stem = nn.Sequential(                  # (batch, 3, H, W) -> (batch, C1, H/4, W/4)
             nn.Conv2d(cfg.in_chans, c0 // 2, 3, stride=2, padding=1), nn.BatchNorm2d(c0 // 2),
             nn.GELU(),
             nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1), nn.BatchNorm2d(c0))
@@ -200,7 +205,8 @@ class SSMamba(nn.Module):
                              for i, d in enumerate(cfg.dims)]
         self.norm = LayerNorm2d(self.num_features)
         self.head_drop = nn.Dropout(cfg.drop_rate)
-        self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self.head = nn.Identity()
+        self.reset_classifier(cfg.num_classes)
 
     # -- timm interface -----------------------------------------------------------------------
     def check_input_size(self, h: int, w: int) -> None:
@@ -234,7 +240,8 @@ class SSMamba(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool is not None:
             if global_pool not in ("avg", "max"):
-                raise ValueError(f"SSMamba: global_pool must be 'avg' or 'max', got {global_pool!r}")
+                raise ValueError(f"SSMamba: global_pool must be 'avg' or 'max', "
+                                 f"got {global_pool!r}")
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
