@@ -1,0 +1,138 @@
+"""Looking at models: receptive fields, predictions, magnification shifts, ablation variants.
+
+The notebooks hold no model logic of their own; what they measure is computed here, where a
+test holds it (tests/test_analysis.py).
+
+Effective receptive field (Luo et al. 2016, "Understanding the effective receptive field in
+deep CNNs"): how strongly the output at one position p depends on every input position q,
+
+    ERF(q) = Σ_c | ∂ (Σ_c' y[c', p]) / ∂ x[c, q] |        normalised so that max_q ERF(q) = 1
+
+A 3 x 3 convolution gives a 3 x 3 patch; a row-major selective scan gives everything *before*
+p on its path (the rows above and the left part of p's row); four directions give the whole
+image; a coarser scale gives blocks.
+
+Magnification shift: the same tiles seen zoomed in or out (`mamim.magnify`), the rest of the
+evaluation unchanged, to measure how a model trained at one magnification copes with another.
+
+Ablations (`ABLATIONS`): SSMamba with one of its parts removed, as overrides of SSMambaConfig
+and whether fine-tuning starts from a MAMIM encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ssmamba_lite import checkpoint as ckpt
+from ssmamba_lite import data as D
+from ssmamba_lite.mamim import MAMIM, magnify
+from ssmamba_lite.metrics import classification_metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Effective receptive field.
+# ---------------------------------------------------------------------------------------------
+def effective_receptive_field(module, x: torch.Tensor, point=None) -> torch.Tensor:
+    """ERF of `module` at output position `point` (row, col; default: the centre), as an
+    (H, W) map over the input x (batch, C, H, W), normalised to a maximum of 1.
+    The module must map (batch, C, H, W) to (batch, C', H', W')."""
+    x = x.detach().clone().requires_grad_(True)
+    y = module(x)
+    if y.dim() != 4:
+        raise ValueError(f"effective_receptive_field: the module must return (batch, C, H, W), "
+                         f"got shape {tuple(y.shape)}")
+    r, c = point if point is not None else (y.shape[-2] // 2, y.shape[-1] // 2)
+    y[:, :, r, c].sum().backward()                         # Σ_c' y[c', p]
+    erf = x.grad.abs().sum(dim=(0, 1))                     # Σ_c |∂ · / ∂ x[c, q]|   (H, W)
+    return erf / erf.max().clamp(min=1e-30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions of a trained classifier.
+# ---------------------------------------------------------------------------------------------
+def validation_samples(checkpoint) -> D.Samples:
+    """The validation images a fine-tuning run (its output folder) was validated on: the same
+    patient-grouped split of the same data (or the data's own val/ folder)."""
+    from ssmamba_lite.train import FinetuneConfig, _samples, config_from_dict
+
+    record = json.loads((Path(checkpoint) / "config.json").read_text())
+    cfg = config_from_dict(FinetuneConfig, record["run"])
+    _, val = _samples(cfg, labelled=True)                  # the very function finetune used
+    if val is None or not len(val):
+        raise ValueError(f"{checkpoint}: the run had no validation split")
+    return val
+
+
+@torch.no_grad()
+def predict_probabilities(model, samples: D.Samples, image_size: int, view=None,
+                          batch_size: int = 64, device="cpu") -> np.ndarray:
+    """Class probabilities (n, K) of `model` on `samples`, evaluation transform; `view`, when
+    given, changes each resized uint8 tile (3, H, W) first (e.g. a zoom)."""
+    tf = D.eval_transform(image_size)
+    if view is not None:
+        tf = D.v2.Compose([D.v2.Resize((image_size, image_size), antialias=True), view, tf])
+    loader = DataLoader(D.TileDataset(samples, tf), batch_size)
+    model.eval()
+    return torch.cat([model(x.to(device)).float().softmax(-1).cpu() for x, _ in loader]).numpy()
+
+
+def metrics_under_zoom(model, samples: D.Samples, image_size: int, zooms,
+                       batch_size: int = 64, device="cpu") -> list[dict]:
+    """classification_metrics of `model` on `samples` seen at each zoom (1 = as trained;
+    2 = twice the magnification, a centre crop enlarged; 0.5 = half, shrunk and enlarged
+    back). One dict per zoom, with the key "zoom" added."""
+    rows = []
+    for z in zooms:
+        view = None if z == 1 else (lambda img, z=float(z): magnify(img, z))
+        probs = predict_probabilities(model, samples, image_size, view, batch_size, device)
+        rows.append({"zoom": float(z), **classification_metrics(samples.labels, probs,
+                                                                samples.classes)})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# A MAMIM model back from its pretraining run.
+# ---------------------------------------------------------------------------------------------
+def load_mamim(run_dir, device="cpu") -> MAMIM:
+    """The whole MAMIM module (encoder, mask token, decoder) of a `pretrain` output folder,
+    from its latest epoch checkpoint; encoder.safetensors alone holds the encoder only."""
+    from ssmamba_lite.models import build_model
+
+    run_dir = Path(run_dir)
+    for name in ("config.json", "latest.json"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir}: no {name} (the output folder of `pretrain`)")
+    record = json.loads((run_dir / "config.json").read_text())
+    run = record["run"]
+    encoder = build_model(record["model"], 0, record["image_size"], record.get("model_args"))
+    mamim = MAMIM(encoder, run["mask_patch_size"], run["mask_ratio"], run["norm_pix_loss"])
+    latest = json.loads((run_dir / "latest.json").read_text())
+    mamim.load_state_dict(ckpt.load_state_dict(run_dir / f"{latest['checkpoint']}.safetensors"))
+    return mamim.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablation variants.
+# ---------------------------------------------------------------------------------------------
+ABLATIONS = {
+    # name: (SSMambaConfig overrides, fine-tune from a MAMIM encoder?)
+    "full": ({}, True),                                           # everything on
+    "no_mamim": ({}, False),                                      # - MAMIM: from scratch
+    "no_dms": ({"directions": 1, "scales": [1]}, True),           # - DMS: 1 direction, 1 scale
+    "no_lpr": ({"use_lpr": False}, True),                         # - LPR
+    "attention": ({"mixer": "attention"}, True),                  # self-attention as mixer
+}
+
+
+def ablation(variant: str, model_args: dict | None = None) -> tuple[dict, bool]:
+    """(model_args, use_mamim) of an ablation variant; `model_args` are the base overrides
+    (e.g. a smaller model), the variant's own overrides go on top."""
+    if variant not in ABLATIONS:
+        raise ValueError(f"unknown ablation variant {variant!r}; known: {list(ABLATIONS)}")
+    extra, use_mamim = ABLATIONS[variant]
+    return {**dict(model_args or {}), **extra}, use_mamim

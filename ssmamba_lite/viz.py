@@ -1,0 +1,210 @@
+"""Figures of the course: tiles, scan orders, training curves, confusion matrices, ROC curves.
+
+Every function returns a matplotlib Figure (nothing is shown or saved behind your back);
+`save_figure` writes it as a PNG, so an executed run can be browsed without Jupyter.
+matplotlib is imported inside the functions: the library itself does not need it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssmamba_lite.dms import scan_order
+
+
+def save_figure(fig, output_dir, name: str, dpi: int = 120) -> Path:
+    """Write `fig` to <output_dir>/<name>.png (folders created) and return the path."""
+    path = Path(output_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def to_image(t: torch.Tensor, mean=0.5, std=0.5) -> np.ndarray:
+    """A tile for imshow: uint8 (3, H, W) as is, a normalised float tensor un-normalised."""
+    if t.dtype == torch.uint8:
+        return t.permute(1, 2, 0).numpy()
+    return (t.detach().float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def tile_grid(samples, per_class: int = 6, seed: int = 0, size: float = 1.3):
+    """One row per class, `per_class` random tiles of it (the class name and count on the left)."""
+    import matplotlib.pyplot as plt
+
+    from ssmamba_lite.data import load_image
+
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(samples.labels)
+    classes = samples.classes
+    fig, axes = plt.subplots(len(classes), per_class, squeeze=False,
+                             figsize=(size * per_class, size * len(classes)))
+    for k, name in enumerate(classes):
+        idx = np.flatnonzero(labels == k)
+        pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
+        for j, ax in enumerate(axes[k]):
+            ax.set_xticks([]), ax.set_yticks([])
+            if j < len(pick):
+                ax.imshow(to_image(load_image(samples.paths[pick[j]])))
+            else:
+                ax.axis("off")
+        axes[k, 0].set_ylabel(f"{name}\n(n={len(idx)})", rotation=0, ha="right", va="center",
+                              fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def image_row(images, titles, size: float = 2.2):
+    """Tiles side by side with a title each (uint8 or normalised tensors, or HxWx3 arrays)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size + 0.4),
+                             squeeze=False)
+    for ax, img, title in zip(axes[0], images, titles):
+        ax.imshow(to_image(img) if torch.is_tensor(img) else img)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def draw_scan_order(ax, h: int, w: int, direction: int, window: int = 4, numbers: bool = True):
+    """Draw the path of `dms.scan_order(h, w, direction)` on an h x w grid: a line through
+    the token centres, coloured from the first step (dark) to the last (yellow)."""
+    import matplotlib
+
+    order = scan_order(h, w, direction, window).numpy()
+    rows, cols = order // w, order % w
+    steps = np.empty(h * w, dtype=int)
+    steps[order] = np.arange(h * w)
+    ax.imshow(steps.reshape(h, w), cmap="viridis", alpha=0.35)
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, max(1, h * w - 1)))
+    for i in range(h * w - 1):
+        ax.annotate("", xy=(cols[i + 1], rows[i + 1]), xytext=(cols[i], rows[i]),
+                    arrowprops=dict(arrowstyle="->", color=colours[i], lw=1.2))
+    if numbers and h * w <= 64:
+        for r in range(h):
+            for c in range(w):
+                ax.text(c, r, str(steps[r * w + c]), ha="center", va="center", fontsize=6)
+    ax.plot(cols[0], rows[0], "o", color="red", ms=5)                 # where the scan starts
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_xlim(-0.5, w - 0.5), ax.set_ylim(h - 0.5, -0.5)
+    return ax
+
+
+def scan_orders_figure(h: int, w: int, directions=range(8), window: int = 4, size: float = 2.2,
+                       ncols: int = 4):
+    """All scan orders of DMS on one h x w grid, one panel each, `ncols` panels per row."""
+    import matplotlib.pyplot as plt
+
+    directions = list(directions)
+    nrows = -(-len(directions) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.3) * nrows),
+                             squeeze=False)
+    for ax in axes.flat[len(directions):]:
+        ax.axis("off")
+    for ax, k in zip(axes.flat, directions):
+        draw_scan_order(ax, h, w, k, window)
+        ax.set_title(f"direction {k}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def maps_figure(maps: dict, size: float = 2.4, cmap: str = "magma"):
+    """2D maps (e.g. effective receptive fields) side by side, titled by their keys."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps), size + 0.4), squeeze=False)
+    for ax, (title, m) in zip(axes[0], maps.items()):
+        ax.imshow(torch.as_tensor(m).detach().cpu().numpy(), cmap=cmap)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def history_figure(histories: dict, metrics=("loss",)):
+    """Training curves: one panel per metric ("loss", or a validation metric such as
+    "accuracy" read from each epoch's "val" dict), one line per run in `histories`."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for name, hist in histories.items():
+            xs = [r["epoch"] for r in hist]
+            ys = [r[metric] if metric in r else r.get("val", {}).get(metric, np.nan) for r in hist]
+            ax.plot(xs, ys, marker="o", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric if metric == "loss" else f"validation {metric}")
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(matrices: dict, classes, size: float = 3.4):
+    """Confusion matrices (rows: true class, columns: predicted), one panel per entry."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(matrices), figsize=(size * len(matrices), size),
+                             squeeze=False)
+    for ax, (title, cm) in zip(axes[0], matrices.items()):
+        cm = np.asarray(cm)
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center",
+                    color="white" if v > cm.max() / 2 else "black", fontsize=8)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(y_true, probabilities: dict, classes):
+    """ROC curves of several models on the same labels. Binary: the positive class (index 1);
+    more classes: one-vs-rest, micro-averaged over all classes."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import auc, roc_curve
+
+    y_true = np.asarray(y_true)
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    for name, probs in probabilities.items():
+        probs = np.asarray(probs)
+        if len(classes) == 2:
+            fpr, tpr, _ = roc_curve(y_true, probs[:, 1])
+        else:
+            onehot = np.eye(len(classes))[y_true]
+            fpr, tpr, _ = roc_curve(onehot.ravel(), probs.ravel())
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def explorer(draw, **controls):
+    """Controls (ipywidgets) that redraw `draw(**values)` below them whenever one changes.
+
+    Nothing is drawn when the cell runs, only when a control moves: a headless run (papermill)
+    shows nothing and never waits on a widget (running a callback inside an Output widget
+    during execution can stall nbclient). Make the static figure in a separate cell.
+    """
+    import ipywidgets as widgets
+    from IPython.display import clear_output, display
+
+    out = widgets.Output()
+
+    def redraw(_change=None):
+        with out:
+            clear_output(wait=True)
+            draw(**{name: c.value for name, c in controls.items()})
+
+    for c in controls.values():
+        c.observe(redraw, names="value")
+    box = widgets.VBox([widgets.HBox(list(controls.values())), out])
+    display(box)
+    return box

@@ -1,0 +1,131 @@
+"""analysis.py (receptive fields, predictions under zoom, MAMIM reload, ablation variants) and
+viz.py (figures written as PNG)."""
+
+from __future__ import annotations
+
+import csv
+
+import matplotlib
+import pytest
+import torch
+
+from ssmamba_lite import viz
+from ssmamba_lite.analysis import (
+    ABLATIONS,
+    ablation,
+    effective_receptive_field,
+    load_mamim,
+    metrics_under_zoom,
+    predict_probabilities,
+    validation_samples,
+)
+from ssmamba_lite.data import Samples, scan_labelled
+from ssmamba_lite.dms import DirectionalMultiScale
+from ssmamba_lite.lpr import LocalPerceptionResidual
+from ssmamba_lite.train import FinetuneConfig, PretrainConfig, finetune, load_trained, pretrain
+
+matplotlib.use("Agg")
+TINY = {"dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "d_state": 4}
+
+
+def test_erf_of_a_3x3_convolution_is_a_3x3_patch():
+    torch.manual_seed(0)
+    erf = effective_receptive_field(LocalPerceptionResidual(4), torch.randn(1, 4, 9, 9))
+    assert erf.shape == (9, 9) and erf.max() == 1
+    support = (erf > 0).nonzero()
+    assert support.min(0).values.tolist() == [3, 3] and support.max(0).values.tolist() == [5, 5]
+
+
+def test_erf_of_a_row_major_scan_is_causal_and_four_directions_are_not():
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 12, 12)
+    one = effective_receptive_field(DirectionalMultiScale(8, directions=1, scales=(1,)), x)
+    four = effective_receptive_field(DirectionalMultiScale(8, directions=4, scales=(1,)), x)
+    # DMS's 3x3 convolution before the scan reaches one row below; the scan itself none.
+    assert one[8:].abs().max() == 0 and one[:6].sum() > 0
+    assert four[8:].sum() > 0
+
+
+def test_erf_needs_a_map():
+    with pytest.raises(ValueError, match=r"\(batch, C, H, W\)"):
+        effective_receptive_field(torch.nn.Flatten(), torch.randn(1, 2, 4, 4))
+
+
+def test_ablation_variants():
+    assert ablation("full", TINY) == (TINY, True)
+    args, mamim = ablation("no_dms", TINY)
+    assert args["directions"] == 1 and args["scales"] == [1] and args["dims"] == TINY["dims"]
+    assert ablation("no_mamim")[1] is False and ablation("no_lpr")[0] == {"use_lpr": False}
+    assert ablation("attention")[0] == {"mixer": "attention"}
+    assert set(ABLATIONS) == {"full", "no_mamim", "no_dms", "no_lpr", "attention"}
+    with pytest.raises(ValueError, match="unknown ablation variant"):
+        ablation("no_head")
+
+
+def _subset(shared_data, tmp_path, per_class=12):
+    src = shared_data / "idc_breast"
+    with open(src / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    picked = []
+    for c in ("idc_negative", "idc_positive"):      # 2 tiles from each of several patients
+        seen: dict = {}
+        for r in rows:
+            if r["label"] == c and seen.get(r["patient_id"], 0) < 2 and len(picked) < per_class * (
+                    1 + (c == "idc_positive")):
+                seen[r["patient_id"]] = seen.get(r["patient_id"], 0) + 1
+                picked.append(r)
+    root = tmp_path / "ds"
+    root.mkdir()
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "patient_id"])
+        for r in picked:
+            w.writerow([str(src / r["path"]), r["label"], r["patient_id"]])
+    return root
+
+
+def test_trained_models_are_analysed(shared_data, tmp_path):
+    data = _subset(shared_data, tmp_path)
+    common = dict(model_args=TINY, image_size=32, epochs=1, batch_size=8, progress=False,
+                  max_steps_per_epoch=1, seed=3)
+    pretrain(PretrainConfig(data=str(data), out=str(tmp_path / "pt"), **common))
+    mamim = load_mamim(tmp_path / "pt")
+    images = torch.randn(2, 3, 32, 32)
+    masked, result, mask = mamim.reconstruct(images)
+    assert masked.shape == result.shape == images.shape and mask.shape == (2, 8, 8)
+
+    history = finetune(FinetuneConfig(data=str(data), out=str(tmp_path / "ft"), **common))
+    val = validation_samples(tmp_path / "ft")
+    assert len(val) == history[-1]["val"]["n"] > 0
+    assert set(val.paths) < set(scan_labelled(data).paths)
+    model, record = load_trained(tmp_path / "ft")
+    probs = predict_probabilities(model, val, record["image_size"])
+    assert probs.shape == (len(val), 2)
+    rows = metrics_under_zoom(model, val, record["image_size"], [0.5, 1, 2])
+    assert [r["zoom"] for r in rows] == [0.5, 1.0, 2.0] and all(r["n"] == len(val) for r in rows)
+    assert rows[1]["accuracy"] == pytest.approx(history[-1]["val"]["accuracy"])
+    with pytest.raises(FileNotFoundError, match="output folder of `pretrain`"):
+        load_mamim(tmp_path)
+
+
+def test_figures_are_written(shared_data, tmp_path):
+    samples = scan_labelled(shared_data / "kather2016_mini")
+    small = Samples(samples.paths[::10], samples.labels[::10], samples.patients[::10],
+                    samples.classes)
+    figures = {
+        "tiles": viz.tile_grid(small, per_class=2),
+        "orders": viz.scan_orders_figure(4, 4, range(8)),
+        "maps": viz.maps_figure({"a": torch.rand(5, 5), "b": torch.rand(5, 5)}),
+        "history": viz.history_figure({"run": [{"epoch": 1, "loss": 1.0, "val": {"auroc": 0.6}},
+                                               {"epoch": 2, "loss": 0.5, "val": {"auroc": 0.7}}]},
+                                      metrics=("loss", "auroc")),
+        "confusion": viz.confusion_figure({"m": [[3, 1], [0, 4]]}, ["a", "b"]),
+        "roc2": viz.roc_figure([0, 1, 1, 0], {"m": torch.tensor([[.8, .2], [.3, .7], [.4, .6],
+                                                                 [.6, .4]]).numpy()}, ["a", "b"]),
+        "roc3": viz.roc_figure([0, 1, 2], {"m": torch.eye(3).numpy()}, ["a", "b", "c"]),
+        "row": viz.image_row([torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(3, 8, 8)],
+                             ["uint8", "normalised"]),
+    }
+    for name, fig in figures.items():
+        path = viz.save_figure(fig, tmp_path / "figs", name)
+        assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
