@@ -1,0 +1,218 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · MAMIM: learning tissue before labels
+#
+# **What.** *Masked image modelling*: hide most of each tile and train the network to paint
+# the hidden part back. No labels are needed, so it can use every tile there is. SSMamba's
+# abstract calls its version **MAMIM** (Mamba Masked Image Modeling) and runs it *on the
+# target dataset itself*.
+#
+# **Why.** Networks pretrained on natural photographs (ImageNet) learn edges of cars and
+# dogs; H&E tissue looks nothing like that (the abstract's "domain shift"). To fill a hidden
+# patch of tissue, the network must learn what tissue looks like: how nuclei are spaced, how
+# glands curve, how stroma runs. Those are the features a classifier needs later (05).
+#
+# **The recipe here** (SimMIM-style; the paper gives no details): with a mask $M$ over the
+# stem's token grid and $M\!\uparrow$ the same mask in pixels,
+#
+# $$\tilde x = x \odot (1 - M\!\uparrow), \quad t = \mathrm{stem}(\tilde x), \quad
+# \tilde t = t \odot (1 - M) + m \odot M, \quad z = \mathrm{stages}(\tilde t), \quad
+# \hat x = \mathrm{PixelShuffle}(W z)$$
+#
+# $$\mathcal L = \frac{\sum M\!\uparrow \odot (\hat x - y)^2}{3 \sum M\!\uparrow}, \qquad
+# y = \frac{x - \mu_p}{\sigma_p}\ \text{(each mask patch } p \text{ standardised)} .$$
+#
+# Hidden tokens are *replaced* by a learned mask token $m$, not dropped as in MAE: a scan
+# needs the full sequence, in every direction. The loss counts hidden pixels only. And each
+# tile is shown at a random magnification (zoom $\in [0.5, 2]$), the abstract's
+# multi-magnification pretraining (notebook 08 measures what it buys).
+
+# %% tags=["parameters"]
+data_dir = "../../shared/data/idc_breast_unlabeled"   # unlabelled tiles (any image tree)
+output_dir = "../runs/notebooks/04_mamim_pretraining"
+image_size = 64
+epochs = 2
+batch_size = 32
+device = "auto"
+seed = 0
+model = "ssmamba_lite_tiny"
+model_args = {"dims": [32, 64, 96, 128], "depths": [1, 1, 2, 1]}   # CPU-sized; {}: the preset
+mask_ratio = 0.6          # share of mask patches hidden
+mask_patch_size = 16      # side of a mask patch in pixels (divides image_size)
+min_zoom = 0.5            # multi-magnification views: zoom range
+max_zoom = 2.0
+lr = 1.5e-3
+max_steps_per_epoch = 0   # more than 0: cut epochs short
+n_show = 8                # tiles in the reconstruction pictures
+progress = True           # progress bars while training
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ssmamba_lite.distributed import resolve_device
+from ssmamba_lite.tutorial import require_data
+from ssmamba_lite.viz import save_figure
+
+data_dir = require_data(data_dir, dataset="idc-breast", labelled=False)
+out = Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+dev = resolve_device(device)
+torch.manual_seed(seed)
+
+# %% [markdown]
+# ## 1. Masks
+#
+# `MaskGenerator` hides exactly `round(mask_ratio · number of patches)` square patches of
+# `mask_patch_size` pixels in each tile. Large patches and a high ratio (60%) make the task
+# hard enough that copying neighbouring pixels does not solve it.
+
+# %%
+from ssmamba_lite.data import eval_transform, load_image, scan_unlabelled
+from ssmamba_lite.mamim import MaskGenerator, upsample_mask
+from ssmamba_lite.viz import image_row
+
+pool = scan_unlabelled(data_dir)
+print(f"{len(pool)} unlabelled tiles in {data_dir}")
+pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n_show].tolist()
+tiles = torch.stack([eval_transform(image_size)(load_image(pool.paths[i])) for i in pick])
+ratios = [0.2, 0.4, 0.6, 0.8]
+views = [tiles[0]]
+for r in ratios:
+    m = MaskGenerator(image_size, mask_patch_size, 4, r)(1, torch.Generator().manual_seed(seed))
+    views.append(tiles[0] * (1 - upsample_mask(m, 4)[0]) + upsample_mask(m, 4)[0] * -1)
+fig = image_row(views, ["tile"] + [f"mask ratio {r}" for r in ratios])
+save_figure(fig, out, "masks")
+plt.show()
+
+# %% [markdown]
+# ## 2. Multi-magnification views
+#
+# `RandomMagnification` zooms each tile by a factor drawn log-uniformly in
+# [`min_zoom`, `max_zoom`]: a crop enlarged (zoom in) or the tile shrunk and enlarged back
+# (zoom out: fine detail lost), always at the same size.
+
+# %%
+from ssmamba_lite.mamim import RandomMagnification
+
+raw = torch.nn.functional.interpolate(load_image(pool.paths[pick[0]])[None].float(),
+                                      size=(image_size, image_size), mode="bilinear",
+                                      antialias=True)[0].round().to(torch.uint8)
+rm = RandomMagnification(min_zoom, max_zoom)
+fig = image_row([raw] + [rm(raw) for _ in range(5)], ["tile"] + [f"view {i + 1}" for i in range(5)])
+save_figure(fig, out, "magnification_views")
+plt.show()
+
+# %% [markdown]
+# ## 3. Pretraining
+#
+# `ssmamba_lite.train.pretrain` runs the loop: AdamW, warm-up then cosine learning rate,
+# the views above plus flips, rotations and stain jitter, a checkpoint after every epoch.
+# It writes `encoder.safetensors` (the weights notebook 05 starts from) into its folder.
+
+# %%
+from ssmamba_lite.train import PretrainConfig, pretrain
+
+run_dir = out / "mamim"
+cfg = PretrainConfig(data=str(data_dir), out=str(run_dir), model=model, model_args=model_args,
+                     image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                     seed=seed, device=device, mask_ratio=mask_ratio,
+                     mask_patch_size=mask_patch_size, min_zoom=min_zoom, max_zoom=max_zoom,
+                     max_steps_per_epoch=max_steps_per_epoch, progress=progress)
+history = pretrain(cfg)
+print(f"encoder weights: {run_dir / 'encoder.safetensors'}")
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+hist = pd.DataFrame(history)
+fig, ax = plt.subplots(figsize=(4.5, 3))
+ax.plot(hist["epoch"], hist["loss"], marker="o")
+ax.set_xlabel("epoch"), ax.set_ylabel("masked reconstruction loss")
+ax.set_title("MAMIM loss (hidden pixels only)")
+ax.grid(alpha=0.3)
+fig.tight_layout()
+save_figure(fig, out, "loss_curve")
+plt.show()
+display(hist)
+
+# %% [markdown]
+# ## 4. What it paints back
+#
+# Rows: the tile, what the network saw, and its reconstruction (visible pixels pasted back).
+# A short run paints blurry, tissue-coloured guesses; longer runs place nuclei and edges.
+# The network does not have to be a good painter: the painting is only the pretext.
+
+# %%
+from ssmamba_lite.analysis import load_mamim
+from ssmamba_lite.mamim import reconstruction_figure
+
+mamim = load_mamim(run_dir, dev)
+gen = torch.Generator().manual_seed(seed)
+mask = mamim.mask_generator(image_size)(len(tiles), gen).to(dev)
+masked, result, _ = mamim.reconstruct(tiles.to(dev), mask)
+fig = reconstruction_figure(masked, result, tiles, n=n_show)
+save_figure(fig, out, "reconstructions")
+plt.show()
+
+# %% [markdown]
+# ## 5. Explore the mask ratio
+#
+# How hard is the task at each ratio? In JupyterLab, move the slider to hide more or less of
+# the same tiles and see the reconstruction; below it, the loss of the trained model against
+# the ratio, for all to see.
+
+# %%
+import ipywidgets as widgets
+
+from ssmamba_lite.viz import explorer
+
+
+def show_ratio(mask_ratio=0.6):
+    m = MaskGenerator(image_size, mask_patch_size, 4, mask_ratio)(len(tiles), gen).to(dev)
+    masked, result, _ = mamim.reconstruct(tiles.to(dev), m)
+    reconstruction_figure(masked, result, tiles, n=min(4, n_show))
+    plt.show()
+
+
+_ = explorer(show_ratio, mask_ratio=widgets.FloatSlider(value=mask_ratio, min=0.1, max=0.9,
+                                                        step=0.1, description="mask ratio"))
+
+# %%
+rows = []
+with torch.no_grad():
+    for r in np.round(np.arange(0.1, 0.95, 0.1), 2):
+        m = MaskGenerator(image_size, mask_patch_size, 4, float(r))(len(tiles), gen).to(dev)
+        loss, _, _ = mamim(tiles.to(dev), m)
+        rows.append({"mask ratio": float(r), "loss": float(loss)})
+by_ratio = pd.DataFrame(rows)
+fig, ax = plt.subplots(figsize=(4.5, 3))
+ax.plot(by_ratio["mask ratio"], by_ratio["loss"], marker="o")
+ax.axvline(mask_ratio, color="k", ls=":", lw=1, label="trained at")
+ax.set_xlabel("mask ratio"), ax.set_ylabel("loss on hidden pixels"), ax.legend(fontsize=8)
+fig.tight_layout()
+save_figure(fig, out, "loss_by_mask_ratio")
+plt.show()
+
+# %% [markdown]
+# Next, **05** fine-tunes a classifier from this encoder and from scratch, and compares them.
+# To reuse this run there, pass `mamim_encoder_path` = the `encoder.safetensors` printed above.

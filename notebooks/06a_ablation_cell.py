@@ -1,0 +1,97 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06a · One cell of the ablation grid
+#
+# This notebook is run by **06_ablations** once per (variant, seed), with papermill; run it
+# yourself to redo one cell, e.g. from the notebooks/ folder:
+#
+# ```bash
+# papermill 06a_ablation_cell.ipynb ../runs/cell.ipynb -p variant no_lpr -p seed 1 \
+#     -p output_dir ../runs/ablations/cells/no_lpr_seed1
+# ```
+#
+# It pretrains with MAMIM (unless the variant is `no_mamim`), fine-tunes, and writes
+# `result.json` (the last epoch's validation metrics) into `output_dir`.
+#
+# | variant | what is removed or changed | SSMambaConfig overrides |
+# |---|---|---|
+# | `full` | nothing | |
+# | `no_mamim` | MAMIM pretraining: fine-tune from scratch | |
+# | `no_dms` | DMS reduced to 1 direction, 1 scale | `directions=1, scales=[1]` |
+# | `no_lpr` | the Local Perception Residual | `use_lpr=False` |
+# | `attention` | DMS replaced by multi-head self-attention | `mixer="attention"` |
+
+# %% tags=["parameters"]
+data_dir = "../../shared/data/idc_breast"
+pretrain_dir = "../../shared/data/idc_breast_unlabeled"   # unlabelled tiles; empty: data_dir
+output_dir = "../runs/notebooks/06_ablations/cells/full_seed0"
+image_size = 64
+epochs = 3
+batch_size = 32
+device = "auto"
+seed = 0
+model = "ssmamba_lite_tiny"
+model_args = {"dims": [32, 64, 96, 128], "depths": [1, 1, 2, 1]}   # the base the variant changes
+variant = "full"
+pretrain_epochs = 1
+pretrain_max_steps = 0
+label_fraction = 0.25
+lr = 1e-3
+max_steps_per_epoch = 0
+progress = True
+
+# %%
+import json
+import time
+from pathlib import Path
+
+from ssmamba_lite.analysis import ablation
+from ssmamba_lite.tutorial import require_data
+
+data_dir = require_data(data_dir, dataset="idc-breast")
+pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else data_dir
+out = Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+cell_args, use_mamim = ablation(variant, model_args)
+print(f"variant {variant!r}, seed {seed}: model_args {cell_args}, MAMIM {use_mamim}")
+
+# %%
+from ssmamba_lite.train import FinetuneConfig, PretrainConfig, finetune, pretrain
+
+t0 = time.perf_counter()
+init = "scratch"
+if use_mamim:
+    pretrain(PretrainConfig(data=str(pretrain_dir), out=str(out / "mamim"), model=model,
+                            model_args=cell_args, image_size=image_size, epochs=pretrain_epochs,
+                            batch_size=batch_size, seed=seed, device=device,
+                            max_steps_per_epoch=pretrain_max_steps, progress=progress))
+    init = str(out / "mamim" / "encoder.safetensors")
+history = finetune(FinetuneConfig(
+    data=str(data_dir), out=str(out / "finetune"), model=model, model_args=cell_args,
+    image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+    init=init, label_fraction=label_fraction, max_steps_per_epoch=max_steps_per_epoch,
+    progress=progress))
+
+# %%
+val = history[-1]["val"]
+result = {"variant": variant, "seed": seed, "model_args": cell_args, "mamim": use_mamim,
+          **{k: val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "n")},
+          "seconds": time.perf_counter() - t0, "epochs": epochs, "image_size": image_size,
+          "label_fraction": label_fraction}
+(out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+print(json.dumps(result, indent=2))
