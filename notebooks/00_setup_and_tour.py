@@ -62,7 +62,7 @@ from ssmamba_lite.viz import save_figure
 data_dir = require_data(data_dir, dataset="kather2016")   # stops here, saying what to run
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-torch.manual_seed(seed)
+_ = torch.manual_seed(seed)
 print("data:", data_dir.resolve(), "\nfigures:", out.resolve())
 
 # %% [markdown]

@@ -58,7 +58,7 @@ from ssmamba_lite.viz import save_figure
 
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-torch.manual_seed(seed)
+_ = torch.manual_seed(seed)
 
 # %% [markdown]
 # ## 1. Get the data (skipped when it is already there)

@@ -61,7 +61,7 @@ data_dir = require_data(data_dir, dataset="kather2016")
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 dev = resolve_device(device)
-torch.manual_seed(seed)
+_ = torch.manual_seed(seed)
 
 # %% [markdown]
 # ## 1. Scan orders
@@ -170,7 +170,7 @@ def erf(module):
     return effective_receptive_field(module, x).cpu()
 
 
-torch.manual_seed(seed)
+_ = torch.manual_seed(seed)
 modules = {
     "LPR (3x3)": LocalPerceptionResidual(channels),
     "DMS 1 dir, 1 scale": DirectionalMultiScale(channels, directions=1, scales=(1,)),

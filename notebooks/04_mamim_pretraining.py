@@ -76,7 +76,7 @@ data_dir = require_data(data_dir, dataset="idc-breast", labelled=False)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 dev = resolve_device(device)
-torch.manual_seed(seed)
+_ = torch.manual_seed(seed)
 
 # %% [markdown]
 # ## 1. Masks

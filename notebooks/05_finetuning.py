@@ -66,7 +66,7 @@ pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else d
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 dev = resolve_device(device)
-torch.manual_seed(seed)
+_ = torch.manual_seed(seed)
 
 # %% [markdown]
 # ## 1. The MAMIM encoder

@@ -76,7 +76,7 @@ pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else d
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 dev = resolve_device(device)
-torch.manual_seed(seed)
+_ = torch.manual_seed(seed)
 ARMS = {"scratch": None, "mamim_1x": (1.0, 1.0), "mamim_multi": (min_zoom, max_zoom)}
 assert set(arms) <= set(ARMS), f"arms must be among {list(ARMS)}"
 

@@ -129,6 +129,7 @@ def history_figure(histories: dict, metrics=("loss",)):
     """Training curves: one panel per metric ("loss", or a validation metric such as
     "accuracy" read from each epoch's "val" dict), one line per run in `histories`."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
@@ -137,6 +138,7 @@ def history_figure(histories: dict, metrics=("loss",)):
             ys = [r[metric] if metric in r else r.get("val", {}).get(metric, np.nan) for r in hist]
             ax.plot(xs, ys, marker="o", label=name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric if metric == "loss" else f"validation {metric}")
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=8)
