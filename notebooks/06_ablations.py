@@ -102,7 +102,8 @@ for variant in variants:
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "parameters.yaml").write_text(json.dumps(params, indent=2) + "\n")  # JSON is YAML
         t0 = time.perf_counter()
-        execute(cell_notebook, cell_dir.with_suffix(".ipynb"), params, cwd=cell_notebook.parent)
+        execute(cell_notebook, cell_dir.with_suffix(".ipynb"), params, cwd=cell_notebook.parent,
+                cell_timeout=3600)
         results.append(json.loads((cell_dir / "result.json").read_text()))
         print(f"{cell_dir.name:22s} acc {results[-1]['accuracy']:.3f}  "
               f"auroc {results[-1]['auroc']:.3f}  ({time.perf_counter() - t0:.0f} s)")

@@ -220,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks-dir", default=str(NOTEBOOKS))
     p.add_argument("--stop-on-error", action="store_true", help="stop at the first failure")
     p.add_argument("--log-output", action="store_true", help="echo the notebooks' output")
-    p.add_argument("--cell-timeout", type=float, default=None,
-                   help="fail a cell that runs longer than this many seconds (default: no limit)")
+    p.add_argument("--cell-timeout", type=float, default=3600,
+                   help="fail a cell that runs longer than this many seconds (default: 3600; "
+                        "0: no limit). A limit also ends a run whose kernel stops answering.")
     p.add_argument("--list", action="store_true", help="list the notebooks and their parameters")
     return p
 
@@ -254,7 +255,7 @@ def main(argv=None) -> int:
     print(f"executing {len(notebooks)} notebook(s) from {folder} into {out}")
     results = run_course(notebooks, out, params, stop_on_error=args.stop_on_error,
                          cwd=folder, log_output=args.log_output,
-                         cell_timeout=args.cell_timeout)
+                         cell_timeout=args.cell_timeout or None)
     print(summary(results, out))
     return 0 if all(r.ok for r in results) else 1
 
