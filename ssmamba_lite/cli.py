@@ -51,7 +51,13 @@ def _add_train(subparsers) -> None:
     add_parser(subparsers)
 
 
-COMMANDS = [_add_info, _add_train, _add_data, _add_wsi]
+def _add_assignments(subparsers) -> None:
+    from ssmamba_lite.assignments import add_parser
+
+    add_parser(subparsers)
+
+
+COMMANDS = [_add_info, _add_train, _add_data, _add_wsi, _add_assignments]
 
 
 def build_parser() -> argparse.ArgumentParser:
