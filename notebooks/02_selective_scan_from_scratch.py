@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: tags,-all
+#     cell_metadata_filter: nbgrader,tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -160,6 +160,66 @@ mine = scan_by_hand(row, delta_sel, A4[0].double().numpy(), B4[0].T.double().num
 lib = selective_scan_reference(u_t, d_t, A4.double(), B4.double(), C4.double())[0, 0].numpy()
 print(f"hand-written loop vs library reference: max |difference| = {np.abs(mine - lib).max():.2e}")
 assert np.allclose(mine, lib, rtol=0, atol=1e-10)
+
+# %% [markdown]
+# ### Exercise 1 (3 points): the loop for every channel at once
+#
+# `scan_by_hand` handles one channel. Write `s6_recurrence`, the same recurrence for a whole
+# batch of sequences with $D$ channels and $N$ states each, plus the skip term $D u_t$:
+#
+# $$h_0 = 0, \qquad h_t = e^{\Delta_t A} \odot h_{t-1} + \Delta_t B_t u_t, \qquad
+# y_t = \langle C_t, h_t \rangle + D u_t .$$
+#
+# Loop over time only; every step works on whole `(batch, D, N)` tensors (broadcasting). The
+# cell after it checks your function against the library's `selective_scan_reference`.
+
+# %% nbgrader={"grade": false, "grade_id": "s6_recurrence", "locked": false, "schema_version": 3, "solution": true, "task": false}
+import torch
+
+
+def s6_recurrence(u, delta, A, B, C, D):
+    """y (batch, D, L) of the selective scan without gate or softplus.
+
+    u, delta: (batch, D, L); A: (D, N); B, C: (batch, N, L), shared by the channels; D: (D,).
+    """
+    ### BEGIN SOLUTION
+    batch, channels, length = u.shape
+    h = u.new_zeros(batch, channels, A.shape[1])                # h_0 = 0         (batch, D, N)
+    ys = []
+    for t in range(length):
+        dt = delta[:, :, t, None]                               # Δ_t             (batch, D, 1)
+        h = torch.exp(dt * A) * h + dt * B[:, None, :, t] * u[:, :, t, None]
+        ys.append((h * C[:, None, :, t]).sum(-1) + D * u[:, :, t])   # <C_t, h_t> + D u_t
+    return torch.stack(ys, dim=-1)
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "s6_recurrence_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+# Checks s6_recurrence against the library's selective_scan_reference on random input.
+import torch
+
+from ssmamba_lite.assignments import assert_close
+from ssmamba_lite.scan import selective_scan_reference
+
+
+def random_scan_input(batch, channels, length, states, seed):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    return dict(u=r(batch, channels, length), delta=r(batch, channels, length).abs() + 0.05,
+                A=-r(channels, states).abs() - 0.2, B=r(batch, states, length),
+                C=r(batch, states, length), D=r(channels))
+
+
+x = random_scan_input(2, 3, 8, 4, seed=0)
+assert_close(s6_recurrence(**x), selective_scan_reference(**x), "s6_recurrence", seed=0)
+### BEGIN HIDDEN TESTS
+for seed, shape in [(1, (1, 5, 17, 2)), (2, (3, 2, 1, 6)), (3, (2, 4, 33, 16))]:
+    x = random_scan_input(*shape, seed=seed)
+    assert_close(s6_recurrence(**x), selective_scan_reference(**x), "s6_recurrence", seed=seed)
+x = random_scan_input(2, 3, 12, 4, seed=4)
+x["delta"] = x["delta"] * 20                                     # large steps: Ā ≈ 0, no blow-up
+assert_close(s6_recurrence(**x), selective_scan_reference(**x), "s6_recurrence (large Δ)", seed=4)
+### END HIDDEN TESTS
+print("s6_recurrence: checks passed")
 
 # %% [markdown]
 # The library's loop, line by line, with the equation beside each step:

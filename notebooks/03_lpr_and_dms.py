@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: tags,-all
+#     cell_metadata_filter: nbgrader,tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -90,6 +90,54 @@ for k in range(8):
     order, inv = scan_order(grid, grid, k, window), inverse_scan_order(grid, grid, k, window)
     assert torch.equal(tokens[order][inv], tokens)
 print("x[order][inverse] == x for all 8 orders")
+
+# %% [markdown]
+# ### Exercise 1 (2 points): scan orders
+#
+# Write `my_scan_order(h, w, direction, window)`: the token indices (row-major numbering
+# $r\,w + c$) in the order direction `direction` visits them, as a `LongTensor` of length
+# $h w$. Directions 0-3 as above. Direction 4 visits the `window` x `window` tiles row by row
+# and, inside each tile, its tokens row by row; direction 5 visits the tiles column by column
+# and their tokens column by column; 6 and 7 reverse 4 and 5. Tiles at the right and bottom
+# border are cut short when `window` does not divide $h$ or $w$. Loops are fine.
+
+# %% nbgrader={"grade": false, "grade_id": "scan_order", "locked": false, "schema_version": 3, "solution": true, "task": false}
+import torch
+
+
+def my_scan_order(h, w, direction, window=4):
+    """LongTensor (h * w,): index r * w + c of the token visited at each step."""
+    ### BEGIN SOLUTION
+    base = {2: 0, 3: 1, 6: 4, 7: 5}.get(direction, direction)
+    if base == 0:
+        order = [r * w + c for r in range(h) for c in range(w)]
+    elif base == 1:
+        order = [r * w + c for c in range(w) for r in range(h)]
+    elif base == 4:
+        order = [r * w + c for r0 in range(0, h, window) for c0 in range(0, w, window)
+                 for r in range(r0, min(r0 + window, h)) for c in range(c0, min(c0 + window, w))]
+    else:
+        order = [r * w + c for c0 in range(0, w, window) for r0 in range(0, h, window)
+                 for c in range(c0, min(c0 + window, w)) for r in range(r0, min(r0 + window, h))]
+    order = torch.tensor(order, dtype=torch.long)
+    return order.flip(0) if base != direction else order
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "scan_order_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# Checks my_scan_order against the library's dms.scan_order.
+from ssmamba_lite.assignments import assert_equal
+from ssmamba_lite.dms import scan_order
+
+for k in range(8):
+    assert_equal(my_scan_order(8, 8, k, 4), scan_order(8, 8, k, 4),
+                 f"my_scan_order(8, 8, direction={k}, window=4)")
+### BEGIN HIDDEN TESTS
+for h, w, win in [(3, 5, 2), (5, 7, 3), (6, 4, 4), (1, 9, 4), (7, 1, 2), (10, 6, 5)]:
+    for k in range(8):
+        assert_equal(my_scan_order(h, w, k, win), scan_order(h, w, k, win),
+                     f"my_scan_order({h}, {w}, direction={k}, window={win})")
+### END HIDDEN TESTS
+print("my_scan_order: checks passed")
 
 # %% [markdown]
 # ## 2. Scales
@@ -218,6 +266,57 @@ table.round(4)
 #    takes any image size.
 # 3. **A safe start.** As a residual, a small filter leaves $x$ almost unchanged at the
 #    start of training, and the signal always has a direct path.
+
+# %% [markdown]
+# ### Exercise 2 (2 points): the LPR block
 #
-# Notebook 06 removes it (and DMS, and MAMIM) and measures what each costs on real data.
+# Write the block $\mathrm{LPR}(x) = x + \mathrm{DWConv}_k(x)$ as a module: a depthwise
+# $k \times k$ convolution (one filter and one bias per channel, "same" padding so that $H$
+# and $W$ are kept) named `self.dwconv`, so that the library's weights load into your block.
+
+# %% nbgrader={"grade": false, "grade_id": "lpr_block", "locked": false, "schema_version": 3, "solution": true, "task": false}
+import torch
+from torch import nn
+
+
+class LPRBlock(nn.Module):
+    """x + DWConv_k(x) on a (batch, C, H, W) map; the output has the input's shape."""
+
+    def __init__(self, dim, kernel_size=3):
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        ### END SOLUTION
+
+    def forward(self, x):
+        ### BEGIN SOLUTION
+        return x + self.dwconv(x)
+        ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "lpr_block_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# Checks LPRBlock against the library's LocalPerceptionResidual, with the same weights.
+import torch
+
+from ssmamba_lite.assignments import assert_close
+from ssmamba_lite.lpr import LocalPerceptionResidual
+
+
+def check_lpr(dim, kernel_size, height, width, seed):
+    torch.manual_seed(seed)
+    reference, mine = LocalPerceptionResidual(dim, kernel_size), LPRBlock(dim, kernel_size)
+    mine.load_state_dict(reference.state_dict())        # same names and shapes, or an error
+    x = torch.randn(2, dim, height, width)
+    assert_close(mine(x), reference(x), f"LPRBlock({dim}, {kernel_size}) on {tuple(x.shape)}",
+                 seed=seed)
+
+
+check_lpr(4, 3, 8, 8, seed=0)
+### BEGIN HIDDEN TESTS
+for seed, shape in enumerate([(6, 5, 9, 7), (3, 7, 5, 11), (1, 3, 4, 4), (8, 1, 6, 3)], start=1):
+    check_lpr(*shape, seed=seed)
+### END HIDDEN TESTS
+print("LPRBlock: checks passed")
+
+# %% [markdown]
+# Notebook 06 removes LPR (and DMS, and MAMIM) and measures what each costs on real data.
 # Next, **04**: teaching the network about tissue before it sees a single label.

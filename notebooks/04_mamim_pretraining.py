@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: tags,-all
+#     cell_metadata_filter: nbgrader,tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -102,6 +102,120 @@ for r in ratios:
 fig = image_row(views, ["tile"] + [f"mask ratio {r}" for r in ratios])
 save_figure(fig, out, "masks")
 plt.show()
+
+# %% [markdown]
+# ### Exercise 1 (2 points): block masks
+#
+# Write `make_mask`, the masks of `MaskGenerator`: the image is cut into square blocks of
+# `mask_patch_size` pixels ($b = $ `image_size // mask_patch_size` per side); draw one score
+# per block, `torch.rand(batch, b * b, generator=generator)` (row-major block order), and hide
+# the $n = \mathrm{round}(\text{mask\_ratio} \cdot b^2)$ blocks with the *smallest* scores.
+# Return the mask on the stem's token grid, one token per `stem_stride` pixels: a bool tensor
+# `(batch, image_size // stem_stride, image_size // stem_stride)`, `True` = hidden.
+
+# %% nbgrader={"grade": false, "grade_id": "mask", "locked": false, "schema_version": 3, "solution": true, "task": false}
+import torch
+
+
+def make_mask(batch, image_size, mask_patch_size, mask_ratio, generator, stem_stride=4):
+    """Bool (batch, image_size // stem_stride, image_size // stem_stride): True = hidden."""
+    ### BEGIN SOLUTION
+    blocks = image_size // mask_patch_size
+    n_hidden = round(mask_ratio * blocks * blocks)
+    scores = torch.rand(batch, blocks * blocks, generator=generator)
+    hidden = torch.zeros(batch, blocks * blocks, dtype=torch.bool)
+    hidden.scatter_(1, scores.argsort(dim=1)[:, :n_hidden], True)
+    tokens = mask_patch_size // stem_stride                     # tokens per block side
+    hidden = hidden.view(batch, blocks, blocks)
+    return hidden.repeat_interleave(tokens, 1).repeat_interleave(tokens, 2)
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "mask_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# Checks make_mask against the library's MaskGenerator, from the same random numbers.
+import torch
+
+from ssmamba_lite.assignments import assert_equal
+from ssmamba_lite.mamim import MaskGenerator
+
+
+def check_mask(batch, image_size, mask_patch_size, mask_ratio, seed, stem_stride=4):
+    what = f"make_mask({batch}, {image_size}, {mask_patch_size}, {mask_ratio}, seed {seed})"
+    mine = make_mask(batch, image_size, mask_patch_size, mask_ratio,
+                     torch.Generator().manual_seed(seed), stem_stride)
+    reference = MaskGenerator(image_size, mask_patch_size, stem_stride, mask_ratio)(
+        batch, torch.Generator().manual_seed(seed))
+    assert torch.is_tensor(mine) and mine.dtype == torch.bool, \
+        f"{what}: expected a bool tensor, got {getattr(mine, 'dtype', type(mine).__name__)}"
+    assert_equal(mine, reference, what)
+
+
+check_mask(2, 64, 16, 0.6, seed=0)
+### BEGIN HIDDEN TESTS
+for seed, args in enumerate([(3, 128, 32, 0.75), (1, 32, 8, 0.5), (4, 96, 16, 0.25),
+                             (2, 64, 64, 0.4)], start=1):
+    check_mask(*args, seed=seed)
+check_mask(2, 48, 12, 0.5, seed=5, stem_stride=2)
+### END HIDDEN TESTS
+print("make_mask: checks passed")
+
+# %% [markdown]
+# ### Exercise 2 (2 points): the masked loss
+#
+# Write MAMIM's loss: the mean squared error between the prediction $\hat x$ and the target
+# $y$ over the *hidden* pixels only (all three colour channels),
+# $\mathcal L = \sum M\!\uparrow \odot (\hat x - y)^2 \,/\, (3 \sum M\!\uparrow)$. Here
+# $M\!\uparrow$ is the token mask `mask` (`(batch, h, w)`, True = hidden) enlarged to pixels
+# (each token covers `stem_stride` x `stem_stride` pixels), and the target is $y = x$, or
+# with `norm_pix_loss` each mask patch standardised: $y$ = `patch_normalize(images,
+# mask_patch_size)[0]` (imported for you).
+
+# %% nbgrader={"grade": false, "grade_id": "masked_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
+import torch
+
+from ssmamba_lite.mamim import patch_normalize
+
+
+def masked_loss(pred, images, mask, mask_patch_size, norm_pix_loss=True, stem_stride=4):
+    """Scalar tensor: mean squared error over the hidden pixels.
+
+    pred, images: (batch, 3, H, W); mask: (batch, H // stem_stride, W // stem_stride) bool.
+    """
+    ### BEGIN SOLUTION
+    m = mask[:, None].float()
+    m = m.repeat_interleave(stem_stride, 2).repeat_interleave(stem_stride, 3)  # (batch, 1, H, W)
+    target = patch_normalize(images.float(), mask_patch_size)[0] if norm_pix_loss else images
+    return ((pred - target) ** 2 * m).sum() / (3 * m.sum())
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "masked_loss_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# Checks masked_loss against the loss of the library's MAMIM on random images and masks.
+import torch
+
+from ssmamba_lite.assignments import assert_close
+from ssmamba_lite.mamim import MAMIM
+from ssmamba_lite.model import SSMamba
+
+
+def check_masked_loss(batch, image_size, mask_patch_size, norm_pix_loss, seed):
+    torch.manual_seed(seed)
+    net = SSMamba(num_classes=0, dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), d_state=2)
+    mamim = MAMIM(net, mask_patch_size, norm_pix_loss=norm_pix_loss).eval()
+    images = torch.randn(batch, 3, image_size, image_size)
+    mask = mamim.mask_generator(image_size)(batch, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        loss, pred, _ = mamim(images, mask)
+        mine = masked_loss(pred, images, mask, mask_patch_size, norm_pix_loss)
+    assert_close(torch.as_tensor(mine).reshape(()), loss,
+                 f"masked_loss (norm_pix_loss={norm_pix_loss}, {image_size} px)", seed=seed)
+
+
+check_masked_loss(2, 32, 8, True, seed=0)
+### BEGIN HIDDEN TESTS
+check_masked_loss(3, 32, 16, False, seed=1)
+check_masked_loss(1, 64, 16, True, seed=2)
+check_masked_loss(2, 64, 32, False, seed=3)
+### END HIDDEN TESTS
+print("masked_loss: checks passed")
 
 # %% [markdown]
 # ## 2. Multi-magnification views

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: tags,-all
+#     cell_metadata_filter: nbgrader,tags,-all
 #     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
@@ -69,7 +69,69 @@ dev = resolve_device(device)
 _ = torch.manual_seed(seed)
 
 # %% [markdown]
-# ## 1. The MAMIM encoder
+# ## 1. How we will judge: AUROC, by hand
+#
+# Accuracy depends on a threshold (0.5) and on the class balance. The area under the ROC
+# curve does not: it is the probability that a randomly drawn positive tile gets a higher
+# score than a randomly drawn negative one,
+#
+# $$\mathrm{AUROC} = \frac{1}{n_+ n_-} \sum_{i:\,y_i = 1}\ \sum_{j:\,y_j = 0}
+# \Big( [s_i > s_j] + \tfrac12 [s_i = s_j] \Big),$$
+#
+# 1 for a perfect ranking, 0.5 for a random one.
+#
+# ### Exercise 1 (2 points): AUROC
+#
+# Write `binary_auroc(y_true, scores)` with this formula (ties count one half): `y_true` holds
+# 0 and 1 (both present), `scores` the predicted probabilities of class 1; both are NumPy
+# arrays of length $n$. Return a Python float. All pairs at once (broadcasting) is fine.
+
+# %% nbgrader={"grade": false, "grade_id": "auroc", "locked": false, "schema_version": 3, "solution": true, "task": false}
+import numpy as np
+
+
+def binary_auroc(y_true, scores):
+    """P(score of a random positive > score of a random negative), ties counting 1/2."""
+    ### BEGIN SOLUTION
+    y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=float)
+    pos, neg = scores[y_true == 1], scores[y_true == 0]
+    higher = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(higher + 0.5 * ties)
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "auroc_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# Checks binary_auroc against the library's metrics.auroc (scikit-learn's roc_auc_score).
+import numpy as np  # noqa: F811  (each test cell imports what it needs)
+
+from ssmamba_lite.assignments import assert_close
+from ssmamba_lite.metrics import auroc
+
+
+def check_auroc(n, positives, seed, decimals=None):
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.r_[np.ones(positives, int), np.zeros(n - positives, int)])
+    scores = np.clip(rng.normal(0.5 + 0.15 * y, 0.25), 0, 1)
+    if decimals is not None:
+        scores = scores.round(decimals)                     # ties
+    reference = auroc(y, np.stack([1 - scores, scores], axis=1))
+    mine = binary_auroc(y, scores)
+    assert isinstance(mine, (float, np.floating)), \
+        f"binary_auroc: expected a float, got {type(mine).__name__}"
+    assert_close(mine, reference, f"binary_auroc (n={n}, {positives} positives)", seed=seed)
+
+
+check_auroc(40, 15, seed=0)
+### BEGIN HIDDEN TESTS
+check_auroc(200, 20, seed=1)
+check_auroc(7, 6, seed=2)
+check_auroc(300, 150, seed=3, decimals=1)
+check_auroc(2, 1, seed=4)
+### END HIDDEN TESTS
+print("binary_auroc: checks passed")
+
+# %% [markdown]
+# ## 2. The MAMIM encoder
 #
 # Reused from notebook 04 when `mamim_encoder_path` is given, else pretrained here (short).
 # Note: the unlabelled pool shares patients with the labelled set, so pretraining sees the
@@ -90,7 +152,7 @@ else:
                             max_steps_per_epoch=pretrain_max_steps, progress=progress))
 
 # %% [markdown]
-# ## 2. Two fine-tuning runs
+# ## 3. Two fine-tuning runs
 #
 # `finetune` splits the labelled tiles by patient (80/20, seeded: the same split in both
 # runs), keeps `label_fraction` of the training patients, trains, and validates after every
@@ -110,7 +172,7 @@ for name, init in (("from scratch", "scratch"), ("from MAMIM", str(encoder))):
         max_steps_per_epoch=max_steps_per_epoch, progress=progress))
 
 # %% [markdown]
-# ## 3. Learning curves
+# ## 4. Learning curves
 
 # %%
 from ssmamba_lite.viz import history_figure
@@ -120,7 +182,7 @@ save_figure(fig, out, "learning_curves")
 plt.show()
 
 # %% [markdown]
-# ## 4. Metrics on the held-out patients (last epoch)
+# ## 5. Metrics on the held-out patients (last epoch)
 
 # %%
 keys = ["accuracy", "balanced_accuracy", "macro_f1", "auroc", "n"]
@@ -129,7 +191,7 @@ table.to_csv(out / "metrics.csv")
 table.round(3)
 
 # %% [markdown]
-# ## 5. Confusion matrices and ROC curves
+# ## 6. Confusion matrices and ROC curves
 #
 # A confusion matrix counts, for each true class (row), the predicted classes (columns): the
 # diagonal is right, the rest shows *which* mistakes are made. The ROC curve plots the true
