@@ -1,0 +1,195 @@
+"""Course assignments: nbgrader exercises in the course notebooks, student versions, autograding.
+
+The grading tests execute notebooks with papermill (small parameters, cells after the last test
+cell dropped): about ten runs of 5-15 s each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+import torch
+
+from ssmamba_lite import assignments, autograde, cli, tutorial
+from tests.conftest import REPO
+
+NOTEBOOKS = REPO / "notebooks"
+EXERCISES = {                                   # notebook -> {exercise: points}
+    "02_selective_scan_from_scratch": {"s6_recurrence": 3},
+    "03_lpr_and_dms": {"scan_order": 2, "lpr_block": 2},
+    "04_mamim_pretraining": {"mask": 2, "masked_loss": 2},
+    "05_finetuning": {"auroc": 2},
+}
+STUB = "raise NotImplementedError()"
+
+
+def solution(stem: str):
+    return tutorial.read_notebook(NOTEBOOKS / f"{stem}.py")
+
+
+def cell(nb, grade_id: str):
+    return next(c for c in nb.cells if assignments.nbgrader_meta(c).get("grade_id") == grade_id)
+
+
+def points(report: dict) -> dict:
+    return {e["id"]: e["points"] for e in report["exercises"]}
+
+
+@pytest.fixture(scope="module")
+def data_root(shared_data):
+    return shared_data          # the notebooks read real tiles before their exercises
+
+
+# ---------------------------------------------------------------------------------------------
+# The exercises and the student versions (no execution).
+# ---------------------------------------------------------------------------------------------
+def test_the_course_notebooks_hold_the_exercises():
+    found = {p.stem: {e["id"]: e["points"] for e in assignments.exercises(solution(p.stem))}
+             for p in assignments.assignment_notebooks()}
+    assert found == EXERCISES
+    for stem, ids in EXERCISES.items():
+        nb = solution(stem)
+        for ex in ids:
+            answer, tests = cell(nb, ex), cell(nb, f"{ex}_tests")
+            assert "### BEGIN SOLUTION" in answer.source and "### END SOLUTION" in answer.source
+            assert "### BEGIN HIDDEN TESTS" in tests.source
+            assert assignments.nbgrader_meta(tests)["locked"] is True
+
+
+def test_build_writes_student_versions(tmp_path):
+    assert cli.main(["assignments", "build", "--out", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "assignments.json").read_text())
+    assert manifest["total_points"] == 13
+    assert [n["notebook"] for n in manifest["notebooks"]] == [f"{s}.ipynb" for s in EXERCISES]
+    for stem, ids in EXERCISES.items():
+        nb = nbformat.read(tmp_path / f"{stem}.ipynb", as_version=4)
+        text = "\n".join(c.source for c in nb.cells)
+        for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS"):
+            assert marker not in text, f"{stem}: {marker!r} left in the student version"
+        assert "jupytext" not in nb.metadata
+        for ex in ids:
+            answer, tests = cell(nb, ex), cell(nb, f"{ex}_tests")
+            assert STUB in answer.source and answer.metadata["deletable"] is False
+            assert tests.metadata["editable"] is False
+            assert "assert" in tests.source          # the visible checks stay
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    s6 = cell(nbformat.read(tmp_path / f"{next(iter(EXERCISES))}.ipynb", as_version=4),
+              "s6_recurrence")
+    assert "torch.exp(dt * A)" not in s6.source and "def s6_recurrence(" in s6.source
+
+
+def test_the_check_helpers_say_what_is_wrong():
+    ref = torch.arange(6.0).view(2, 3)
+    assignments.assert_close(ref + 1e-9, ref, "f", seed=0)
+    with pytest.raises(AssertionError, match=r"f: max abs error 0.5 vs .* \(seed 3\)"):
+        assignments.assert_close(ref + 0.5, ref, "f", seed=3)
+    with pytest.raises(AssertionError, match=r"shape \(3, 2\), but the reference gives \(2, 3\)"):
+        assignments.assert_close(ref.T, ref, "f", seed=0)
+    with pytest.raises(AssertionError, match="returned NoneType"):
+        assignments.assert_close(None, ref, "f", seed=0)
+    with pytest.raises(AssertionError, match=r"1 of 4 entries differ .* at 2: yours 9, reference 2"):
+        assignments.assert_equal(torch.tensor([0, 1, 9, 3]), torch.arange(4), "order")
+
+
+def test_grading_restores_the_course_test_cells():
+    student = assignments.student_version(solution("03_lpr_and_dms"))
+    cell(student, "scan_order_tests").source = "pass  # no checks"           # tampered with
+    student.cells.remove(cell(student, "lpr_block_tests"))                  # deleted
+    graded = autograde.graded_notebook(student, solution("03_lpr_and_dms"))
+    ids = [assignments.nbgrader_meta(c).get("grade_id") for c in graded.cells]
+    assert ids.index("lpr_block_tests") == ids.index("lpr_block") + 1
+    assert "### BEGIN HIDDEN TESTS" in cell(graded, "scan_order_tests").source
+    assert ids[-1] == "lpr_block_tests"              # cells after the last test are not run
+    assert len(autograde.graded_notebook(student, solution("03_lpr_and_dms"), all_cells=True)
+               .cells) > len(graded.cells)
+
+
+def test_the_assignment_is_found_by_grade_ids_then_by_name(tmp_path):
+    nb = solution("04_mamim_pretraining")
+    assert autograde.find_source(nb, tmp_path / "alice.ipynb").stem == "04_mamim_pretraining"
+    plain = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    assert autograde.find_source(plain, tmp_path / "bob_05_finetuning.ipynb").stem == \
+        "05_finetuning"
+    with pytest.raises(ValueError, match="cannot tell which assignment"):
+        autograde.find_source(plain, tmp_path / "essay.ipynb")
+
+
+def test_grading_that_cannot_run_exits_non_zero(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["assignments", "grade", str(tmp_path / "absent.ipynb"), "--out", str(out)]) == 2
+    assert "no such notebook" in capsys.readouterr().err
+    (tmp_path / "notes.ipynb").write_text("not json")
+    assert cli.main(["assignments", "grade", str(tmp_path / "notes.ipynb"), "--out", str(out)]) == 2
+    assert "is not a notebook" in capsys.readouterr().err
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "essay.ipynb")
+    assert cli.main(["assignments", "grade", str(tmp_path / "essay.ipynb"), "--out", str(out)]) == 2
+    assert "cannot tell which assignment" in capsys.readouterr().err
+    assert not (out / "report.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Grading: notebooks executed by papermill.
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", list(EXERCISES))
+def test_solution_notebooks_score_full_marks(stem, tmp_path, data_root):
+    report = autograde.grade(NOTEBOOKS / f"{stem}.ipynb", tmp_path)
+    assert points(report) == EXERCISES[stem], report["exercises"]
+    assert report["score"] == report["max_score"] == sum(EXERCISES[stem].values())
+    assert json.loads((tmp_path / "report.json").read_text())["score"] == report["score"]
+    md = (tmp_path / "report.md").read_text()
+    assert f"**{report['score']:g} / {report['max_score']:g} points**" in md
+    assert "all checks passed" in md and (tmp_path / f"{stem}.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_student_versions_score_zero_with_clear_messages(tmp_path, data_root):
+    assignments.build(tmp_path / "student", echo=lambda *a: None)
+    results = autograde.grade_all([tmp_path / "student"], tmp_path / "grades", echo=lambda *a: None)
+    assert [r["assignment"] for r in results] == list(EXERCISES)
+    for r in results:
+        assert r["score"] == 0 and r["max_score"] == sum(EXERCISES[r["assignment"]].values())
+        for e in r["exercises"]:
+            assert e["message"].startswith("NotImplementedError: not attempted"), e
+    rows = (tmp_path / "grades" / "grades.csv").read_text().splitlines()
+    assert len(rows) == 1 + sum(len(v) for v in EXERCISES.values())
+    assert "| 0 / 3 |" in (tmp_path / "grades" / "summary.md").read_text()
+    assert (tmp_path / "grades" / "03_lpr_and_dms" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_one_wrong_exercise_loses_exactly_its_points(tmp_path, data_root):
+    nb = solution("03_lpr_and_dms")
+    lpr = cell(nb, "lpr_block")
+    lpr.source = lpr.source.replace("return x + self.dwconv(x)", "return self.dwconv(x)")
+    assert "return self.dwconv(x)" in lpr.source
+    nbformat.write(nb, tmp_path / "carol.ipynb")
+    out = tmp_path / "report"
+    assert cli.main(["assignments", "grade", str(tmp_path / "carol.ipynb"), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert points(report) == {"scan_order": 2, "lpr_block": 0}
+    assert (report["score"], report["max_score"]) == (2, 4)
+    wrong = report["exercises"][1]
+    assert wrong["status"] == "failed" and "max abs error" in wrong["message"]
+    assert "seed 0" in wrong["message"]
+
+
+@pytest.mark.slow
+def test_a_submission_that_crashes_in_cell_3_still_gets_a_report(tmp_path, data_root):
+    nb = solution("05_finetuning")
+    nb.cells[2].source = 'raise RuntimeError("deliberate crash")\n' + nb.cells[2].source
+    nbformat.write(nb, tmp_path / "dave.ipynb")
+    out = tmp_path / "report"
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.run([sys.executable, "-m", "ssmamba_lite.cli", "assignments", "grade",
+                           str(tmp_path / "dave.ipynb"), "--out", str(out)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["errors"][0] == "cell 3: RuntimeError: deliberate crash"
+    assert points(report) == {"auroc": 2}          # its own cell defines and imports all it uses
+    assert "cell 3: RuntimeError: deliberate crash" in (out / "report.md").read_text()
