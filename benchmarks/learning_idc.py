@@ -18,7 +18,6 @@ patients, wall time per arm, MAMIM time counted separately) and writes results.j
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -32,15 +31,6 @@ from ssmamba_lite import data as D  # noqa: E402
 from ssmamba_lite.train import FinetuneConfig, PretrainConfig, evaluate, finetune, pretrain  # noqa: E402
 
 SHARED = Path(os.environ.get("SSMAMBA_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def write_csv(path: Path, samples: D.Samples, labelled: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "patient_id"] if labelled else ["path", "patient_id"])
-        for p, y, g in zip(samples.paths, samples.labels, samples.patients):
-            w.writerow([str(p.resolve()), samples.classes[y], g] if labelled else [str(p.resolve()), g])
 
 
 def main() -> None:
@@ -63,8 +53,8 @@ def main() -> None:
     labelled = D.scan_labelled(SHARED / "idc_breast")
     train, test = D.patient_split(labelled, (0.8, 0.2), seed=args.seed)
     assert not set(train.patients) & set(test.patients)
-    write_csv(out / "data" / "train" / "labels.csv", train)
-    write_csv(out / "data" / "val" / "labels.csv", test)       # monitored only, never selected on
+    D.write_labels_csv(out / "data" / "train" / "labels.csv", train)
+    D.write_labels_csv(out / "data" / "val" / "labels.csv", test)       # monitored only, never selected on
     pool = train
     if args.pool == "train+unlabeled":
         extra = D.scan_unlabelled(SHARED / "idc_breast_unlabeled")
@@ -72,7 +62,7 @@ def main() -> None:
         extra = extra.subset(keep)
         pool = D.Samples(train.paths + extra.paths, [-1] * (len(train) + len(extra)),
                          train.patients + extra.patients)
-    write_csv(out / "data" / "pool" / "images.csv", pool, labelled=False)
+    D.write_labels_csv(out / "data" / "pool" / "images.csv", pool, labelled=False)
     print(f"train: {len(train)} images of {len(set(train.patients))} patients; held-out test: "
           f"{len(test)} images of {len(set(test.patients))} patients; MAMIM pool: {len(pool)} images")
 

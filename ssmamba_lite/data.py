@@ -120,6 +120,20 @@ def scan_unlabelled(root) -> Samples:
     return Samples(paths, [-1] * len(paths), [str(p.relative_to(root)) for p in paths])
 
 
+def write_labels_csv(path, samples: Samples, labelled: bool = True) -> Path:
+    """Write samples as a labels.csv (path,label,patient_id; absolute paths) that
+    `scan_labelled` reads back, or an images.csv (path,patient_id) when not `labelled`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "patient_id"] if labelled else ["path", "patient_id"])
+        for p, y, g in zip(samples.paths, samples.labels, samples.patients):
+            p = str(Path(p).resolve())
+            w.writerow([p, samples.classes[y], g] if labelled else [p, g])
+    return path
+
+
 def patient_split(samples: Samples, fractions=(0.8, 0.2), seed: int = 0) -> list[Samples]:
     """Split by patient: every patient's images land in exactly one part. Patients are
     shuffled (seeded) and dealt out so that each part gets about its fraction of the images."""

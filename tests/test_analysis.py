@@ -3,8 +3,6 @@ viz.py (figures written as PNG)."""
 
 from __future__ import annotations
 
-import csv
-
 import matplotlib
 import pytest
 import torch
@@ -19,7 +17,7 @@ from ssmamba_lite.analysis import (
     predict_probabilities,
     validation_samples,
 )
-from ssmamba_lite.data import Samples, scan_labelled
+from ssmamba_lite.data import Samples, scan_labelled, write_labels_csv
 from ssmamba_lite.dms import DirectionalMultiScale
 from ssmamba_lite.lpr import LocalPerceptionResidual
 from ssmamba_lite.train import FinetuneConfig, PretrainConfig, finetune, load_trained, pretrain
@@ -63,25 +61,16 @@ def test_ablation_variants():
 
 
 def _subset(shared_data, tmp_path, per_class=12):
-    src = shared_data / "idc_breast"
-    with open(src / "labels.csv") as f:
-        rows = list(csv.DictReader(f))
+    """2 tiles from each of several patients per class (labels.csv into shared data)."""
+    s = scan_labelled(shared_data / "idc_breast")
     picked = []
-    for c in ("idc_negative", "idc_positive"):      # 2 tiles from each of several patients
+    for k in (0, 1):
         seen: dict = {}
-        for r in rows:
-            if r["label"] == c and seen.get(r["patient_id"], 0) < 2 and len(picked) < per_class * (
-                    1 + (c == "idc_positive")):
-                seen[r["patient_id"]] = seen.get(r["patient_id"], 0) + 1
-                picked.append(r)
-    root = tmp_path / "ds"
-    root.mkdir()
-    with open(root / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "patient_id"])
-        for r in picked:
-            w.writerow([str(src / r["path"]), r["label"], r["patient_id"]])
-    return root
+        for i, (y, g) in enumerate(zip(s.labels, s.patients)):
+            if y == k and seen.get(g, 0) < 2 and len(picked) < per_class * (1 + k):
+                seen[g] = seen.get(g, 0) + 1
+                picked.append(i)
+    return write_labels_csv(tmp_path / "ds" / "labels.csv", s.subset(picked)).parent
 
 
 def test_trained_models_are_analysed(shared_data, tmp_path):

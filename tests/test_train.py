@@ -3,7 +3,6 @@ SIGKILL, distributed data parallel (2 processes, gloo), and the clear stops."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from ssmamba_lite import checkpoint as ckpt
+from ssmamba_lite.data import scan_labelled, write_labels_csv
 from ssmamba_lite.distributed import Env
 from ssmamba_lite.models import build_model
 from ssmamba_lite.train import FinetuneConfig, _fit, load_encoder, lr_factor
@@ -23,21 +23,10 @@ TINY = json.dumps({"dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "d_state": 
 
 
 def subset(shared_data, tmp_path, per_class=24, name="ds"):
-    """labels.csv over the first patients' images of each class (paths point into shared data)."""
-    src = shared_data / "idc_breast"
-    with open(src / "labels.csv") as f:
-        rows = list(csv.DictReader(f))
-    picked = []
-    for cls in ("idc_negative", "idc_positive"):
-        picked += [r for r in rows if r["label"] == cls][:per_class]
-    root = tmp_path / name
-    root.mkdir()
-    with open(root / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "patient_id"])
-        for r in picked:
-            w.writerow([str(src / r["path"]), r["label"], r["patient_id"]])
-    return root
+    """labels.csv over the first images of each class (paths point into shared data)."""
+    s = scan_labelled(shared_data / "idc_breast")
+    picked = [i for k in (0, 1) for i in [j for j, y in enumerate(s.labels) if y == k][:per_class]]
+    return write_labels_csv(tmp_path / name / "labels.csv", s.subset(picked)).parent
 
 
 def cli(*args, env=None, **kw):
