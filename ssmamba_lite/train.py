@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -361,4 +361,4 @@ def config_from_dict(cls, values: dict):
 
 
 __all__ = ["PretrainConfig", "FinetuneConfig", "pretrain", "finetune", "evaluate", "predict",
-           "load_trained", "load_encoder", "lr_factor", "asdict", "config_from_dict"]
+           "load_trained", "load_encoder", "lr_factor", "config_from_dict"]
