@@ -30,6 +30,18 @@ def _atomic(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def remove_stale_temps(folder) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` (SIGKILL skips `finally`).
+
+    Only names `_atomic` makes (`.<target>.<random>.tmp`) are touched. Call it before a run
+    resumes in a folder, never while another process writes there. Returns what was removed.
+    """
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
 def save_state_dict(state: dict, path, metadata: dict | None = None) -> None:
     """Tensors -> safetensors file (contiguous CPU copies; shared storage is fine)."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}

@@ -146,6 +146,7 @@ def _fit(cfg, env: Env, module, dataset, loss_fn, save_weights, validate=None) -
     if cfg.resume and (out / "latest.json").is_file():
         start, step, history = _load_checkpoint(out, module, opt, sched)
         if env.is_main:
+            ckpt.remove_stale_temps(out)                    # left by the killed writer
             print(f"resuming {out} after epoch {start} (step {step})")
     ddp = wrap_ddp(module, env)
     for epoch in range(start, cfg.epochs):

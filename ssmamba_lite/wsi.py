@@ -41,7 +41,7 @@ import torch.nn as nn
 from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
-from ssmamba_lite.checkpoint import _atomic
+from ssmamba_lite.checkpoint import _atomic, remove_stale_temps
 from ssmamba_lite.data import MEAN, STD
 from ssmamba_lite.distributed import resolve_device
 from ssmamba_lite.slide import Slide, SlideError, target_downsample
@@ -245,6 +245,7 @@ def extract_slides(slides, out_dir, encoder: nn.Module, overwrite: bool = False,
     `<out_dir>/extract_report.json` = {"done": {name: n_tiles}, "skipped": [...],
     "failed": {name: message}}."""
     out_dir = Path(out_dir)
+    remove_stale_temps(out_dir)                             # a killed earlier run's half files
     report = {"done": {}, "skipped": [], "failed": {}}
     for path in tqdm(list_slides(slides), desc="slides", unit="slide"):
         target = out_dir / f"{path.stem}.h5"

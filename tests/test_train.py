@@ -126,6 +126,8 @@ def test_killed_run_resumes_to_the_same_result(shared_data, tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     done_epochs = json.loads((out / "latest.json").read_text())["epoch"]
     assert done_epochs < 3
+    # SIGKILL may land inside an atomic write; plant such a half file so the sweep is always tested
+    (out / ".model.safetensors.k1ll3d.tmp").write_bytes(b"half a file")
     r = cli(*args, "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr
     assert f"resuming {out} after epoch {done_epochs}" in r.stdout

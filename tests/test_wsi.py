@@ -149,8 +149,10 @@ def test_extract_cli_resumes_and_names_an_unreadable_slide(slide_path, tmp_path,
     assert list(report["done"]) == ["a_good.svs"] and list(report["failed"]) == ["b_broken.svs"]
     mtime = (out / "a_good.h5").stat().st_mtime_ns
     (slides / "b_broken.svs").unlink()
+    (out / ".c_killed.h5.x7.tmp").write_bytes(b"half")      # a killed run's half-written file
     assert main(argv) == 0                                   # second run: resumes, skips
     assert (out / "a_good.h5").stat().st_mtime_ns == mtime
+    assert not list(out.glob(".*.tmp")), "the half-written file is swept"
     assert json.loads((out / "extract_report.json").read_text())["skipped"] == ["a_good.svs"]
 
 
