@@ -9,6 +9,9 @@ trained the same number of fine-tuning epochs on the same training patients:
     (b) mamim+sft    MAMIM on the training images (labels unused), then supervised fine-tuning
     (c) probe        MAMIM encoder frozen, linear head only
     (d) resnet18     timm resnet18 from random weights, the same recipe
+    (e) scratch-long SSMamba-lite tiny from scratch at MAMIM+SFT's compute: its fine-tuning
+                     epochs plus as many more as it takes to match MAMIM's image passes
+                     (pretrain epochs x pool size), so neither arm gets more encoder updates
 each with all training labels and with `--label-fractions` of the training patients.
 With --pool train+unlabeled, MAMIM also sees ../shared/data/idc_breast_unlabeled minus every
 image of a test patient. Prints one table (balanced accuracy, AUROC, macro-F1 on the held-out
@@ -77,8 +80,12 @@ def main() -> None:
     rows = []
     for frac in args.label_fractions:
         for arm in args.arms:
+            epochs = args.epochs
+            if arm == "scratch-long":                    # MAMIM's image passes, spent on labels
+                n_labelled = len(D.label_subset(train, frac, seed=args.seed))
+                epochs += round(args.pretrain_epochs * len(pool) / n_labelled)
             cfg = FinetuneConfig(
-                data=str(out / "data"), out=str(out / f"{arm}-labels{frac:g}"), epochs=args.epochs,
+                data=str(out / "data"), out=str(out / f"{arm}-labels{frac:g}"), epochs=epochs,
                 lr=args.lr, label_fraction=frac,
                 model="resnet18" if arm == "resnet18" else "ssmamba_lite_tiny",
                 init=str(out / "mamim") if arm in ("mamim+sft", "probe") else "scratch",
@@ -87,20 +94,20 @@ def main() -> None:
             finetune(cfg)
             seconds = time.perf_counter() - t
             m = evaluate(out / "data" / "val", cfg.out, out=cfg.out)
-            rows.append({"labels": frac, "arm": arm, "balanced_accuracy": m["balanced_accuracy"],
+            rows.append({"labels": frac, "arm": arm, "epochs": epochs, "balanced_accuracy": m["balanced_accuracy"],
                          "auroc": m["auroc"], "macro_f1": m["macro_f1"], "n_test": m["n"],
                          "finetune_s": seconds})
-            print(f"{arm} labels={frac:g}: bal_acc {m['balanced_accuracy']:.4f}  "
+            print(f"{arm} labels={frac:g} ({epochs} epochs): bal_acc {m['balanced_accuracy']:.4f}  "
                   f"auroc {m['auroc']:.4f}  ({seconds:.0f} s)", flush=True)
 
     (out / "results.json").write_text(json.dumps({"args": vars(args), "mamim_s": mamim_s,
                                                   "rows": rows}, indent=2))
     print(f"\nheld-out patients: {len(set(test.patients))} ({len(test)} patches); "
           f"MAMIM pretraining: {args.pretrain_epochs} epochs on {len(pool)} images, {mamim_s:.0f} s")
-    print("| labels | arm | balanced acc. | AUROC | macro-F1 | fine-tune s |")
-    print("|---|---|---|---|---|---|")
+    print("| labels | arm | epochs | balanced acc. | AUROC | macro-F1 | fine-tune s |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['labels']:.0%} | {r['arm']} | {r['balanced_accuracy']:.4f} | "
+        print(f"| {r['labels']:.0%} | {r['arm']} | {r['epochs']} | {r['balanced_accuracy']:.4f} | "
               f"{r['auroc']:.4f} | {r['macro_f1']:.4f} | {r['finetune_s']:.0f} |")
     print(f"total {time.perf_counter() - t0:.0f} s")
 
