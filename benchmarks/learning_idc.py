@@ -46,7 +46,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--label-fractions", type=float, nargs="+", default=[1.0, 0.1])
-    ap.add_argument("--arms", nargs="+", default=["scratch", "mamim+sft", "probe", "resnet18"])
+    ap.add_argument("--arms", nargs="+", default=["scratch", "mamim+sft", "probe", "resnet18"],
+                    choices=["scratch", "mamim+sft", "probe", "resnet18", "scratch-long"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -102,8 +103,10 @@ def main() -> None:
 
     (out / "results.json").write_text(json.dumps({"args": vars(args), "mamim_s": mamim_s,
                                                   "rows": rows}, indent=2))
+    ran = (f"{args.pretrain_epochs} epochs on {len(pool)} images, {mamim_s:.0f} s"
+           if any(a in ("mamim+sft", "probe") for a in args.arms) else "not run (no arm needs it)")
     print(f"\nheld-out patients: {len(set(test.patients))} ({len(test)} patches); "
-          f"MAMIM pretraining: {args.pretrain_epochs} epochs on {len(pool)} images, {mamim_s:.0f} s")
+          f"MAMIM pretraining: {ran}")
     print("| labels | arm | epochs | balanced acc. | AUROC | macro-F1 | fine-tune s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
