@@ -3,7 +3,8 @@
 A download is streamed by pooch's HTTP downloader (requests, tqdm progress bar) into a
 temporary name beside its destination (`.<name>.part-XXXX`). Only when the transfer is
 complete and the hash matches is it moved to its final name; on any failure, Ctrl-C
-included, the temporary file is removed. Broken transfers (connection errors, a short
+included, the temporary file is removed (and a part file a killed process could not remove
+is swept by the next download of the same file). Broken transfers (connection errors, a short
 body) are retried with a growing pause; a hash mismatch is not retried, because a second
 copy of the wrong file would not help.
 
@@ -92,6 +93,8 @@ def download(
         raise DownloadError(f"{src.name}: no URL to download from")
     transfer = transfer or _http_download
     dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{dest.name}.part-*"):    # left by a killed download
+        stale.unlink(missing_ok=True)
     failures: list[str] = []
     for url in urls:
         for attempt in range(retries + 1):

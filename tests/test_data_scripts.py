@@ -276,6 +276,18 @@ def test_interrupt_during_download_removes_the_partial_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_killed_downloads_part_file_is_swept_by_the_next(tmp_path):
+    src = registry.SourceFile(name="x.zip", urls=("http://127.0.0.1:9/x.zip",))
+    (tmp_path / ".x.zip.part-k1ll3d").write_bytes(b"half a file")   # SIGKILL skips cleanup
+    (tmp_path / ".y.zip.part-other").write_bytes(b"another file's download")
+
+    def transfer(url, dest, progress, timeout):
+        dest.write_bytes(b"whole file")
+
+    fetch.download(src, tmp_path / "x.zip", list(src.urls), None, transfer=transfer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".y.zip.part-other", "x.zip"]
+
+
 def test_no_published_checksum_is_recorded_then_enforced(tmp_path, server, entries, capsys):
     served, handler = server
     archive = served / "Kather_texture_2016_image_tiles_5000.zip"
