@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+TEMP_SUFFIX = ".tmp"        # `_atomic` writes `.<target>.<random>.tmp`; the sweep finds them
+
 
 def _atomic(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -36,7 +38,7 @@ def remove_stale_temps(folder) -> list[Path]:
     Only names `_atomic` makes (`.<target>.<random>.tmp`) are touched. Call it before a run
     resumes in a folder, never while another process writes there. Returns what was removed.
     """
-    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    stale = sorted(Path(folder).glob(f".*{TEMP_SUFFIX}")) if Path(folder).is_dir() else []
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return stale
