@@ -73,7 +73,8 @@ def main() -> None:
     common = dict(image_size=args.image_size, batch_size=args.batch_size, seed=args.seed,
                   progress=sys.stderr.isatty())
     t0 = time.perf_counter()
-    if any(a in ("mamim+sft", "probe") for a in args.arms):
+    needs_mamim = any(a in ("mamim+sft", "probe") for a in args.arms)
+    if needs_mamim:
         pretrain(PretrainConfig(data=str(out / "data" / "pool"), out=str(out / "mamim"),
                                 epochs=args.pretrain_epochs, **common))
     mamim_s = time.perf_counter() - t0
@@ -95,22 +96,24 @@ def main() -> None:
             finetune(cfg)
             seconds = time.perf_counter() - t
             m = evaluate(out / "data" / "val", cfg.out, out=cfg.out)
-            rows.append({"labels": frac, "arm": arm, "epochs": epochs, "balanced_accuracy": m["balanced_accuracy"],
-                         "auroc": m["auroc"], "macro_f1": m["macro_f1"], "n_test": m["n"],
-                         "finetune_s": seconds})
-            print(f"{arm} labels={frac:g} ({epochs} epochs): bal_acc {m['balanced_accuracy']:.4f}  "
+            rows.append({"labels": frac, "arm": arm, "epochs": epochs,
+                         "balanced_accuracy": m["balanced_accuracy"], "auroc": m["auroc"],
+                         "macro_f1": m["macro_f1"], "n_test": m["n"], "finetune_s": seconds})
+            print(f"{arm} labels={frac:g} ({epochs} epochs): "
+                  f"bal_acc {m['balanced_accuracy']:.4f}  "
                   f"auroc {m['auroc']:.4f}  ({seconds:.0f} s)", flush=True)
 
     (out / "results.json").write_text(json.dumps({"args": vars(args), "mamim_s": mamim_s,
                                                   "rows": rows}, indent=2))
     ran = (f"{args.pretrain_epochs} epochs on {len(pool)} images, {mamim_s:.0f} s"
-           if any(a in ("mamim+sft", "probe") for a in args.arms) else "not run (no arm needs it)")
+           if needs_mamim else "not run (no arm needs it)")
     print(f"\nheld-out patients: {len(set(test.patients))} ({len(test)} patches); "
           f"MAMIM pretraining: {ran}")
     print("| labels | arm | epochs | balanced acc. | AUROC | macro-F1 | fine-tune s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['labels']:.0%} | {r['arm']} | {r['epochs']} | {r['balanced_accuracy']:.4f} | "
+        print(f"| {r['labels']:.0%} | {r['arm']} | {r['epochs']} | "
+              f"{r['balanced_accuracy']:.4f} | "
               f"{r['auroc']:.4f} | {r['macro_f1']:.4f} | {r['finetune_s']:.0f} |")
     print(f"total {time.perf_counter() - t0:.0f} s")
 
