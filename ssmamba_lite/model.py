@@ -191,9 +191,11 @@ class SSMamba(nn.Module):
         self.drop_rate = cfg.drop_rate
         c0 = cfg.dims[0]
         self.stem = nn.Sequential(                  # (batch, 3, H, W) -> (batch, C1, H/4, W/4)
-            nn.Conv2d(cfg.in_chans, c0 // 2, 3, stride=2, padding=1), nn.BatchNorm2d(c0 // 2),
+            # no conv bias before a BatchNorm: the norm removes it, its gradient is rounding noise
+            nn.Conv2d(cfg.in_chans, c0 // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c0 // 2),
             nn.GELU(),
-            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1), nn.BatchNorm2d(c0))
+            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c0))
         dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
         stages, start, in_dim = [], 0, c0
         for i, (dim, depth, mixer, d_state) in enumerate(
