@@ -104,10 +104,13 @@ def inverse_scan_order(h: int, w: int, direction: int, window: int = 4) -> torch
 
 @functools.lru_cache(maxsize=256)
 def _orders(h: int, w: int, directions: tuple, window: int, device: torch.device):
-    """Stacked orders and inverses (K, L) for a set of directions, cached per size and device."""
-    order = torch.stack([scan_order(h, w, k, window) for k in directions])
-    inv = torch.stack([inverse_scan_order(h, w, k, window) for k in directions])
-    return order.to(device), inv.to(device)
+    """Stacked orders and inverses (K, L) for a set of directions, cached per size and device.
+    Made outside inference mode even when first asked for under it (feature extraction): the
+    cache serves later training too, and inference tensors cannot be saved for backward."""
+    with torch.inference_mode(False):
+        order = torch.stack([scan_order(h, w, k, window) for k in directions])
+        inv = torch.stack([inverse_scan_order(h, w, k, window) for k in directions])
+        return order.to(device), inv.to(device)
 
 
 def resolve_directions(directions) -> tuple:

@@ -158,3 +158,15 @@ def test_dms_errors():
         DirectionalMultiScale(8, fuse="max")
     with pytest.raises(ValueError, match=r"\(batch, 8, H, W\)"):
         DirectionalMultiScale(8)(torch.randn(1, 4, 4, 4))
+
+
+def test_training_after_inference_mode_at_the_same_size():
+    """The scan-order cache filled under torch.inference_mode (as feature extraction does) still
+    serves training: inference tensors cannot be saved for backward."""
+    torch.manual_seed(0)
+    dms = DirectionalMultiScale(8, directions=4, scales=(1,))
+    x = torch.randn(2, 8, 7, 5)                       # a size no other test uses
+    with torch.inference_mode():
+        dms(x)
+    dms(x.requires_grad_()).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
