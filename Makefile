@@ -45,7 +45,7 @@ test: lint pytest
 
 # Executes every notebook headlessly with its default parameters into runs/<timestamp>/.
 tutorial: install
-	$(PY) -m ssmamba_lite.tutorial
+	$(VENV)/bin/ssmamba-lite tutorial
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssmamba_lite import data as D  # noqa: E402
-from ssmamba_lite.train import FinetuneConfig, PretrainConfig, evaluate, finetune, pretrain  # noqa: E402
+from ssmamba_lite.engine import data  # noqa: E402
+from ssmamba_lite.engine.inference import evaluate  # noqa: E402
+from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain  # noqa: E402
 
 SHARED = Path(os.environ.get("SSMAMBA_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -54,19 +55,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
 
-    labelled = D.scan_labelled(SHARED / "idc_breast")
-    train, test = D.patient_split(labelled, (0.8, 0.2), seed=args.seed)
+    labelled = data.scan_labelled(SHARED / "idc_breast")
+    train, test = data.patient_split(labelled, (0.8, 0.2), seed=args.seed)
     assert not set(train.patients) & set(test.patients)
-    D.write_labels_csv(out / "data" / "train" / "labels.csv", train)
-    D.write_labels_csv(out / "data" / "val" / "labels.csv", test)       # monitored only, never selected on
+    data.write_labels_csv(out / "data" / "train" / "labels.csv", train)
+    data.write_labels_csv(out / "data" / "val" / "labels.csv", test)       # monitored only, never selected on
     pool = train
     if args.pool == "train+unlabeled":
-        extra = D.scan_unlabelled(SHARED / "idc_breast_unlabeled")
+        extra = data.scan_unlabelled(SHARED / "idc_breast_unlabeled")
         keep = [i for i, g in enumerate(extra.patients) if g not in set(test.patients)]
         extra = extra.subset(keep)
-        pool = D.Samples(train.paths + extra.paths, [-1] * (len(train) + len(extra)),
+        pool = data.Samples(train.paths + extra.paths, [-1] * (len(train) + len(extra)),
                          train.patients + extra.patients)
-    D.write_labels_csv(out / "data" / "pool" / "images.csv", pool, labelled=False)
+    data.write_labels_csv(out / "data" / "pool" / "images.csv", pool, labelled=False)
     print(f"train: {len(train)} images of {len(set(train.patients))} patients; held-out test: "
           f"{len(test)} images of {len(set(test.patients))} patients; MAMIM pool: {len(pool)} images")
 
@@ -84,7 +85,7 @@ def main() -> None:
         for arm in args.arms:
             epochs = args.epochs
             if arm == "scratch-long":                    # MAMIM's image passes, spent on labels
-                n_labelled = len(D.label_subset(train, frac, seed=args.seed))
+                n_labelled = len(data.label_subset(train, frac, seed=args.seed))
                 epochs += round(args.pretrain_epochs * len(pool) / n_labelled)
             cfg = FinetuneConfig(
                 data=str(out / "data"), out=str(out / f"{arm}-labels{frac:g}"), epochs=epochs,

@@ -20,7 +20,7 @@ EXIT_OK, EXIT_FAIL = 0, 1
 
 
 def add_parser(subparsers) -> None:
-    """Register the `data` sub-command (called by ssmamba_lite/cli.py)."""
+    """Register the `data` sub-command (called by ssmamba_lite/cli/__init__.py)."""
     p = subparsers.add_parser("data", help="list, download and verify public datasets",
                               description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="data_command", metavar="{list,info,download,verify,gdc-manifest}")
@@ -134,7 +134,7 @@ def _resolve(name: str):
 
 
 def _download(args) -> int:
-    from data_scripts.install import DataError, Options, default_root, install
+    from data_scripts.install import InstallError, Options, default_root, install
 
     try:
         ds = _resolve(args.name)
@@ -143,7 +143,7 @@ def _download(args) -> int:
                        keep_archives=args.keep_archives, timeout=args.timeout)
         print(install(ds, root, opts))
         print(f"licence: {ds.licence}\ncite: {ds.citation}")
-    except (LookupError, DataError) as err:
+    except (LookupError, InstallError) as err:
         return _fail(str(err))
     except OSError as err:  # disk full, permissions, ...: name the path, no traceback
         return _fail(f"{err.strerror or err}: {err.filename or args.root}")
@@ -153,11 +153,11 @@ def _download(args) -> int:
 
 
 def _verify(args) -> int:
-    from data_scripts.install import DataError, default_root, verify
+    from data_scripts.install import InstallError, default_root, verify
 
     try:
         print(verify(_resolve(args.name), default_root(args.root)))
-    except (LookupError, DataError) as err:
+    except (LookupError, InstallError) as err:
         return _fail(str(err))
     except OSError as err:
         return _fail(f"{err.strerror or err}: {err.filename or args.root}")

@@ -98,6 +98,9 @@ def download(
     failures: list[str] = []
     for url in urls:
         for attempt in range(retries + 1):
+            # data_scripts' own temp-then-rename: the library's one atomic writer
+            # (ssmamba_lite.engine.checkpoint.atomic_write) cannot be used here, because
+            # importing ssmamba_lite imports torch, and data_scripts stays free of it.
             fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.part-", dir=dest.parent)
             os.close(fd)
             tmp = Path(tmp_name)

@@ -44,7 +44,7 @@ PROVENANCE = "DATASET.json"
 LABELS = "labels.csv"
 
 
-class DataError(Exception):
+class InstallError(Exception):
     """A dataset cannot be fetched or laid out; the message says what and how to fix it."""
 
 
@@ -58,10 +58,10 @@ class Options:
 
 
 def default_root(root: str | os.PathLike | None) -> Path:
-    """`root` if given, else $SSMAMBA_DATA; a DataError when neither is set."""
+    """`root` if given, else $SSMAMBA_DATA; a InstallError when neither is set."""
     value = root or os.environ.get(ROOT_ENV)
     if not value:
-        raise DataError(f"no data root: pass --root DIR or set {ROOT_ENV}")
+        raise InstallError(f"no data root: pass --root DIR or set {ROOT_ENV}")
     return Path(value).expanduser()
 
 
@@ -92,12 +92,12 @@ def obtain(ds: Dataset, src: SourceFile, root: Path, opts: Options) -> tuple[Pat
         try:
             return dest, check(dest, *expected, label=str(dest))
         except ChecksumError as err:
-            raise DataError(f"{err}; remove the file to download it again") from None
+            raise InstallError(f"{err}; remove the file to download it again") from None
     mirror = fetch.mirror_base()
     urls = fetch.candidate_urls(src, mirror)
     if not urls:
         steps = ds.access_steps or f"see {ds.homepage}"
-        raise DataError(f"{ds.name}: {src.name} has no public download URL. {steps} "
+        raise InstallError(f"{ds.name}: {src.name} has no public download URL. {steps} "
                         f"(expected at {dest})")
     print(f"{ds.name}: downloading {src.name} from {urls[0]}" + (" (mirror)" if mirror else ""))
     try:
@@ -105,7 +105,7 @@ def obtain(ds: Dataset, src: SourceFile, root: Path, opts: Options) -> tuple[Pat
                                 progress=opts.progress, timeout=opts.timeout, backoff=opts.backoff)
     except (ChecksumError, fetch.DownloadError) as err:
         _remove_empty(cache, cache.parent)
-        raise DataError(str(err)) from None
+        raise InstallError(str(err)) from None
     if expected is None:
         _record(ds, src, root, hashes, dest.stat().st_size, url=urls[0])
     return dest, hashes
@@ -159,10 +159,10 @@ def install(ds: Dataset, root: Path, opts: Options | None = None) -> str:
     if is_complete(target):
         return "already present; " + verify(ds, root)
     if target.exists():
-        raise DataError(f"{target} exists but is not a finished dataset from this tool "
+        raise InstallError(f"{target} exists but is not a finished dataset from this tool "
                         f"(no {TREE_SUMS}); move it away and run again")
     if ds.converter is None:
-        raise DataError(f"{ds.name}: no automatic download ({ds.access}). {ds.access_steps}")
+        raise InstallError(f"{ds.name}: no automatic download ({ds.access}). {ds.access_steps}")
     root.mkdir(parents=True, exist_ok=True)
     sources, hashes = {}, {}
     for src in ds.files:
@@ -176,7 +176,7 @@ def install(ds: Dataset, root: Path, opts: Options | None = None) -> str:
         try:
             rows = CONVERTERS[ds.converter](ds, sources, tree, work)
         except Exception as err:  # any converter failure: report it in one line, keep sources
-            raise DataError(f"{ds.name}: layout failed ({type(err).__name__}: {err}); "
+            raise InstallError(f"{ds.name}: layout failed ({type(err).__name__}: {err}); "
                             f"the verified sources stay in {root / DOWNLOADS / ds.name}") from err
         _write_labels(tree, rows)
         _write_provenance(ds, tree, hashes, rows)
@@ -196,7 +196,7 @@ def verify(ds: Dataset, root: Path) -> str:
     """Check the laid-out tree against SHA256SUMS and any kept source files; one-line summary."""
     target = root / ds.name
     if not is_complete(target):
-        raise DataError(f"{ds.name} is not downloaded in {root} (no {target / TREE_SUMS}); "
+        raise InstallError(f"{ds.name} is not downloaded in {root} (no {target / TREE_SUMS}); "
                         f"run: ssmamba-lite data download {ds.name} --root {root}")
     try:
         n = verify_tree(target)
@@ -209,6 +209,6 @@ def verify(ds: Dataset, root: Path) -> str:
                 check(path, *expected, label=str(path))
                 kept += 1
     except ChecksumError as err:
-        raise DataError(str(err)) from None
+        raise InstallError(str(err)) from None
     extra = f" and {kept} source file(s)" if kept else ""
     return f"{ds.name}: verified {n} files{extra} in {target}"

@@ -56,8 +56,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from ssmamba_lite.tutorial import require_data
-from ssmamba_lite.viz import save_figure
+from ssmamba_lite.course.figures import save_figure
+from ssmamba_lite.course.runner import require_data
 
 data_dir = require_data(data_dir, dataset="kather2016")   # stops here, saying what to run
 out = Path(output_dir)
@@ -79,7 +79,7 @@ import importlib.util
 import platform
 
 import ssmamba_lite
-from ssmamba_lite.distributed import resolve_device
+from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.scan import cpu_kernel, cuda_kernel, which_backend
 
 
@@ -106,20 +106,36 @@ print(f"this notebook runs on: {dev}")
 # %% [markdown]
 # ## 2. A tour of the library
 #
-# Data flows one way: files on disk → `data.py` → the network (`model.py`, built from
-# `lpr.py` and `dms.py`, which use `scan.py`) → `mamim.py` (pretraining) → `train.py`
-# (the engine) → the CLI and these notebooks. Each module is meant to be read in one sitting:
-# a docstring with the paper's name for it, a glossary of symbols and the equations beside the
-# code. Here is the first line of each:
+# The paper sits at the top of the package: `scan.py` (the selective scan) → `mamba.py`,
+# `lpr.py`, `dms.py` → `model.py` (the network) and `mamim.py` (the pretraining). Everything
+# else has a room of its own: `kernels/` (fast scans), `layers/` (token mixers, MLP),
+# `engine/` (data, training, inference), `wsi/` (whole slides), `course/` (these notebooks'
+# helpers), `cli/` (the `ssmamba-lite` command). Imports point one way only,
+#
+# kernels ← scan ← mamba, lpr, dms ← layers ← model ← engine ← wsi, course ← cli,
+#
+# so each module can be read knowing only what lies below it. Each is meant to be read in one
+# sitting: a docstring with the paper's name for it, a glossary of symbols and the equations
+# beside the code. Here is the first line of each:
 
 # %%
 import importlib
+import pkgutil
 
-MODULES = ["scan", "scan_cpu", "mamba", "lpr", "dms", "model", "mamim", "data", "train",
-           "metrics", "analysis", "viz", "tutorial"]
-for name in MODULES:
-    mod = importlib.import_module(f"ssmamba_lite.{name}")
-    print(f"ssmamba_lite/{name + '.py':12s} {(mod.__doc__ or '').strip().splitlines()[0]}")
+
+def first_line(module) -> str:
+    return (module.__doc__ or "").strip().splitlines()[0]
+
+
+for name in ["scan", "mamba", "lpr", "dms", "model", "mamim"]:
+    print(f"ssmamba_lite/{name + '.py':16s} {first_line(importlib.import_module(f'ssmamba_lite.{name}'))}")
+for room in ["kernels", "layers", "engine", "wsi", "course", "cli"]:
+    package = importlib.import_module(f"ssmamba_lite.{room}")
+    print(f"\nssmamba_lite/{room + '/':15s} {first_line(package)}")
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            module = importlib.import_module(f"ssmamba_lite.{room}.{info.name}")
+            print(f"    {info.name + '.py':24s} {first_line(module)}")
 
 # %% [markdown]
 # ## 3. The network
@@ -156,7 +172,8 @@ display(table)
 # the pictures show the first channel of each stage's output for the first tile.
 
 # %%
-from ssmamba_lite.data import eval_transform, load_image, scan_labelled
+from ssmamba_lite.engine.data import load_image, scan_labelled
+from ssmamba_lite.engine.transforms import eval_transform
 
 samples = scan_labelled(data_dir)
 idx = torch.randperm(len(samples))[:batch_size].tolist()
@@ -174,7 +191,7 @@ with torch.no_grad():
 print(f"logits {tuple(logits.shape)} (an untrained head: two classes, random weights)")
 
 # %%
-from ssmamba_lite.viz import maps_figure, to_image
+from ssmamba_lite.course.figures import maps_figure, to_image
 
 fig = maps_figure({"tile": to_image(x[0]).clip(0, 1), **maps}, cmap="viridis")
 fig.suptitle("a tile and the size of its features (channel norm) after each stage", y=1.02)

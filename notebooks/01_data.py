@@ -54,7 +54,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from ssmamba_lite.viz import save_figure
+from ssmamba_lite.course.figures import save_figure
 
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ else:
 # %%
 from PIL import Image
 
-from ssmamba_lite.data import scan_labelled
+from ssmamba_lite.engine.data import scan_labelled
 
 samples = scan_labelled(data_path)
 sizes = pd.Series([Image.open(p).size for p in samples.paths[:: max(1, len(samples) // 200)]])
@@ -107,9 +107,9 @@ print("classes:", samples.classes)
 # stroma, empty (white) areas. These are the cues the model has to find.
 
 # %%
-from ssmamba_lite.viz import tile_grid
+from ssmamba_lite.course.figures import tiles_by_class_figure
 
-fig = tile_grid(samples, per_class=tiles_per_class, seed=seed)
+fig = tiles_by_class_figure(samples, per_class=tiles_per_class, seed=seed)
 save_figure(fig, out, "tiles_per_class")
 plt.show()
 
@@ -137,7 +137,7 @@ plt.show()
 # no patient in common, and similar class proportions.
 
 # %%
-from ssmamba_lite.data import patient_split
+from ssmamba_lite.engine.data import patient_split
 
 train, val = patient_split(samples, (0.8, 0.2), seed=seed)
 assert not set(train.patients) & set(val.patients), "a patient on both sides"
@@ -162,9 +162,9 @@ plt.show()
 # lies *outside* the tile: a real zoom out would; the slide below does.)
 
 # %%
-from ssmamba_lite.data import load_image
+from ssmamba_lite.course.figures import image_row
+from ssmamba_lite.engine.data import load_image
 from ssmamba_lite.mamim import magnify
-from ssmamba_lite.viz import image_row
 
 largest = max(range(len(samples)), key=lambda i: Image.open(samples.paths[i]).size[0])
 tile = torch.nn.functional.interpolate(load_image(samples.paths[largest])[None].float(),
@@ -210,7 +210,7 @@ else:
 # s \leftarrow s\,(1+\alpha_s) + \beta_s \ \text{ for each stain } s.$$
 
 # %%
-from ssmamba_lite.data import train_transform
+from ssmamba_lite.engine.transforms import train_transform
 
 tf = train_transform(image_size)
 views = [tf(tile) for _ in range(batch_size)]

@@ -48,9 +48,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ssmamba_lite.distributed import resolve_device
-from ssmamba_lite.tutorial import require_data
-from ssmamba_lite.viz import save_figure
+from ssmamba_lite.course.figures import save_figure
+from ssmamba_lite.course.runner import require_data
+from ssmamba_lite.engine.device import resolve_device
 
 data_dir = require_data(data_dir, dataset="kather2016")
 out = Path(output_dir)
@@ -86,7 +86,7 @@ _ = torch.manual_seed(seed)
 # sequence: the grey values of one row of a real tile.
 
 # %%
-from ssmamba_lite.data import load_image, scan_labelled
+from ssmamba_lite.engine.data import load_image, scan_labelled
 
 
 def scan_by_hand(u, delta, A, B, C, D=0.0):
@@ -197,7 +197,7 @@ def s6_recurrence(u, delta, A, B, C, D):
 # Checks s6_recurrence against the library's selective_scan_reference on random input.
 import torch
 
-from ssmamba_lite.assignments import assert_close
+from ssmamba_lite.course.exercises import assert_close
 from ssmamba_lite.scan import selective_scan_reference
 
 

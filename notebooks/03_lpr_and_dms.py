@@ -53,9 +53,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ssmamba_lite.distributed import resolve_device
-from ssmamba_lite.tutorial import require_data
-from ssmamba_lite.viz import save_figure
+from ssmamba_lite.course.figures import save_figure
+from ssmamba_lite.course.runner import require_data
+from ssmamba_lite.engine.device import resolve_device
 
 data_dir = require_data(data_dir, dataset="kather2016")
 out = Path(output_dir)
@@ -72,7 +72,7 @@ _ = torch.manual_seed(seed)
 # backwards. The red dot is the first step; colour goes from dark (early) to yellow (late).
 
 # %%
-from ssmamba_lite.viz import scan_orders_figure
+from ssmamba_lite.course.figures import scan_orders_figure
 
 fig = scan_orders_figure(grid, grid, range(8), window=window)
 save_figure(fig, out, "scan_orders")
@@ -125,7 +125,7 @@ def my_scan_order(h, w, direction, window=4):
 
 # %% nbgrader={"grade": true, "grade_id": "scan_order_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 # Checks my_scan_order against the library's dms.scan_order.
-from ssmamba_lite.assignments import assert_equal
+from ssmamba_lite.course.exercises import assert_equal
 from ssmamba_lite.dms import scan_order
 
 for k in range(8):
@@ -155,7 +155,7 @@ print("my_scan_order: checks passed")
 # %%
 import ipywidgets as widgets
 
-from ssmamba_lite.viz import draw_scan_order, explorer
+from ssmamba_lite.course.figures import draw_scan_order, explorer
 
 
 def show_order(direction=0, scale=1):
@@ -206,7 +206,7 @@ plt.show()
 #   a ring of neighbours below.
 
 # %%
-from ssmamba_lite.analysis import effective_receptive_field
+from ssmamba_lite.course.analysis import effective_receptive_field
 from ssmamba_lite.dms import DirectionalMultiScale
 from ssmamba_lite.lpr import LocalPerceptionResidual
 
@@ -231,7 +231,7 @@ modules = {
 erfs = {name: erf(m) for name, m in modules.items()}
 
 # %%
-from ssmamba_lite.viz import maps_figure
+from ssmamba_lite.course.figures import maps_figure
 
 fig = maps_figure({k: np.log10(v.numpy() + 1e-6) for k, v in erfs.items()}, size=2.6)
 fig.suptitle("effective receptive field of the centre token (log10, random weights)", y=1.03)
@@ -297,7 +297,7 @@ class LPRBlock(nn.Module):
 # Checks LPRBlock against the library's LocalPerceptionResidual, with the same weights.
 import torch
 
-from ssmamba_lite.assignments import assert_close
+from ssmamba_lite.course.exercises import assert_close
 from ssmamba_lite.lpr import LocalPerceptionResidual
 
 

@@ -50,8 +50,8 @@ epochs = 2
 batch_size = 32
 device = "auto"
 seed = 0
-model = "ssmamba_lite_tiny"
-model_args = {"dims": [32, 64, 96, 128], "depths": [1, 1, 2, 1]}   # CPU-sized; {}: the preset
+model = "ssmamba_lite_cpu"      # the laptop-sized preset; on a GPU: "ssmamba_lite_tiny"
+model_args = {}                 # overrides of SSMambaConfig fields, e.g. {"use_lpr": False}
 mask_ratio = 0.6          # share of mask patches hidden
 mask_patch_size = 16      # side of a mask patch in pixels (divides image_size)
 min_zoom = 0.5            # multi-magnification views: zoom range
@@ -68,9 +68,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ssmamba_lite.distributed import resolve_device
-from ssmamba_lite.tutorial import require_data
-from ssmamba_lite.viz import save_figure
+from ssmamba_lite.course.figures import save_figure
+from ssmamba_lite.course.runner import require_data
+from ssmamba_lite.engine.device import resolve_device
 
 data_dir = require_data(data_dir, dataset="idc-breast", labelled=False)
 out = Path(output_dir)
@@ -86,9 +86,10 @@ _ = torch.manual_seed(seed)
 # hard enough that copying neighbouring pixels does not solve it.
 
 # %%
-from ssmamba_lite.data import eval_transform, load_image, scan_unlabelled
+from ssmamba_lite.course.figures import image_row
+from ssmamba_lite.engine.data import load_image, scan_unlabelled
+from ssmamba_lite.engine.transforms import eval_transform
 from ssmamba_lite.mamim import MaskGenerator, upsample_mask
-from ssmamba_lite.viz import image_row
 
 pool = scan_unlabelled(data_dir)
 print(f"{len(pool)} unlabelled tiles in {data_dir}")
@@ -134,7 +135,7 @@ def make_mask(batch, image_size, mask_patch_size, mask_ratio, generator, stem_st
 # Checks make_mask against the library's MaskGenerator, from the same random numbers.
 import torch
 
-from ssmamba_lite.assignments import assert_equal
+from ssmamba_lite.course.exercises import assert_equal
 from ssmamba_lite.mamim import MaskGenerator
 
 
@@ -191,7 +192,7 @@ def masked_loss(pred, images, mask, mask_patch_size, norm_pix_loss=True, stem_st
 # Checks masked_loss against the loss of the library's MAMIM on random images and masks.
 import torch
 
-from ssmamba_lite.assignments import assert_close
+from ssmamba_lite.course.exercises import assert_close
 from ssmamba_lite.mamim import MAMIM
 from ssmamba_lite.model import SSMamba
 
@@ -238,12 +239,12 @@ plt.show()
 # %% [markdown]
 # ## 3. Pretraining
 #
-# `ssmamba_lite.train.pretrain` runs the loop: AdamW, warm-up then cosine learning rate,
+# `ssmamba_lite.engine.train.pretrain` runs the loop: AdamW, warm-up then cosine learning rate,
 # the views above plus flips, rotations and stain jitter, a checkpoint after every epoch.
 # It writes `encoder.safetensors` (the weights notebook 05 starts from) into its folder.
 
 # %%
-from ssmamba_lite.train import PretrainConfig, pretrain
+from ssmamba_lite.engine.train import PretrainConfig, pretrain
 
 run_dir = out / "mamim"
 cfg = PretrainConfig(data=str(data_dir), out=str(run_dir), model=model, model_args=model_args,
@@ -277,8 +278,8 @@ display(hist)
 # The network does not have to be a good painter: the painting is only the pretext.
 
 # %%
-from ssmamba_lite.analysis import load_mamim
-from ssmamba_lite.mamim import reconstruction_figure
+from ssmamba_lite.course.analysis import load_mamim
+from ssmamba_lite.course.figures import reconstruction_figure
 
 mamim = load_mamim(run_dir, dev)
 gen = torch.Generator().manual_seed(seed)
@@ -298,7 +299,7 @@ plt.show()
 # %%
 import ipywidgets as widgets
 
-from ssmamba_lite.viz import explorer
+from ssmamba_lite.course.figures import explorer
 
 
 def show_ratio(mask_ratio=0.6):

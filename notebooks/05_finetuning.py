@@ -40,8 +40,8 @@ epochs = 4
 batch_size = 32
 device = "auto"
 seed = 0
-model = "ssmamba_lite_tiny"
-model_args = {"dims": [32, 64, 96, 128], "depths": [1, 1, 2, 1]}   # CPU-sized; {}: the preset
+model = "ssmamba_lite_cpu"      # the laptop-sized preset; on a GPU: "ssmamba_lite_tiny"
+model_args = {}                 # overrides of SSMambaConfig fields, e.g. {"use_lpr": False}
 mamim_encoder_path = ""   # an encoder.safetensors from notebook 04; empty: pretrain here
 pretrain_epochs = 1
 pretrain_max_steps = 0    # more than 0: cut pretraining epochs short
@@ -57,9 +57,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from ssmamba_lite.distributed import resolve_device
-from ssmamba_lite.tutorial import require_data
-from ssmamba_lite.viz import save_figure
+from ssmamba_lite.course.figures import save_figure
+from ssmamba_lite.course.runner import require_data
+from ssmamba_lite.engine.device import resolve_device
 
 data_dir = require_data(data_dir, dataset="idc-breast")
 pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else data_dir
@@ -104,8 +104,8 @@ def binary_auroc(y_true, scores):
 # Checks binary_auroc against the library's metrics.auroc (scikit-learn's roc_auc_score).
 import numpy as np  # noqa: F811  (each test cell imports what it needs)
 
-from ssmamba_lite.assignments import assert_close
-from ssmamba_lite.metrics import auroc
+from ssmamba_lite.course.exercises import assert_close
+from ssmamba_lite.engine.metrics import auroc
 
 
 def check_auroc(n, positives, seed, decimals=None):
@@ -139,7 +139,7 @@ print("binary_auroc: checks passed")
 # (pretraining on the target dataset); for a strict protocol, hold patients out of both.
 
 # %%
-from ssmamba_lite.train import PretrainConfig, pretrain
+from ssmamba_lite.engine.train import PretrainConfig, pretrain
 
 if mamim_encoder_path:
     encoder = Path(mamim_encoder_path)
@@ -159,7 +159,7 @@ else:
 # epoch.
 
 # %%
-from ssmamba_lite.train import FinetuneConfig, finetune
+from ssmamba_lite.engine.train import FinetuneConfig, finetune
 
 runs, histories = {}, {}
 for name, init in (("from scratch", "scratch"), ("from MAMIM", str(encoder))):
@@ -175,7 +175,7 @@ for name, init in (("from scratch", "scratch"), ("from MAMIM", str(encoder))):
 # ## 4. Learning curves
 
 # %%
-from ssmamba_lite.viz import history_figure
+from ssmamba_lite.course.figures import history_figure
 
 fig = history_figure(histories, metrics=("loss", "accuracy", "auroc"))
 save_figure(fig, out, "learning_curves")
@@ -200,9 +200,9 @@ table.round(3)
 # random negative one.
 
 # %%
-from ssmamba_lite.analysis import predict_probabilities, validation_samples
-from ssmamba_lite.train import load_trained
-from ssmamba_lite.viz import confusion_figure, roc_figure
+from ssmamba_lite.course.analysis import validation_samples
+from ssmamba_lite.course.figures import confusion_figure, roc_figure
+from ssmamba_lite.engine.inference import load_trained, predict_probabilities
 
 val = validation_samples(runs["from scratch"])
 probs = {}

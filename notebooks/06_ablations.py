@@ -45,8 +45,8 @@ batch_size = 32
 device = "auto"
 seed = 0                  # the first seed of the grid
 n_seeds = 2               # seeds seed, seed+1, ... per variant (3 or more on a GPU)
-model = "ssmamba_lite_tiny"
-model_args = {"dims": [32, 64, 96, 128], "depths": [1, 1, 2, 1]}   # CPU-sized; {}: the preset
+model = "ssmamba_lite_cpu"      # the laptop-sized preset; on a GPU: "ssmamba_lite_tiny"
+model_args = {}                 # overrides of SSMambaConfig fields, e.g. {"use_lpr": False}
 variants = ["full", "no_mamim", "no_dms", "no_lpr", "attention"]
 pretrain_epochs = 1
 pretrain_max_steps = 30     # a short MAMIM per cell (more than 0 cuts the epoch short)
@@ -65,9 +65,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from ssmamba_lite.analysis import ABLATIONS
-from ssmamba_lite.tutorial import require_data
-from ssmamba_lite.viz import save_figure
+from ssmamba_lite.course.analysis import ABLATIONS
+from ssmamba_lite.course.figures import save_figure
+from ssmamba_lite.course.runner import require_data
 
 data_dir = require_data(data_dir, dataset="idc-breast")
 pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else ""
@@ -85,7 +85,7 @@ print(f"{len(variants)} variants x {len(seeds)} seeds = {len(variants) * len(see
 # change. Each executed cell notebook is kept in `cells/` beside its outputs.
 
 # %%
-from ssmamba_lite.tutorial import execute
+from ssmamba_lite.course.runner import execute_notebook
 
 cell_notebook = Path(cell_notebook_path).resolve()
 shared = dict(data_dir=str(data_dir.resolve()),
@@ -102,8 +102,8 @@ for variant in variants:
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "parameters.yaml").write_text(json.dumps(params, indent=2) + "\n")  # JSON is YAML
         t0 = time.perf_counter()
-        execute(cell_notebook, cell_dir.with_suffix(".ipynb"), params, cwd=cell_notebook.parent,
-                cell_timeout=3600)
+        execute_notebook(cell_notebook, cell_dir.with_suffix(".ipynb"), params,
+                         cwd=cell_notebook.parent, cell_timeout=3600)
         results.append(json.loads((cell_dir / "result.json").read_text()))
         print(f"{cell_dir.name:22s} acc {results[-1]['accuracy']:.3f}  "
               f"auroc {results[-1]['auroc']:.3f}  ({time.perf_counter() - t0:.0f} s)")
@@ -146,5 +146,5 @@ plt.show()
 # **Reading the grid.** Compare each variant with `full`, and the gap with the error bars.
 # On a CPU-sized model, a few epochs and a quarter of the labels, effects are small and the
 # spread is large: that *is* a result (it tells how much compute an honest answer needs).
-# For the paper-scale question, run on a GPU with `model_args = {}`, more epochs and
+# For the paper-scale question, run on a GPU with `model = "ssmamba_lite_tiny"`, more epochs and
 # `n_seeds = 3` or more.

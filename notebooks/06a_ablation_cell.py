@@ -45,8 +45,8 @@ epochs = 3
 batch_size = 32
 device = "auto"
 seed = 0
-model = "ssmamba_lite_tiny"
-model_args = {"dims": [32, 64, 96, 128], "depths": [1, 1, 2, 1]}   # the base the variant changes
+model = "ssmamba_lite_cpu"      # the laptop-sized preset; on a GPU: "ssmamba_lite_tiny"
+model_args = {}                 # the base the variant changes (SSMambaConfig overrides)
 variant = "full"
 pretrain_epochs = 1
 pretrain_max_steps = 0
@@ -60,8 +60,8 @@ import json
 import time
 from pathlib import Path
 
-from ssmamba_lite.analysis import ablation
-from ssmamba_lite.tutorial import require_data
+from ssmamba_lite.course.analysis import ablation
+from ssmamba_lite.course.runner import require_data
 
 data_dir = require_data(data_dir, dataset="idc-breast")
 pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else data_dir
@@ -71,7 +71,7 @@ cell_args, use_mamim = ablation(variant, model_args)
 print(f"variant {variant!r}, seed {seed}: model_args {cell_args}, MAMIM {use_mamim}")
 
 # %%
-from ssmamba_lite.train import FinetuneConfig, PretrainConfig, finetune, pretrain
+from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain
 
 t0 = time.perf_counter()
 init = "scratch"

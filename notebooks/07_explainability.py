@@ -42,8 +42,8 @@ epochs = 3
 batch_size = 32
 device = "auto"
 seed = 0
-model = "ssmamba_lite_tiny"
-model_args = {"dims": [32, 64, 96, 128], "depths": [1, 1, 2, 1]}   # CPU-sized; {}: the preset
+model = "ssmamba_lite_cpu"      # the laptop-sized preset; on a GPU: "ssmamba_lite_tiny"
+model_args = {}                 # overrides of SSMambaConfig fields, e.g. {"use_lpr": False}
 checkpoint_dir = ""       # a fine-tuning output folder (05 writes them); empty: train one here
 label_fraction = 1.0
 lr = 1e-3
@@ -59,9 +59,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ssmamba_lite.distributed import resolve_device
-from ssmamba_lite.tutorial import require_data
-from ssmamba_lite.viz import save_figure
+from ssmamba_lite.course.figures import save_figure
+from ssmamba_lite.course.runner import require_data
+from ssmamba_lite.engine.device import resolve_device
 
 data_dir = require_data(data_dir, dataset="idc-breast")
 out = Path(output_dir)
@@ -76,7 +76,8 @@ _ = torch.manual_seed(seed)
 # as instructive as its successes).
 
 # %%
-from ssmamba_lite.train import FinetuneConfig, finetune, load_trained
+from ssmamba_lite.engine.inference import load_trained
+from ssmamba_lite.engine.train import FinetuneConfig, finetune
 
 if not checkpoint_dir:
     checkpoint_dir = out / "finetune"
@@ -95,7 +96,8 @@ print(f"{record['model']} {record['model_args']}, classes {record['classes']}")
 # are the most telling.
 
 # %%
-from ssmamba_lite.analysis import predict_probabilities, validation_samples
+from ssmamba_lite.course.analysis import validation_samples
+from ssmamba_lite.engine.inference import predict_probabilities
 
 val = validation_samples(checkpoint_dir)
 probs = predict_probabilities(net, val, record["image_size"], batch_size=64, device=dev)
@@ -119,8 +121,9 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from ssmamba_lite.data import eval_transform, load_image
-from ssmamba_lite.viz import to_image
+from ssmamba_lite.course.figures import to_image
+from ssmamba_lite.engine.data import load_image
+from ssmamba_lite.engine.transforms import eval_transform
 
 tf = eval_transform(record["image_size"])
 cam = GradCAM(model=net, target_layers=[net.stages[target_stage]])

@@ -47,8 +47,8 @@ epochs = 3
 batch_size = 32
 device = "auto"
 seed = 0
-model = "ssmamba_lite_tiny"
-model_args = {"dims": [32, 64, 96, 128], "depths": [1, 1, 2, 1]}   # CPU-sized; {}: the preset
+model = "ssmamba_lite_cpu"      # the laptop-sized preset; on a GPU: "ssmamba_lite_tiny"
+model_args = {}                 # overrides of SSMambaConfig fields, e.g. {"use_lpr": False}
 arms = ["scratch", "mamim_1x", "mamim_multi"]
 min_zoom = 0.5            # multi-magnification pretraining range
 max_zoom = 2.0
@@ -67,9 +67,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from ssmamba_lite.distributed import resolve_device
-from ssmamba_lite.tutorial import require_data
-from ssmamba_lite.viz import save_figure
+from ssmamba_lite.course.figures import save_figure
+from ssmamba_lite.course.runner import require_data
+from ssmamba_lite.engine.device import resolve_device
 
 data_dir = require_data(data_dir, dataset="idc-breast")
 pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else data_dir
@@ -84,9 +84,9 @@ assert set(arms) <= set(ARMS), f"arms must be among {list(ARMS)}"
 # ## 1. What the test views look like
 
 # %%
-from ssmamba_lite.data import load_image, scan_labelled
+from ssmamba_lite.course.figures import image_row
+from ssmamba_lite.engine.data import load_image, scan_labelled
 from ssmamba_lite.mamim import magnify
-from ssmamba_lite.viz import image_row
 
 s = scan_labelled(data_dir)
 tile = torch.nn.functional.interpolate(load_image(s.paths[-1])[None].float(),
@@ -104,7 +104,7 @@ plt.show()
 # across magnifications is what pretraining put in the encoder.
 
 # %%
-from ssmamba_lite.train import FinetuneConfig, PretrainConfig, finetune, pretrain
+from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain
 
 checkpoints = {}
 for arm in arms:
@@ -133,8 +133,8 @@ for arm in arms:
 # patients), each tile resized to `image_size` and then magnified by $z$.
 
 # %%
-from ssmamba_lite.analysis import metrics_under_zoom, validation_samples
-from ssmamba_lite.train import load_trained
+from ssmamba_lite.course.analysis import metrics_under_zoom, validation_samples
+from ssmamba_lite.engine.inference import load_trained
 
 val = validation_samples(checkpoints[arms[0]])
 rows = []

@@ -50,11 +50,7 @@ slide_path = ""          # default: <data_dir>/wsi/cmu_small_region.svs
 tile_size = 128          # tile side in pixels at the target magnification
 magnification = 10       # target magnification (the slide was scanned at 20x)
 checkpoint = "none"      # encoder folder or .safetensors file; none: random weights (baseline)
-model = "ssmamba_lite_tiny"
-# A deliberately small encoder so that the notebook runs in about a minute on a laptop CPU;
-# set to None to use `model` as it is (or a checkpoint's own config).
-model_config = {"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "d_state": 4,
-                "directions": 2, "scales": [1]}
+model = "ssmamba_lite_cpu"      # the laptop-sized preset (a checkpoint brings its own config)
 bag_size = 6             # constructed benchmark: at most this many patches per bag
 lr = 1e-3
 
@@ -108,15 +104,15 @@ print("slide:", slide_path.resolve(), "\nfigures:", out.resolve())
 # σ_b²(t) = ω0(t) ω1(t) (μ0(t) − μ1(t))²). A tile is kept when at least half of it is tissue.
 
 # %%
-from ssmamba_lite.slide import Slide, target_downsample
-from ssmamba_lite.wsi import tile_grid, tissue_mask
+from ssmamba_lite.wsi.slide import Slide, target_downsample
+from ssmamba_lite.wsi.tiles import tile_coords, tissue_mask
 
 with Slide(slide_path) as slide:
     d = target_downsample(slide, magnification=magnification)
     tile_size0 = round(tile_size * d)
     thumb = slide.thumbnail(1024)
     mask = tissue_mask(thumb)
-    coords = tile_grid(slide.size, tile_size0, mask, min_tissue=0.5)
+    coords = tile_coords(slide.size, tile_size0, mask, min_tissue=0.5)
     examples = [slide.read(x, y, tile_size0, tile_size) for x, y in coords[:: max(1, len(coords) // 6)][:6]]
     size0, mpp, mag = slide.size, slide.mpp, slide.magnification
 print(f"level 0: {size0[0]} x {size0[1]} px, {mpp} µm/px, scanned at {mag}x")
@@ -166,9 +162,9 @@ plt.show()
 # C numbers per tile.
 
 # %%
-from ssmamba_lite.wsi import extract_slides, load_encoder, read_features
+from ssmamba_lite.wsi.features import extract_slides, load_tile_encoder, read_features
 
-encoder = load_encoder(checkpoint, model, model_config, seed=seed)
+encoder = load_tile_encoder(checkpoint, model, seed=seed)
 t0 = time.time()
 report = extract_slides([slide_path], out / "slide_features", encoder, overwrite=True,
                         tile_size=tile_size, magnification=magnification,
@@ -201,7 +197,7 @@ print(f"features {slide_bag['features'].shape}, coords {slide_bag['coords'].shap
 # padding after a bag never reaches its tiles (the test suite checks this).
 
 # %%
-from ssmamba_lite.mil import MILAggregator, MILConfig
+from ssmamba_lite.wsi.mil import MILAggregator, MILConfig
 
 for aggregator in ("abmil", "mamba"):
     net = MILAggregator(MILConfig(in_dim=slide_bag["features"].shape[1], aggregator=aggregator,
@@ -224,7 +220,9 @@ for aggregator in ("abmil", "mamba"):
 # same benchmark from the command line.)
 
 # %%
-from ssmamba_lite import mil_bench, mil_train
+from ssmamba_lite.engine.metrics import format_metrics
+from ssmamba_lite.wsi import bench as mil_bench
+from ssmamba_lite.wsi import train as mil_train
 
 t0 = time.time()
 bench_labels = mil_bench.write_patch_bags(idc_labels, out / "idc_bags", encoder,
@@ -288,7 +286,7 @@ for aggregator in ("abmil", "mamba"):
                                                 cfg, tcfg)["history"]
     metrics[aggregator] = mil_train.evaluate_mil(run, split["test"], classes, run / "test",
                                                  device=device)
-    print(f"{aggregator}: {time.time() - t0:.1f} s, test {mil_train.format_metrics(metrics[aggregator])}")
+    print(f"{aggregator}: {time.time() - t0:.1f} s, test {format_metrics(metrics[aggregator])}")
 
 table = pd.DataFrame({a: {k: m[k] for k in ("accuracy", "balanced_accuracy", "auroc", "n")}
                       for a, m in metrics.items()}).T
@@ -316,7 +314,7 @@ plt.show()
 
 # %%
 model_abmil, _ = mil_train.load_mil(out / "mil_abmil")
-_, attention = mil_train.predict(model_abmil, show[:1])
+_, attention = mil_train.predict_bags(model_abmil, show[:1])
 paths = patch_bags[show[0].name]["paths"]
 fig, axes = plt.subplots(1, len(paths), figsize=(1.8 * len(paths), 2.3))
 for ax, p, a in zip(np.atleast_1d(axes), paths, attention[0]):
@@ -345,11 +343,11 @@ plt.show()
 # `wsi extract` → `mil train` → `mil evaluate` (which writes `heatmaps/<slide>.png`).
 
 # %%
-from ssmamba_lite.heatmap import heatmap_overlay
+from ssmamba_lite.wsi.heatmap import heatmap_overlay
 
 slide_as_bag = mil_train.Bag(slide_path.stem, torch.from_numpy(slide_bag["features"]),
                              slide_bag["coords"], 0, "slide")
-probs, attention = mil_train.predict(model_abmil, [slide_as_bag])
+probs, attention = mil_train.predict_bags(model_abmil, [slide_as_bag])
 overlay = heatmap_overlay(slide_bag["thumbnail"], slide_bag["coords"], attention[0],
                           slide_bag["tile_size0"], slide_bag["level0_size"])
 overlay.save(out / "slide_heatmap.png")

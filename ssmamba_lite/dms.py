@@ -1,10 +1,15 @@
 """Directional Multi-scale (DMS): selective scans of an image along several paths and scales.
 
-Paper name: *Directional Multi-scale* module (SSMamba, Chai et al. 2026), SSMamba's answer to
-"inadequate local-global modeling". A selective scan (scan.py) reads a 1D sequence; an image
-is 2D. Flatten it one way (row by row) and each token sees only the tokens before it on that
-path: the pixel below is W steps back, the one above is not seen at all. So DMS scans the same
-map along several paths, each with its own selective-scan parameters (VMamba's SS2D, Liu et al.
+Paper name: *Directional Multi-scale* module (SSMamba, Chai et al. 2026). What the abstract
+states: DMS answers "inadequate local-global modeling" by scanning in several directions and at
+several scales. Everything below (which orders, which scales, how channels are shared, how the
+results are fused) is this project's own design, built from VMamba (SS2D), LocalMamba
+(windowed scans) and GroupMamba (split channels).
+
+Why several directions: a selective scan (scan.py) reads a 1D sequence; an image is 2D.
+Flatten it one way (row by row) and each token sees only the tokens before it on that path:
+the pixel above is W steps back, the one below is not seen at all. So DMS scans the same map
+along several paths, each with its own selective-scan parameters (VMamba's SS2D, Liu et al.
 2024), puts every result back in image order and fuses them. It does the same on copies of the
 map pooled by 2, 4, ... (coarser scales: short sequences that see far, cheaply), then upsamples
 them, so that tissue architecture and cell detail both reach the classifier.
@@ -23,7 +28,8 @@ Two ways to share channels between directions (`split`):
     split=True   direction k scans only its slice of D_k = D / K channels, outputs concatenated
                  (GroupMamba, Shaker et al. 2024): the work of one direction, whatever K is
 
-Glossary (code name -> math; shapes in brackets)
+Glossary (code name -> math; shapes in brackets; Δ, A, B, C, N, R mean what they mean in
+scan.py and mamba.py, Mamba's Algorithm 2, with one set per direction and scale)
     C            channels of the input map x                        (batch, C, H, W)
     D            d_inner = expand * C: channels inside the module
     K            number of directions (scan orders)
@@ -59,6 +65,7 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 
 from ssmamba_lite.scan import selective_scan
+from ssmamba_lite.ssm_init import dt_bias, s4d_real_a_log
 
 NUM_ORDERS = 8  # scan orders 0..7 (see the module docstring)
 
@@ -149,11 +156,9 @@ class DirectionalScan(nn.Module):
         self.window, self.split, self.scan_backend = window, split, scan_backend
         self.x_proj_weight = nn.Parameter(torch.randn(K, R + 2 * N, Dk) * Dk**-0.5)   # W_x[k]
         self.dt_proj_weight = nn.Parameter(torch.empty(K, Dk, R).uniform_(-R**-0.5, R**-0.5))
-        # Δ starts log-uniform in [dt_min, dt_max]: b_Δ = softplus^{-1}(Δ_0), as in mamba.py.
-        dt = torch.exp(torch.rand(K, Dk) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        self.dt_proj_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
-        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(K * Dk, 1)          # S4D-real
-        self.A_log = nn.Parameter(torch.log(A))                                    # A = -exp(A_log)
+        # Δ starts log-uniform in [dt_min, dt_max], A as S4D-real: as in mamba.py (ssm_init.py).
+        self.dt_proj_bias = nn.Parameter(dt_bias(K, Dk, dt_min=dt_min, dt_max=dt_max))  # b_Δ[k]
+        self.A_log = nn.Parameter(s4d_real_a_log(K * Dk, N))                     # A = -exp(A_log)
         self.D = nn.Parameter(torch.ones(K * Dk))
         for p in (self.A_log, self.D):
             p._no_weight_decay = True

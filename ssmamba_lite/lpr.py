@@ -1,12 +1,15 @@
 """Local Perception Residual (LPR): a depthwise-convolution shortcut for fine cues.
 
-Paper name: *Local Perception Residual* (SSMamba, Chai et al. 2026). The abstract names the
-problem it answers: "insufficient fine-grained sensitivity". Why it helps on pathology images:
-the features that separate tissue classes are often tiny and local (nuclear texture and size,
-chromatin, mitoses, the edge of a gland). A selective scan mixes tokens along a 1D path, so
-two pixels that touch in the image can sit far apart in the scan; a small convolution sees
-every 2D neighbour at once. LPR adds that local view in front of each block, as a residual so
-that it can start close to the identity and never block the path of the signal.
+Paper name: *Local Perception Residual* (SSMamba, Chai et al. 2026). What the abstract states:
+a local perception residual that answers "insufficient fine-grained sensitivity". This
+project's own design (the paper's details are not public): a k x k depthwise convolution added
+to its input, in front of every block of the network (model.py), as CMT's unit below.
+
+Why it helps on pathology images: the features that separate tissue classes are often tiny and
+local (nuclear texture and size, chromatin, mitoses, the edge of a gland). A selective scan
+mixes tokens along a 1D path, so two pixels that touch in the image can sit far apart in the
+scan; a small convolution sees every 2D neighbour at once. LPR adds that local view as a
+residual, so that it never blocks the path of the signal.
 
 Related designs: CMT's *local perception unit* (LPU(x) = DWConv(x) + x, Guo et al. 2022) and
 the convolution branch beside the SSM branch of MedMamba (Yue & Li 2024). It also tells the

@@ -2,22 +2,25 @@
 
 `Mamba` has exactly the parameter names and shapes of `mamba_ssm.modules.mamba_simple.Mamba`,
 so a state_dict loads both ways with strict=True. It runs everywhere: on CPU the scan is the
-numba kernel of `scan_cpu.py`; on CUDA, mamba-ssm's and causal-conv1d's kernels when installed.
+numba kernel of `kernels/scan_cpu.py`; on CUDA, mamba-ssm's and causal-conv1d's kernels when
+installed.
 
-Glossary (code name -> math; shapes in brackets)
+Glossary (code name -> math; shapes in brackets; "Alg. 2" is Algorithm 2 of the Mamba paper,
+"SSM + Selection (S6)")
     d_model      model width of the token stream x                   (batch, L, d_model)
-    d_inner = D  expand * d_model: channels inside the block
-    d_state = N  state size per channel
+    d_inner = D  expand * d_model: channels inside the block (Alg. 2's D)
+    d_state = N  state size per channel (Alg. 2's N)
     dt_rank = R  rank of the low-rank projection that makes Δ (ceil(d_model / 16) by default)
-    in_proj      x -> [x', z]                     (batch, L, 2D)
+    in_proj      x -> [x', z]                     (batch, L, 2D)     (Mamba's Figure 3)
     conv1d       causal depthwise conv over time, kernel d_conv, then SiLU
-    x_proj       x' -> [δ (R), B_t (N), C_t (N)] per token: what makes the SSM *selective*
-    dt_proj      Δ_t = softplus(W_Δ δ + b_Δ)      (batch, D, L)
+    x_proj       x' -> [δ (R), B_t (N), C_t (N)] per token: Alg. 2's s_B(x), s_C(x)
+                 (lines 2-3) and the low-rank part of s_Δ(x): what makes the SSM *selective*
+    dt_proj      Δ_t = softplus(W_Δ δ + b_Δ)      (batch, D, L)      Alg. 2 line 4, τ_Δ = softplus
     A_log        A = -exp(A_log)                  (D, N), negative so the state decays
     D            skip weights                     (D,)
     out_proj     D -> d_model
 
-    out = out_proj( S6(x', Δ, A, B, C, D) · silu(z) )     with S6 as in scan.py
+    out = out_proj( S6(x', Δ, A, B, C, D) · silu(z) )     with S6 as in scan.py (Alg. 2 lines 5-6)
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssmamba_lite.scan import selective_scan
+from ssmamba_lite.ssm_init import dt_bias, s4d_real_a_log
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,7 +82,8 @@ class Mamba(nn.Module):
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **kw)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **kw)
 
-        # Δ's projection starts so that softplus(bias) is log-uniform in [dt_min, dt_max].
+        # Δ's projection starts so that softplus(bias) is log-uniform in [dt_min, dt_max]
+        # (ssm_init.py; Mamba's section 3.6).
         std = self.dt_rank ** -0.5 * dt_scale
         if dt_init == "constant":
             nn.init.constant_(self.dt_proj.weight, std)
@@ -86,15 +91,13 @@ class Mamba(nn.Module):
             nn.init.uniform_(self.dt_proj.weight, -std, std)
         else:
             raise ValueError(f"Mamba: dt_init must be 'constant' or 'random', got {dt_init!r}")
-        dt = torch.exp(torch.rand(self.d_inner, **kw) * (math.log(dt_max) - math.log(dt_min))
-                       + math.log(dt_min)).clamp(min=dt_init_floor)
         with torch.no_grad():
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+            self.dt_proj.bias.copy_(dt_bias(self.d_inner, dt_min=dt_min, dt_max=dt_max,
+                                            floor=dt_init_floor))
         self.dt_proj.bias._no_reinit = True
 
-        # S4D-real initialisation: A_n = -(n + 1) for every channel.
-        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
-        self.A_log = nn.Parameter(torch.log(A))
+        # S4D-real initialisation: A_n = -(n + 1) for every channel (ssm_init.py).
+        self.A_log = nn.Parameter(s4d_real_a_log(self.d_inner, d_state).to(device))
         self.A_log._no_weight_decay = True
         self.D = nn.Parameter(torch.ones(self.d_inner, device=device))
         self.D._no_weight_decay = True

@@ -1,9 +1,11 @@
 """MAMIM: Mamba Masked Image Modeling, SSMamba's self-supervised pretraining.
 
-Paper name: *MAMIM* (Chai et al. 2026). The recipe here is ours, SimMIM-style (Xie et al. 2022)
-with MambaMIM's point that a scan needs a *full* sequence: masked tokens are not dropped (as
-MAE drops them) but replaced by a learned mask token, so every scan direction still walks
-every position.
+Paper name: *MAMIM* (Chai et al. 2026). What the abstract states: self-supervised masked image
+modelling on the target ROI dataset itself (no large external data), robust to changes of
+magnification. The recipe here is this project's own: SimMIM-style (Xie et al. 2022) with
+MambaMIM's point that a scan needs a *full* sequence: masked tokens are not dropped (as MAE
+drops them) but replaced by a learned mask token, so every scan direction still walks every
+position. The multi-magnification views below are our reading of "robust to magnification".
 
     image x (batch, 3, H, W), mask M on the stem grid (batch, H/4, W/4), 1 = hidden
     x̃   = x ⊙ (1 - M↑)                          hidden pixels zeroed: no leak through the stem
@@ -155,20 +157,3 @@ def magnify(img: torch.Tensor, zoom: float, center: bool = True) -> torch.Tensor
                           mode="bilinear", antialias=True, align_corners=False)
     x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)[0]
     return x.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else x.to(dtype)
-
-
-def reconstruction_figure(masked, result, original, n: int = 8, mean=0.5, std=0.5):
-    """Rows: original, masked input, reconstruction (normalised tensors in, figure out)."""
-    import matplotlib.pyplot as plt
-
-    n = min(n, original.shape[0])
-    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5), squeeze=False)
-    for row, (title, imgs) in enumerate([("original", original), ("masked", masked),
-                                         ("reconstruction", result)]):
-        for i in range(n):
-            ax = axes[row, i]
-            ax.imshow((imgs[i].float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy())
-            ax.set_xticks([]), ax.set_yticks([])
-        axes[row, 0].set_ylabel(title)
-    fig.tight_layout()
-    return fig

@@ -19,16 +19,20 @@ Glossary (code name -> math; shapes in brackets)
     h            h_t, the hidden state                              (batch, D, N)
     G            groups: channel d uses B/C group d // (D / G)
 
-Zero-order hold with Mamba's simplified input term, per channel d and state n:
+The continuous system h'(t) = A h(t) + B x(t), y(t) = C h(t) (Mamba eq. 1a-1b), discretised
+with step Δ by zero-order hold (Mamba eq. 4): Ā = exp(ΔA), B̄ = (ΔA)^{-1} (exp(ΔA) - I) ΔB.
+Mamba's code keeps Ā exact and simplifies B̄ to ΔB (Euler for the input term; the two agree to
+first order in ΔA). Per channel d and state n, with everything depending on t ("selective",
+Mamba's Algorithm 2):
     Ā_t = exp(Δ_t A)                      (decay: 0 < Ā_t < 1 because A < 0, Δ_t > 0)
-    h_t = Ā_t ⊙ h_{t-1} + Δ_t B_t u_t      (h_0 = 0)
-    y_t = <C_t, h_t> + D u_t
-    out_t = y_t · silu(z_t)                (when z is given)
+    h_t = Ā_t ⊙ h_{t-1} + Δ_t B_t u_t      (h_0 = 0; Mamba eq. 2a with B̄_t ≈ Δ_t B_t)
+    y_t = <C_t, h_t> + D u_t               (Mamba eq. 2b, plus the skip term D)
+    out_t = y_t · silu(z_t)                (when z is given: the gate of the Mamba block)
 
 Three implementations share one signature, the one of mamba-ssm's `selective_scan_fn`:
-    selective_scan_reference  the loop above, plain PyTorch, differentiable by autograd
-    scan_cpu.selective_scan_cpu   fused numba kernel (CPU); tested equal to the reference
-    mamba_ssm's CUDA kernel   for CUDA tensors, when mamba-ssm is installed with its kernels
+    selective_scan_reference     the loop above, plain PyTorch, differentiable by autograd
+    kernels.scan_cpu             fused numba kernel (CPU); tested equal to the reference
+    mamba_ssm's CUDA kernel      for CUDA tensors, when mamba-ssm is installed with its kernels
 `selective_scan` picks one (see `which_backend`).
 """
 
@@ -166,7 +170,7 @@ def cuda_kernel():
 def cpu_kernel():
     """The numba CPU kernel, or None when numba is missing."""
     try:
-        from ssmamba_lite.scan_cpu import selective_scan_cpu
+        from ssmamba_lite.kernels.scan_cpu import selective_scan_cpu
     except ImportError:
         return None
     return selective_scan_cpu

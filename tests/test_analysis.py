@@ -1,5 +1,5 @@
-"""analysis.py (receptive fields, predictions under zoom, MAMIM reload, ablation variants) and
-viz.py (figures written as PNG)."""
+"""course/analysis.py (receptive fields, predictions under zoom, MAMIM reload, ablation
+variants) and course/figures.py (figures written as PNG)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ import matplotlib
 import pytest
 import torch
 
-from ssmamba_lite import viz
-from ssmamba_lite.analysis import (
+from ssmamba_lite.course import figures
+from ssmamba_lite.course.analysis import (
     ABLATIONS,
     ablation,
     effective_receptive_field,
     load_mamim,
     metrics_under_zoom,
-    predict_probabilities,
     validation_samples,
 )
-from ssmamba_lite.data import Samples, scan_labelled, write_labels_csv
 from ssmamba_lite.dms import DirectionalMultiScale
+from ssmamba_lite.engine.data import Samples, scan_labelled, write_labels_csv
+from ssmamba_lite.engine.inference import load_trained, predict_probabilities
+from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain
 from ssmamba_lite.lpr import LocalPerceptionResidual
-from ssmamba_lite.train import FinetuneConfig, PretrainConfig, finetune, load_trained, pretrain
 
 matplotlib.use("Agg")
-TINY = {"dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "d_state": 4}
 
 
 def test_erf_of_a_3x3_convolution_is_a_3x3_patch():
@@ -50,9 +49,10 @@ def test_erf_needs_a_map():
 
 
 def test_ablation_variants():
-    assert ablation("full", TINY) == (TINY, True)
-    args, mamim = ablation("no_dms", TINY)
-    assert args["directions"] == 1 and args["scales"] == [1] and args["dims"] == TINY["dims"]
+    base = {"d_state": 4}                                 # the overrides a variant changes
+    assert ablation("full", base) == (base, True)
+    args, mamim = ablation("no_dms", base)
+    assert args["directions"] == 1 and args["scales"] == [1] and args["d_state"] == 4
     assert ablation("no_mamim")[1] is False and ablation("no_lpr")[0] == {"use_lpr": False}
     assert ablation("attention")[0] == {"mixer": "attention"}
     assert set(ABLATIONS) == {"full", "no_mamim", "no_dms", "no_lpr", "attention"}
@@ -75,7 +75,7 @@ def _subset(shared_data, tmp_path, per_class=12):
 
 def test_trained_models_are_analysed(shared_data, tmp_path):
     data = _subset(shared_data, tmp_path)
-    common = dict(model_args=TINY, image_size=32, epochs=1, batch_size=8, progress=False,
+    common = dict(model="ssmamba_lite_cpu", image_size=32, epochs=1, batch_size=8, progress=False,
                   max_steps_per_epoch=1, seed=3)
     pretrain(PretrainConfig(data=str(data), out=str(tmp_path / "pt"), **common))
     mamim = load_mamim(tmp_path / "pt")
@@ -101,20 +101,20 @@ def test_figures_are_written(shared_data, tmp_path):
     samples = scan_labelled(shared_data / "kather2016_mini")
     small = Samples(samples.paths[::10], samples.labels[::10], samples.patients[::10],
                     samples.classes)
-    figures = {
-        "tiles": viz.tile_grid(small, per_class=2),
-        "orders": viz.scan_orders_figure(4, 4, range(8)),
-        "maps": viz.maps_figure({"a": torch.rand(5, 5), "b": torch.rand(5, 5)}),
-        "history": viz.history_figure({"run": [{"epoch": 1, "loss": 1.0, "val": {"auroc": 0.6}},
+    made = {
+        "tiles": figures.tiles_by_class_figure(small, per_class=2),
+        "orders": figures.scan_orders_figure(4, 4, range(8)),
+        "maps": figures.maps_figure({"a": torch.rand(5, 5), "b": torch.rand(5, 5)}),
+        "history": figures.history_figure({"run": [{"epoch": 1, "loss": 1.0, "val": {"auroc": 0.6}},
                                                {"epoch": 2, "loss": 0.5, "val": {"auroc": 0.7}}]},
                                       metrics=("loss", "auroc")),
-        "confusion": viz.confusion_figure({"m": [[3, 1], [0, 4]]}, ["a", "b"]),
-        "roc2": viz.roc_figure([0, 1, 1, 0], {"m": torch.tensor([[.8, .2], [.3, .7], [.4, .6],
+        "confusion": figures.confusion_figure({"m": [[3, 1], [0, 4]]}, ["a", "b"]),
+        "roc2": figures.roc_figure([0, 1, 1, 0], {"m": torch.tensor([[.8, .2], [.3, .7], [.4, .6],
                                                                  [.6, .4]]).numpy()}, ["a", "b"]),
-        "roc3": viz.roc_figure([0, 1, 2], {"m": torch.eye(3).numpy()}, ["a", "b", "c"]),
-        "row": viz.image_row([torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(3, 8, 8)],
+        "roc3": figures.roc_figure([0, 1, 2], {"m": torch.eye(3).numpy()}, ["a", "b", "c"]),
+        "row": figures.image_row([torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(3, 8, 8)],
                              ["uint8", "normalised"]),
     }
-    for name, fig in figures.items():
-        path = viz.save_figure(fig, tmp_path / "figs", name)
+    for name, fig in made.items():
+        path = figures.save_figure(fig, tmp_path / "figs", name)
         assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"

@@ -14,7 +14,9 @@ import nbformat
 import pytest
 import torch
 
-from ssmamba_lite import assignments, autograde, cli, tutorial
+from ssmamba_lite import cli
+from ssmamba_lite.course import build, exercises, runner
+from ssmamba_lite.course import grade as autograde
 from tests.conftest import REPO
 
 NOTEBOOKS = REPO / "notebooks"
@@ -28,11 +30,11 @@ STUB = "raise NotImplementedError()"
 
 
 def solution(stem: str):
-    return tutorial.read_notebook(NOTEBOOKS / f"{stem}.py")
+    return runner.read_notebook(NOTEBOOKS / f"{stem}.py")
 
 
 def cell(nb, grade_id: str):
-    return next(c for c in nb.cells if assignments.nbgrader_meta(c).get("grade_id") == grade_id)
+    return next(c for c in nb.cells if exercises.nbgrader_meta(c).get("grade_id") == grade_id)
 
 
 def points(report: dict) -> dict:
@@ -48,8 +50,8 @@ def data_root(shared_data):
 # The exercises and the student versions (no execution).
 # ---------------------------------------------------------------------------------------------
 def test_the_course_notebooks_hold_the_exercises():
-    found = {p.stem: {e["id"]: e["points"] for e in assignments.exercises(solution(p.stem))}
-             for p in assignments.assignment_notebooks()}
+    found = {p.stem: {e["id"]: e["points"] for e in exercises.exercises(solution(p.stem))}
+             for p in exercises.assignment_notebooks()}
     assert found == EXERCISES
     for stem, ids in EXERCISES.items():
         nb = solution(stem)
@@ -57,7 +59,7 @@ def test_the_course_notebooks_hold_the_exercises():
             answer, tests = cell(nb, ex), cell(nb, f"{ex}_tests")
             assert "### BEGIN SOLUTION" in answer.source and "### END SOLUTION" in answer.source
             assert "### BEGIN HIDDEN TESTS" in tests.source
-            assert assignments.nbgrader_meta(tests)["locked"] is True
+            assert exercises.nbgrader_meta(tests)["locked"] is True
 
 
 def test_build_writes_student_versions(tmp_path):
@@ -84,23 +86,23 @@ def test_build_writes_student_versions(tmp_path):
 
 def test_the_check_helpers_say_what_is_wrong():
     ref = torch.arange(6.0).view(2, 3)
-    assignments.assert_close(ref + 1e-9, ref, "f", seed=0)
+    exercises.assert_close(ref + 1e-9, ref, "f", seed=0)
     with pytest.raises(AssertionError, match=r"f: max abs error 0.5 vs .* \(seed 3\)"):
-        assignments.assert_close(ref + 0.5, ref, "f", seed=3)
+        exercises.assert_close(ref + 0.5, ref, "f", seed=3)
     with pytest.raises(AssertionError, match=r"shape \(3, 2\), but the reference gives \(2, 3\)"):
-        assignments.assert_close(ref.T, ref, "f", seed=0)
+        exercises.assert_close(ref.T, ref, "f", seed=0)
     with pytest.raises(AssertionError, match="returned NoneType"):
-        assignments.assert_close(None, ref, "f", seed=0)
+        exercises.assert_close(None, ref, "f", seed=0)
     with pytest.raises(AssertionError, match=r"1 of 4 entries differ .* at 2: yours 9, reference 2"):
-        assignments.assert_equal(torch.tensor([0, 1, 9, 3]), torch.arange(4), "order")
+        exercises.assert_equal(torch.tensor([0, 1, 9, 3]), torch.arange(4), "order")
 
 
 def test_grading_restores_the_course_test_cells():
-    student = assignments.student_version(solution("03_lpr_and_dms"))
+    student = build.student_version(solution("03_lpr_and_dms"))
     cell(student, "scan_order_tests").source = "pass  # no checks"           # tampered with
     student.cells.remove(cell(student, "lpr_block_tests"))                  # deleted
     graded = autograde.graded_notebook(student, solution("03_lpr_and_dms"))
-    ids = [assignments.nbgrader_meta(c).get("grade_id") for c in graded.cells]
+    ids = [exercises.nbgrader_meta(c).get("grade_id") for c in graded.cells]
     assert ids.index("lpr_block_tests") == ids.index("lpr_block") + 1
     assert "### BEGIN HIDDEN TESTS" in cell(graded, "scan_order_tests").source
     assert ids[-1] == "lpr_block_tests"              # cells after the last test are not run
@@ -148,7 +150,7 @@ def test_solution_notebooks_score_full_marks(stem, tmp_path, data_root):
 
 @pytest.mark.slow
 def test_student_versions_score_zero_with_clear_messages(tmp_path, data_root):
-    assignments.build(tmp_path / "student", echo=lambda *a: None)
+    build.build(tmp_path / "student", echo=lambda *a: None)
     results = autograde.grade_all([tmp_path / "student"], tmp_path / "grades", echo=lambda *a: None)
     assert [r["assignment"] for r in results] == list(EXERCISES)
     for r in results:

@@ -124,9 +124,9 @@ def test_bach_photos_only_and_bad_layout_is_a_clear_error(tmp_path, variant):
     with zipfile.ZipFile(place(tmp_path, other, "Kather_texture_2016_image_tiles_5000.zip"),
                          "w") as zf:
         zf.writestr("tiles/unknown_class/a.png", png(23))
-    from data_scripts.install import DataError
+    from data_scripts.install import InstallError
 
-    with pytest.raises(DataError, match="no image inside a folder named like a class"):
+    with pytest.raises(InstallError, match="no image inside a folder named like a class"):
         install(other, tmp_path, Options(progress=False))
     assert not (tmp_path / other.name).exists()
     assert (tmp_path / ".downloads" / other.name).is_dir(), "verified sources are kept on failure"

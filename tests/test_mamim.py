@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 
-from ssmamba_lite import data as D
+from ssmamba_lite.engine.data import load_image
+from ssmamba_lite.engine.transforms import eval_transform
 from ssmamba_lite.mamim import MAMIM, MaskGenerator, RandomMagnification, magnify
-from ssmamba_lite.model import SSMamba
-
-TINY = dict(dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), d_state=4)
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.6, 0.75])
@@ -35,7 +34,7 @@ def test_bad_mask_settings_are_named():
 
 def test_loss_counts_only_hidden_pixels():
     torch.manual_seed(0)
-    mm = MAMIM(SSMamba(num_classes=0, **TINY), norm_pix_loss=False).eval()  # no drop-path noise
+    mm = MAMIM(timm.create_model("ssmamba_lite_cpu", num_classes=0), norm_pix_loss=False).eval()  # no drop-path noise
     x = torch.randn(2, 3, 64, 64)
     mask = mm.mask_generator(64)(2)
     loss, pred, _ = mm(x, mask)
@@ -53,8 +52,8 @@ def test_loss_counts_only_hidden_pixels():
 def test_mamim_loss_falls_on_real_images(shared_data):
     torch.manual_seed(0)
     paths = sorted((shared_data / "idc_breast_unlabeled" / "images").glob("*.png"))[:16]
-    x = torch.stack([D.eval_transform(64)(D.load_image(p)) for p in paths])
-    mm = MAMIM(SSMamba(num_classes=0, **TINY))
+    x = torch.stack([eval_transform(64)(load_image(p)) for p in paths])
+    mm = MAMIM(timm.create_model("ssmamba_lite_cpu", num_classes=0))
     mask = mm.mask_generator(64)(16, torch.Generator().manual_seed(1))
     opt = torch.optim.AdamW(mm.parameters(), lr=2e-3)
     losses = []
@@ -69,7 +68,7 @@ def test_mamim_loss_falls_on_real_images(shared_data):
 
 def test_reconstruction_pastes_visible_pixels():
     torch.manual_seed(0)
-    mm = MAMIM(SSMamba(num_classes=0, **TINY))
+    mm = MAMIM(timm.create_model("ssmamba_lite_cpu", num_classes=0))
     x = torch.randn(2, 3, 64, 64)
     masked, result, mask = mm.reconstruct(x)
     m = mask.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None].expand_as(x)

@@ -1,6 +1,6 @@
 """MIL aggregators: their equations, exact padding, and learning on a constructed benchmark.
 
-The benchmark is constructed (mil_bench.py), not a slide dataset: bags of real IDC breast
+The benchmark is constructed (wsi/bench.py), not a slide dataset: bags of real IDC breast
 patches, each bag from one patient, positive iff it holds >= 1 idc_positive patch, split by
 patient. Patch features are colour statistics (12 numbers per patch), so the test measures the
 aggregators, not an encoder.
@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from ssmamba_lite import mil_bench, mil_train
 from ssmamba_lite.cli import main
-from ssmamba_lite.mil import GatedAttention, MILAggregator, MILConfig, pad_bags, reverse_within
-from ssmamba_lite.wsi import write_features
+from ssmamba_lite.wsi import bench as mil_bench
+from ssmamba_lite.wsi import train as mil_train
+from ssmamba_lite.wsi.features import write_features
+from ssmamba_lite.wsi.mil import GatedAttention, MILAggregator, MILConfig, pad_bags, reverse_within
 
 
 def test_gated_attention_equation():

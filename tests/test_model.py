@@ -11,16 +11,11 @@ import torch
 
 import ssmamba_lite
 from ssmamba_lite.dms import DirectionalMultiScale
+from ssmamba_lite.engine.checkpoint import load_weights, save_weights
+from ssmamba_lite.layers.mixers import Attention2d, ConvMixer
 from ssmamba_lite.lpr import LocalPerceptionResidual
 from ssmamba_lite.mamba import Mamba
-from ssmamba_lite.mixers import Attention2d, ConvMixer
-from ssmamba_lite.model import (
-    SSMamba,
-    SSMambaConfig,
-    load_weights,
-    nearest_valid_sizes,
-    save_weights,
-)
+from ssmamba_lite.model import SSMamba, SSMambaConfig, nearest_valid_sizes
 from ssmamba_lite.scan import cuda_kernel, which_backend
 
 # A narrow network with the preset's layout: fast enough to test many sizes on two cores.

@@ -13,19 +13,19 @@ import jupytext
 import nbformat
 import pytest
 
-from ssmamba_lite import tutorial
+from ssmamba_lite.cli import main
+from ssmamba_lite.course import runner
 from tests.conftest import REPO, shared_data_dir
 
 NOTEBOOKS = REPO / "notebooks"
 BUILD = REPO / "build" / "notebooks"
 ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]*.py"))            # the course and its helpers (06a)
-COURSE = tutorial.discover(NOTEBOOKS)                      # what `make tutorial` runs
+COURSE = runner.discover(NOTEBOOKS)                      # what `make tutorial` runs
 SHARED_PREFIX = "../../shared/data"                        # defaults point here (from notebooks/)
 CELL_TIMEOUT = 300                                         # seconds; small runs need far less
 
-TINY = {"dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "d_state": 4}
 # Small values for every notebook that declares them (the rest keep their defaults) ...
-SMALL = dict(image_size=32, epochs=1, batch_size=16, seed=0, model_args=TINY,
+SMALL = dict(image_size=32, epochs=1, batch_size=16, seed=0, model="ssmamba_lite_cpu",
              max_steps_per_epoch=2, pretrain_epochs=1, pretrain_max_steps=2, progress=False,
              lengths=[16, 64], repeats=1, n_seeds=1, n_show=4, tiles_per_class=3, n_tiles=3)
 # ... and per notebook (name prefix): which real data, and anything else it needs. Notebooks
@@ -46,7 +46,7 @@ PER_NOTEBOOK = {
 
 def small_parameters(nb: Path, data_root: Path) -> dict:
     """The parameters a notebook runs with in this test."""
-    declared = tutorial.notebook_parameters(nb)
+    declared = runner.notebook_parameters(nb)
     own = dict(PER_NOTEBOOK.get(nb.stem[:2], {"small": False}))
     data = own.pop("data", None)
     base = SMALL if own.pop("small", True) else {"epochs": 1, "seed": 0}
@@ -102,8 +102,8 @@ def test_ipynb_is_committed_without_outputs(path):
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
 def test_parameters_cell_has_the_common_names(path):
-    params = tutorial.notebook_parameters(path)
-    missing = [n for n in tutorial.REQUIRED_PARAMETERS if n not in params]
+    params = runner.notebook_parameters(path)
+    missing = [n for n in runner.REQUIRED_PARAMETERS if n not in params]
     assert not missing, f"{path.name}: parameters cell lacks {missing}"
     assert params["device"] == "auto"
     assert isinstance(params["data_dir"], str) and isinstance(params["output_dir"], str)
@@ -125,28 +125,28 @@ def test_the_runner_finds_the_course():
                          "03_lpr_and_dms", "04_mamim_pretraining", "05_finetuning",
                          "06_ablations", "07_explainability", "08_cross_magnification"]
     assert "06a_ablation_cell" not in names                 # run by 06, not on its own
-    assert [p.stem for p in tutorial.discover(NOTEBOOKS, ["05", "02_selective"])] == \
+    assert [p.stem for p in runner.discover(NOTEBOOKS, ["05", "02_selective"])] == \
         ["02_selective_scan_from_scratch", "05_finetuning"]
     with pytest.raises(ValueError, match="no notebook matches"):
-        tutorial.discover(NOTEBOOKS, ["42"])
+        runner.discover(NOTEBOOKS, ["42"])
 
 
 def test_runner_parses_parameters_and_lists(capsys):
-    assert tutorial.parse_value("3") == 3 and tutorial.parse_value("0.5") == 0.5
-    assert tutorial.parse_value('{"use_lpr": false}') == {"use_lpr": False}
-    assert tutorial.parse_value("[1, 2]") == [1, 2] and tutorial.parse_value("cpu") == "cpu"
-    assert tutorial.parse_value("True") is True
-    assert tutorial.main(["--list", "02"]) == 0
+    assert runner.parse_value("3") == 3 and runner.parse_value("0.5") == 0.5
+    assert runner.parse_value('{"use_lpr": false}') == {"use_lpr": False}
+    assert runner.parse_value("[1, 2]") == [1, 2] and runner.parse_value("cpu") == "cpu"
+    assert runner.parse_value("True") is True
+    assert main(["tutorial", "--list", "02"]) == 0
     assert "lengths=" in capsys.readouterr().out
-    assert tutorial.main(["99"]) == 2
+    assert main(["tutorial", "99"]) == 2
 
 
 def test_require_data_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"run notebooks/01_data .*dataset='idc-breast'"):
-        tutorial.require_data(tmp_path / "absent", dataset="idc-breast")
+        runner.require_data(tmp_path / "absent", dataset="idc-breast")
     (tmp_path / "a").mkdir()
     with pytest.raises(ValueError, match="holds no images"):
-        tutorial.require_data(tmp_path)
+        runner.require_data(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def test_notebook_runs(path, data_root):
     params["output_dir"] = str(folder)
     t0 = time.perf_counter()
     # Raises on the first failing cell; a cell that runs (or waits) past the limit fails too.
-    tutorial.execute(path, executed, params, cwd=NOTEBOOKS, cell_timeout=CELL_TIMEOUT)
+    runner.execute_notebook(path, executed, params, cwd=NOTEBOOKS, cell_timeout=CELL_TIMEOUT)
     seconds = time.perf_counter() - t0
     timings = json.loads(_timings_file().read_text()) if _timings_file().is_file() else {}
     timings[path.stem] = round(seconds, 1)
@@ -182,11 +182,11 @@ def test_notebook_runs(path, data_root):
 @pytest.mark.slow
 def test_a_notebook_without_its_data_stops_with_a_clear_message(tmp_path):
     lines = []
-    results = tutorial.run_course([NOTEBOOKS / "00_setup_and_tour.py"], tmp_path,
+    results = runner.run_course([NOTEBOOKS / "00_setup_and_tour.py"], tmp_path,
                                   {"data_dir": str(tmp_path / "no_such_folder")},
                                   cell_timeout=CELL_TIMEOUT,
                                   echo=lambda *a, **k: lines.append(" ".join(map(str, a))))
     assert not results[0].ok
     assert "FileNotFoundError" in results[0].error and "01_data" in results[0].error
     assert any("FAILED" in line for line in lines)
-    assert "1 notebook(s) failed" in tutorial.summary(results, tmp_path)
+    assert "1 notebook(s) failed" in runner.summary(results, tmp_path)

@@ -13,13 +13,13 @@ import time
 import pytest
 import torch
 
-from ssmamba_lite import checkpoint as ckpt
-from ssmamba_lite.data import scan_labelled, write_labels_csv
-from ssmamba_lite.distributed import Env
-from ssmamba_lite.models import build_model
-from ssmamba_lite.train import FinetuneConfig, _fit, load_encoder, lr_factor
+from ssmamba_lite.engine import checkpoint as ckpt
+from ssmamba_lite.engine.data import scan_labelled, write_labels_csv
+from ssmamba_lite.engine.distributed import Env
+from ssmamba_lite.engine.factory import build_model
+from ssmamba_lite.engine.train import FinetuneConfig, fit, lr_factor
 
-TINY = json.dumps({"dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "d_state": 4})
+MODEL = "ssmamba_lite_cpu"
 
 
 def subset(shared_data, tmp_path, per_class=24, name="ds"):
@@ -35,7 +35,7 @@ def cli(*args, env=None, **kw):
                           text=True, timeout=600, env=e, **kw)
 
 
-COMMON = ["--model-args", TINY, "--image-size", "64", "--batch-size", "8", "--no-progress",
+COMMON = ["--model", MODEL, "--image-size", "64", "--batch-size", "8", "--no-progress",
           "--seed", "1"]
 
 
@@ -49,7 +49,7 @@ def test_cli_pretrain_finetune_evaluate_predict(shared_data, tmp_path):
     r = cli("finetune", "--data", str(data), "--out", str(ft), "--epochs", "1",
             "--init", str(pt / "encoder.safetensors"), *COMMON)
     assert r.returncode == 0, r.stderr
-    assert "2 missing key(s) ['head.weight', 'head.bias'], 0 unexpected" in r.stdout
+    assert "every encoder weight loaded; head.weight, head.bias start fresh" in r.stdout
     config = json.loads((ft / "config.json").read_text())
     assert config["classes"] == ["idc_negative", "idc_positive"] and config["image_size"] == 64
     r = cli("evaluate", "--data", str(data), "--checkpoint", str(ft), "--out", str(ev))
@@ -65,12 +65,12 @@ def test_cli_pretrain_finetune_evaluate_predict(shared_data, tmp_path):
     assert path == str(image) and cls in config["classes"] and 0.5 <= float(prob) <= 1.0
 
 
-def test_finetune_loads_every_encoder_weight(shared_data, tmp_path):
-    enc = build_model("ssmamba_lite_tiny", 0, 64, json.loads(TINY))
-    ckpt.save_state_dict(enc.state_dict(), tmp_path / "encoder.safetensors")
-    model = build_model("ssmamba_lite_tiny", 2, 64, json.loads(TINY))
-    report = load_encoder(model, str(tmp_path))
-    assert report == {"missing": ["head.weight", "head.bias"], "unexpected": []}
+def test_finetune_loads_every_encoder_weight(tmp_path):
+    enc = build_model(MODEL, 0, 64)
+    ckpt.save_weights(enc, tmp_path / "encoder.safetensors")
+    model = build_model(MODEL, 2, 64)
+    fresh = ckpt.load_weights(model, tmp_path / "encoder.safetensors", ignore=("head.",))
+    assert fresh == ["head.weight", "head.bias"]
     for k, v in enc.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
 
@@ -133,7 +133,7 @@ def test_killed_run_resumes_to_the_same_result(shared_data, tmp_path):
     assert f"resuming {out} after epoch {done_epochs}" in r.stdout
     a, b = (json.loads((d / "latest.json").read_text()) for d in (straight, out))
     assert a["step"] == b["step"] == 18 and b["epoch"] == 3
-    wa, wb = (ckpt.load_state_dict(d / "model.safetensors") for d in (straight, out))
+    wa, wb = (ckpt.read_tensors(d / "model.safetensors") for d in (straight, out))
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-5), f"{k} differs after resume"
@@ -162,7 +162,7 @@ def test_nan_loss_stops_clearly(tmp_path):
     module = torch.nn.Linear(2, 2)
     dataset = torch.utils.data.TensorDataset(torch.randn(8, 2), torch.zeros(8, dtype=torch.long))
     with pytest.raises(FloatingPointError, match="loss is nan at epoch 1, step 0"):
-        _fit(cfg, Env(torch.device("cpu")), module, dataset,
+        fit(cfg, Env(torch.device("cpu")), module, dataset,
              lambda m, b: m(b[0]).sum() * float("nan"), lambda m: None)
 
 

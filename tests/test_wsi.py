@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssmamba_lite import wsi
 from ssmamba_lite.cli import main
-from ssmamba_lite.heatmap import heatmap_overlay, percentile_ranks, save_heatmap
-from ssmamba_lite.slide import Slide, SlideError, target_downsample
+from ssmamba_lite.engine.checkpoint import save_weights
+from ssmamba_lite.wsi import tiles
+from ssmamba_lite.wsi.features import load_tile_encoder, read_features
+from ssmamba_lite.wsi.heatmap import heatmap_overlay, percentile_ranks, save_heatmap
+from ssmamba_lite.wsi.slide import Slide, SlideError, target_downsample
 
-TINY = dict(dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], d_state=4, directions=2, scales=[1])
+MODEL = "ssmamba_lite_cpu"
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +56,17 @@ def test_otsu_splits_two_modes():
     rng = np.random.default_rng(0)
     v = np.concatenate([rng.normal(40, 5, 5000), rng.normal(180, 10, 3000)]).clip(0, 255)
     v = v.astype(np.uint8)
-    t = wsi.otsu_threshold(v)
+    t = tiles.otsu_threshold(v)
     assert (v[:5000] <= t).mean() > 0.99 and (v[5000:] > t).mean() > 0.99, t
 
 
 def test_tile_grid_on_real_slide(slide_path):
     with Slide(slide_path) as s:
         thumb = s.thumbnail(1024)
-        mask = wsi.tissue_mask(thumb)
+        mask = tiles.tissue_mask(thumb)
         tile0 = round(128 * target_downsample(s, magnification=10))   # 128 px at 10x
-        every = wsi.tile_grid(s.size, tile0, mask, min_tissue=0.0)
-        kept = wsi.tile_grid(s.size, tile0, mask, min_tissue=0.5)
+        every = tiles.tile_coords(s.size, tile0, mask, min_tissue=0.0)
+        kept = tiles.tile_coords(s.size, tile0, mask, min_tissue=0.5)
         assert tile0 == 256 and len(every) == (2220 // 256) * (2967 // 256) == 88
         assert 0.15 < mask.mean() < 0.6                       # tissue covers about a third
         assert 15 <= len(kept) <= 50, len(kept)
@@ -83,7 +85,7 @@ def test_tile_grid_on_real_slide(slide_path):
 def test_heatmap_png(slide_path, tmp_path):
     with Slide(slide_path) as s:
         thumb = s.thumbnail(512)
-        coords = wsi.tile_grid(s.size, 256, wsi.tissue_mask(thumb), 0.5)
+        coords = tiles.tile_coords(s.size, 256, tiles.tissue_mask(thumb), 0.5)
     scores = np.arange(len(coords), dtype=float)
     path = save_heatmap(tmp_path / "heat.png", thumb, coords, scores, 256, (2220, 2967))
     img = np.asarray(Image.open(path))
@@ -99,32 +101,32 @@ def test_heatmap_png(slide_path, tmp_path):
 
 def make_encoder_folder(tmp_path):
     """An encoder saved the way `pretrain` does: encoder.safetensors + config.json."""
-    from ssmamba_lite.model import save_weights
-
     folder = tmp_path / "encoder"
     folder.mkdir()
-    net = wsi.load_encoder(None, model_config=TINY)
+    net = load_tile_encoder(None, model=MODEL)
     save_weights(net, folder / "encoder.safetensors")
-    record = {"model": "ssmamba_lite_tiny", "model_args": TINY, "task": "mamim", "classes": None,
+    record = {"model": MODEL, "model_args": {}, "task": "mamim", "classes": None,
               "image_size": 64, "mean": [0.6, 0.5, 0.7], "std": [0.2, 0.2, 0.2],
               "model_config": dataclasses.asdict(net.cfg), "run": {}}
     (folder / "config.json").write_text(json.dumps(record))
     return folder, net
 
 
-def test_load_encoder(tmp_path):
+def test_load_tile_encoder(tmp_path):
     folder, net = make_encoder_folder(tmp_path)
     for checkpoint in (folder, folder / "encoder.safetensors"):
-        loaded = wsi.load_encoder(checkpoint)
-        assert loaded.cfg.dims == (16, 32, 64, 128) and not loaded.training
+        loaded = load_tile_encoder(checkpoint)
+        assert loaded.cfg.dims == (32, 64, 96, 128) and not loaded.training
         assert loaded.input_mean == (0.6, 0.5, 0.7)          # normalisation of its training
         for (k, v), w in zip(net.state_dict().items(), loaded.state_dict().values()):
             assert (v == w).all(), k
     with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
-        wsi.load_encoder(tmp_path / "nowhere.safetensors")
-    (folder / "config.json").write_text(json.dumps({"model_config": {**TINY, "dims": [8] * 4}}))
-    with pytest.raises(ValueError, match="encoder.safetensors does not fit"):
-        wsi.load_encoder(folder)
+        load_tile_encoder(tmp_path / "nowhere.safetensors")
+    # a config.json without a model name: an SSMamba of its model_config fields, which differ
+    (folder / "config.json").write_text(json.dumps({"model_config": {"dims": [8] * 4,
+                                                                     "depths": [1] * 4}}))
+    with pytest.raises(ValueError, match="encoder.safetensors does not fit SSMamba"):
+        load_tile_encoder(folder)
 
 
 def test_extract_cli_resumes_and_names_an_unreadable_slide(slide_path, tmp_path, capsys):
@@ -140,7 +142,7 @@ def test_extract_cli_resumes_and_names_an_unreadable_slide(slide_path, tmp_path,
     assert main(argv) == 1                                   # a slide failed ...
     err = capsys.readouterr().err
     assert "cannot read slide" in err and "b_broken.svs" in err
-    d = wsi.read_features(out / "a_good.h5")                 # ... and the good one was done
+    d = read_features(out / "a_good.h5")                 # ... and the good one was done
     assert d["features"].shape == (len(d["coords"]), 128) and len(d["coords"]) >= 15
     assert np.isfinite(d["features"]).all()
     assert d["tile_size0"] == 256 and d["level0_size"] == [2220, 2967]
@@ -160,4 +162,4 @@ def test_missing_slide_errors(tmp_path):
     with pytest.raises(SlideError, match="nope.svs does not exist"):
         Slide(tmp_path / "nope.svs")
     with pytest.raises(FileNotFoundError, match="missing_folder"):
-        wsi.list_slides([tmp_path / "missing_folder"])
+        tiles.list_slides([tmp_path / "missing_folder"])

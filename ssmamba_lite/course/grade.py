@@ -26,15 +26,14 @@ import os
 import time
 from pathlib import Path
 
-from ssmamba_lite import tutorial
-from ssmamba_lite.assignments import NOTEBOOKS, assignment_notebooks, exercise_id, nbgrader_meta
+from ssmamba_lite.course.exercises import assignment_notebooks, exercise_id, nbgrader_meta
+from ssmamba_lite.course.runner import KERNELSPEC, NOTEBOOKS, notebook_parameters, read_notebook
 
 # Small values for the parameters a notebook declares: grading is about the exercises.
 GRADING_PARAMETERS = dict(
     image_size=32, epochs=1, batch_size=8, seed=0, progress=False, max_steps_per_epoch=2,
-    model_args={"dims": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "d_state": 4},
-    pretrain_epochs=1, pretrain_max_steps=2, lengths=[16, 64], repeats=1, n_show=4,
-    d_inner=8, d_state=4, grid=4)
+    model="ssmamba_lite_cpu", model_args={}, pretrain_epochs=1, pretrain_max_steps=2,
+    lengths=[16, 64], repeats=1, n_show=4, d_inner=8, d_state=4, grid=4)
 CELL = "autograde_cell"     # metadata: the cell's number in the submission (1-based)
 
 
@@ -46,7 +45,7 @@ def read_submission(path):
     if not path.is_file():
         raise FileNotFoundError(f"no such notebook: {path}")
     try:
-        nb = tutorial.read_notebook(path) if path.suffix == ".py" else \
+        nb = read_notebook(path) if path.suffix == ".py" else \
             nbformat.read(path, as_version=4)
     except Exception as err:   # not JSON, not a notebook
         raise ValueError(f"{path} is not a notebook ({type(err).__name__}: {err})") from err
@@ -63,7 +62,7 @@ def find_source(nb, path, folder=NOTEBOOKS) -> Path:
     """The course notebook `nb` (read from `path`) is a submission of."""
     candidates = assignment_notebooks(folder)
     ids = _grade_ids(nb)
-    overlap = {p: len(ids & _grade_ids(tutorial.read_notebook(p))) for p in candidates}
+    overlap = {p: len(ids & _grade_ids(read_notebook(p))) for p in candidates}
     best = max(candidates, key=lambda p: overlap[p], default=None)
     if best is not None and overlap[best]:
         return best
@@ -100,11 +99,12 @@ def graded_notebook(submission, source, all_cells: bool = False):
     if not all_cells:
         last = max(i for i, c in enumerate(nb.cells) if nbgrader_meta(c).get("grade"))
         del nb.cells[last + 1:]
-    nb.metadata["kernelspec"] = dict(tutorial.KERNELSPEC)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     return nb
 
 
-def execute(nb, executed: Path, parameters: dict, cwd, cell_timeout: float | None) -> str:
+def execute_submission(nb, executed: Path, parameters: dict, cwd,
+                       cell_timeout: float | None) -> str:
     """Run `nb` with papermill into `executed`, errors allowed (cells after a failing one still
     run; one running past `cell_timeout` is interrupted). Returns why execution stopped early
     ('' when every cell ran); raises when no cell could run at all (no kernel, ...)."""
@@ -188,15 +188,15 @@ def grade(submission, out, source=None, folder=NOTEBOOKS, parameters=None,
     submission, out = Path(submission), Path(out)
     nb = read_submission(submission)
     source = Path(source) if source else find_source(nb, submission, folder)
-    source_nb = tutorial.read_notebook(source)
-    declared = tutorial.notebook_parameters(source)
+    source_nb = read_notebook(source)
+    declared = notebook_parameters(source)
     params = {k: v for k, v in GRADING_PARAMETERS.items() if k in declared}
     params.update(parameters or {})
     params["output_dir"] = str((out / "outputs").resolve())
     out.mkdir(parents=True, exist_ok=True)
     executed = out / f"{submission.stem}.ipynb"
-    stopped = execute(graded_notebook(nb, source_nb, all_cells), executed, params,
-                      source.parent, cell_timeout)
+    stopped = execute_submission(graded_notebook(nb, source_nb, all_cells), executed, params,
+                                 source.parent, cell_timeout)
     ran = nbformat.read(executed, as_version=4)
     rows = score(ran, source_nb, cell_timeout)
     errors = []

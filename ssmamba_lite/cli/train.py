@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 
-from ssmamba_lite.train import FinetuneConfig, PretrainConfig
+from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig
 
 
 def _json_dict(text: str) -> dict:
@@ -45,7 +44,7 @@ def _config(cls, args):
 
 
 def _pretrain(args) -> int:
-    from ssmamba_lite.train import pretrain
+    from ssmamba_lite.engine.train import pretrain
 
     pretrain(_config(PretrainConfig, args))
     print(f"encoder weights: {args.out}/encoder.safetensors")
@@ -53,7 +52,7 @@ def _pretrain(args) -> int:
 
 
 def _finetune(args) -> int:
-    from ssmamba_lite.train import finetune
+    from ssmamba_lite.engine.train import finetune
 
     finetune(_config(FinetuneConfig, args))
     print(f"model: {args.out}/model.safetensors and {args.out}/config.json")
@@ -61,7 +60,7 @@ def _finetune(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from ssmamba_lite.train import evaluate
+    from ssmamba_lite.engine.inference import evaluate
 
     m = evaluate(args.data, args.checkpoint, args.out, args.batch_size, args.device)
     print(f"confusion matrix (rows: true {m['classes']}):")
@@ -73,7 +72,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from ssmamba_lite.train import predict
+    from ssmamba_lite.engine.inference import predict
 
     for r in predict(args.checkpoint, args.images, args.device):
         print(f"{r['path']}\t{r['class']}\t{r['probability']:.4f}")
@@ -100,8 +99,3 @@ def add_parser(subparsers) -> None:
     p.add_argument("images", nargs="+")
     p.set_defaults(func=_predict)
 
-
-if __name__ == "__main__":  # python -m ssmamba_lite.cli_train ... (used by torchrun)
-    from ssmamba_lite.cli import main
-
-    sys.exit(main())

@@ -1,13 +1,13 @@
 """Token mixers: the part of a block that lets tokens at different places exchange information.
 
-An SSMamba block (model.py) is [LPR -> norm -> mixer -> residual -> norm -> MLP -> residual];
+An SSMamba block (ssmamba_lite/model.py) is [LPR -> norm -> mixer -> residual -> norm -> MLP -> residual];
 only the mixer differs between stages and between the ablations. All take and return
 (batch, C, H, W).
 
     "conv"       ConvMixer: a k x k depthwise convolution (local only, cheap at high resolution)
-    "dms"        DirectionalMultiScale (dms.py): SSMamba's selective scans along several
+    "dms"        DirectionalMultiScale (ssmamba_lite/dms.py): SSMamba's selective scans along several
                  directions and scales (global, linear in the number of tokens L = H * W)
-    "mamba1d"    Mamba1DMixer: one Mamba block (mamba.py) over the row-major token sequence:
+    "mamba1d"    Mamba1DMixer: one Mamba block (ssmamba_lite/mamba.py) over the row-major token sequence:
                  one direction, one scale (what DMS adds is measured against this)
     "attention"  Attention2d: multi-head self-attention, softmax(Q K^T / sqrt(d)) V, over all
                  tokens (global, quadratic in L; the ViT comparison)

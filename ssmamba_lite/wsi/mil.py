@@ -1,6 +1,6 @@
 """Multiple-instance learning (MIL) aggregators: a bag of tile features -> one slide label.
 
-A slide is a *bag* of n tile feature vectors h_1..h_n (wsi.py); only the bag has a label.
+A slide is a *bag* of n tile feature vectors h_1..h_n (features.py); only the bag has a label.
 Both aggregators standardise the features, embed the tiles, weigh them with attention and
 classify the weighted mean:
 
@@ -47,7 +47,7 @@ AGGREGATORS = ("abmil", "mamba")
 
 @dataclass
 class MILConfig:
-    """Architecture of a MIL aggregator (training settings live in mil_train.py)."""
+    """Architecture of a MIL aggregator (training settings live in train.py)."""
 
     in_dim: int = 384
     num_classes: int = 2

@@ -1,4 +1,4 @@
-"""Datasets of H&E tiles, patient-grouped splits and the transforms used in training.
+"""Datasets of H&E tiles, the labels-CSV reader and patient-grouped splits.
 
 A dataset folder is one of:
     <root>/<class>/<image>                      class folders (ImageFolder layout)
@@ -8,7 +8,8 @@ A dataset folder is one of:
 
 Patients: tiles of one patient are correlated, so every split here is by patient (the
 labels.csv column `patient_id`; without it, each image is its own group).
-Bad input fails early with one line that names the culprit (`DataError`).
+Bad input fails early with one line that names the culprit (`DataError`). The transforms
+used in training and evaluation are in transforms.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 SPLITS = ("train", "val", "test")
@@ -54,12 +54,24 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
-def _read_csv(path: Path, root: Path, need_label: bool):
+def read_table(path, columns: tuple) -> list[dict]:
+    """The rows of a CSV file with a header, as dicts; a DataError when the file is missing,
+    empty or lacks one of `columns`. The one reader of every labels/images CSV of the toolkit
+    (tile datasets here, slide labels and patch bags in wsi/)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"labels file {path} does not exist")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows or "path" not in rows[0] or (need_label and "label" not in rows[0]):
-        cols = "path,label[,patient_id]" if need_label else "path[,patient_id]"
-        raise DataError(f"{path}: expected a header with columns {cols}")
+    missing = [c for c in columns if c not in (rows[0] if rows else {})]
+    if missing:
+        raise DataError(f"{path} needs the columns {','.join(columns)} in its header "
+                        f"(and at least one row); missing {missing}")
+    return rows
+
+
+def _read_csv(path: Path, root: Path, need_label: bool):
+    rows = read_table(path, ("path", "label") if need_label else ("path",))
     for n, r in enumerate(rows, start=2):
         if not (root / r["path"]).is_file():
             raise DataError(f"{path}, line {n}: image {root / r['path']} does not exist")
@@ -203,51 +215,3 @@ class TileDataset(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, self.samples.labels[i]
-
-
-# ---------------------------------------------------------------------------------------------
-# Transforms (torchvision v2, on uint8 tensors (3, H, W)).
-# ---------------------------------------------------------------------------------------------
-MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)   # H&E colours vary by lab: a neutral normalisation
-
-# Ruifrok & Johnston stain vectors: optical density OD = -log(I) = [H, E, D] @ RGB_FROM_HED
-RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
-
-
-class RandomHEDJitter(torch.nn.Module):
-    """Stain augmentation: in HED space each stain s becomes s·(1 + α) + β,
-    α ~ U(-sigma, sigma), β ~ U(-bias, bias); then back to RGB. Input/output float in [0, 1]."""
-
-    def __init__(self, sigma: float = 0.05, bias: float = 0.05):
-        super().__init__()
-        self.sigma, self.bias = sigma, bias
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        od = -torch.log(img.clamp(min=1e-6)).permute(1, 2, 0)          # (H, W, 3)
-        hed = od @ HED_FROM_RGB                                         # stain concentrations
-        alpha = 1 + (torch.rand(3) * 2 - 1) * self.sigma
-        beta = (torch.rand(3) * 2 - 1) * self.bias
-        od = (hed * alpha + beta) @ RGB_FROM_HED
-        return torch.exp(-od).clamp(0, 1).permute(2, 0, 1)
-
-
-class RandomRot90(torch.nn.Module):
-    """Rotate by k·90°, k uniform in {0, 1, 2, 3}: tissue has no 'up'."""
-
-    def forward(self, img):
-        return torch.rot90(img, int(torch.randint(4, ())), dims=(-2, -1))
-
-
-def train_transform(image_size: int, stain: bool = True) -> v2.Compose:
-    """Resize, flips, 90° rotations, colour + H&E stain jitter, normalise."""
-    ops = [v2.Resize((image_size, image_size), antialias=True), v2.RandomHorizontalFlip(),
-           v2.RandomVerticalFlip(), RandomRot90(), v2.ToDtype(torch.float32, scale=True)]
-    if stain:
-        ops += [v2.ColorJitter(0.1, 0.1, 0.1, 0.02), RandomHEDJitter()]
-    return v2.Compose(ops + [v2.Normalize(MEAN, STD)])
-
-
-def eval_transform(image_size: int) -> v2.Compose:
-    return v2.Compose([v2.Resize((image_size, image_size), antialias=True),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])

@@ -15,11 +15,11 @@ pipeline can learn at all. From a labels CSV with path,label,patient_id (e.g. id
                        validation (epoch selection), the rest for training (bags are drawn
                        within a patient, so no patient is on two sides)
 
-Each bag is written like a slide of wsi.py: `<out>/features/<bag>.h5` (features, coords taken
+Each bag is written like a slide of features.py: `<out>/features/<bag>.h5` (features, coords taken
 from the `_x<X>_y<Y>` in the file name when present) and `<out>/labels.csv` with
 slide,label,patient_id,split. `mil train` and `mil evaluate` then run on it unchanged.
 
-Patch features: an encoder (wsi.load_encoder: a trained SSMamba, or random weights as a
+Patch features: an encoder (features.load_tile_encoder: a trained SSMamba, or random weights as a
 baseline), or "colour": mean and standard deviation of R, G, B, H, S, V per patch (12 numbers;
 a hand-made baseline that needs no network).
 """
@@ -37,15 +37,16 @@ import torch.nn as nn
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ssmamba_lite.distributed import resolve_device
-from ssmamba_lite.wsi import encode_tiles, write_features
+from ssmamba_lite.engine.data import read_table
+from ssmamba_lite.engine.device import resolve_device
+from ssmamba_lite.wsi.features import encode_tiles, write_features
 
 
 def make_patch_bags(labels_csv, bag_size: int = 6, positive: str = "idc_positive",
                     witness_fraction: float = 1.0, test_fraction: float = 0.3,
                     val_fraction: float = 0.15, seed: int = 0) -> list[dict]:
     """-> [{"name", "patient", "paths", "label" ("positive"/"negative"), "split"}]."""
-    rows = read_labels_with_patients(labels_csv)
+    rows = read_table(labels_csv, ("path", "label", "patient_id"))
     root = Path(labels_csv).parent
     by_patient = defaultdict(list)
     for r in rows:
@@ -78,14 +79,6 @@ def make_patch_bags(labels_csv, bag_size: int = 6, positive: str = "idc_positive
                 failed += 1
             kind = not kind
     return bags
-
-
-def read_labels_with_patients(labels_csv) -> list[dict]:
-    with Path(labels_csv).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"path", "label", "patient_id"} <= set(rows[0]):
-        raise ValueError(f"labels file {labels_csv} needs the columns path,label,patient_id")
-    return rows
 
 
 def colour_features(images: np.ndarray) -> np.ndarray:

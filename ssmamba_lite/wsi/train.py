@@ -1,6 +1,6 @@
 """Slide-level training and evaluation of the MIL aggregators of mil.py.
 
-Inputs: a folder of feature files `<slide>.h5` (wsi.py) and a labels CSV with columns
+Inputs: a folder of feature files `<slide>.h5` (features.py) and a labels CSV with columns
 `slide,label` (slide = file name without .h5) and optionally `patient_id` and `split`
 (train / val / test). Without a split column, whole patients (or slides, without patient ids)
 are held out for validation, so that no patient is on both sides.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -30,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ssmamba_lite.checkpoint import load_state_dict, save_json, save_state_dict
-from ssmamba_lite.distributed import resolve_device
-from ssmamba_lite.heatmap import save_heatmap
-from ssmamba_lite.metrics import classification_metrics, format_metrics
-from ssmamba_lite.mil import MILAggregator, MILConfig, pad_bags
-from ssmamba_lite.wsi import read_features
+from ssmamba_lite.engine.checkpoint import load_weights, read_json, save_json, save_weights
+from ssmamba_lite.engine.data import read_table
+from ssmamba_lite.engine.device import resolve_device
+from ssmamba_lite.engine.metrics import classification_metrics, format_metrics
+from ssmamba_lite.wsi.features import read_features
+from ssmamba_lite.wsi.heatmap import save_heatmap
+from ssmamba_lite.wsi.mil import MILAggregator, MILConfig, pad_bags
 
 
 @dataclass
@@ -62,22 +62,9 @@ class Bag:
     file: Path | None = None
 
 
-def read_labels(labels_csv) -> list[dict]:
-    path = Path(labels_csv)
-    if not path.is_file():
-        raise FileNotFoundError(f"labels file {path} does not exist")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = {"slide", "label"} - set(rows[0] if rows else {})
-    if missing:
-        raise ValueError(f"labels file {path} needs the columns slide,label; missing "
-                         f"{sorted(missing)}")
-    return rows
-
-
 def load_bags(features_dir, labels_csv, classes: list[str] | None = None):
     """Feature files + labels CSV -> (bags, classes). `classes` defaults to the sorted labels."""
-    rows = read_labels(labels_csv)
+    rows = read_table(labels_csv, ("slide", "label"))
     classes = list(classes) if classes else sorted({r["label"] for r in rows})
     bags = []
     for r in tqdm(rows, desc="bags", unit="bag", leave=False):
@@ -117,7 +104,7 @@ def _batches(bags: list[Bag], size: int, device):
 
 
 @torch.no_grad()
-def predict(model: MILAggregator, bags: list[Bag], batch_size: int = 8, device="cpu"):
+def predict_bags(model: MILAggregator, bags: list[Bag], batch_size: int = 8, device="cpu"):
     """-> probabilities (n_bags, K) and a list of attention vectors (n_i,) per bag."""
     model.eval().to(device)
     probs, attention = [], []
@@ -130,7 +117,7 @@ def predict(model: MILAggregator, bags: list[Bag], batch_size: int = 8, device="
 
 def evaluate_bags(model, bags: list[Bag], classes: list[str], device="cpu") -> dict:
     """classification_metrics of the bags, plus their mean cross-entropy as "loss"."""
-    probs, _ = predict(model, bags, device=device)
+    probs, _ = predict_bags(model, bags, device=device)
     labels = np.array([b.label for b in bags])
     m = classification_metrics(labels, probs, classes)
     m["loss"] = float(-np.log(np.clip(probs[np.arange(len(bags)), labels], 1e-12, None)).mean())
@@ -171,7 +158,7 @@ def train_mil(train: list[Bag], val: list[Bag], classes: list[str], out_dir,
         key = (-math.inf if math.isnan(auroc) else auroc, -row["val"]["loss"] if val else epoch)
         if best_key is None or key > best_key:
             best, best_key = row, key
-            save_state_dict(model.state_dict(), out_dir / "model.safetensors")
+            save_weights(model, out_dir / "model.safetensors")
             save_json({"mil_config": dataclasses.asdict(cfg),
                        "train_config": dataclasses.asdict(tcfg), "classes": classes,
                        "epoch": epoch}, out_dir / "config.json")
@@ -186,9 +173,9 @@ def load_mil(run_dir, device="cpu") -> tuple[MILAggregator, list[str]]:
     if not cfg_file.is_file():
         raise FileNotFoundError(f"MIL checkpoint {cfg_file} does not exist: point at the "
                                 f"folder written by `ssmamba-lite mil train`")
-    saved = json.loads(cfg_file.read_text())
+    saved = read_json(cfg_file)
     model = MILAggregator(MILConfig(**saved["mil_config"]))
-    model.load_state_dict(load_state_dict(Path(run_dir) / "model.safetensors"))
+    load_weights(model, Path(run_dir) / "model.safetensors")
     return model.eval().to(device), saved["classes"]
 
 
@@ -198,7 +185,7 @@ def evaluate_mil(run_dir, bags: list[Bag], classes: list[str], out_dir,
     device = resolve_device(device)
     model, _ = load_mil(run_dir, device)
     out_dir = Path(out_dir)
-    probs, attention = predict(model, bags, device=device)
+    probs, attention = predict_bags(model, bags, device=device)
     metrics = classification_metrics([b.label for b in bags], probs, classes)
     save_json(metrics, out_dir / "eval_metrics.json")
     with (out_dir / "predictions.csv").open("w", newline="") as f:

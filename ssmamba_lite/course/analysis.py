@@ -21,17 +21,17 @@ and whether fine-tuning starts from a MAMIM encoder.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from ssmamba_lite import checkpoint as ckpt
-from ssmamba_lite import data as D
+from ssmamba_lite.engine.checkpoint import load_weights, read_json
+from ssmamba_lite.engine.data import Samples
+from ssmamba_lite.engine.factory import model_from_config
+from ssmamba_lite.engine.inference import predict_probabilities
+from ssmamba_lite.engine.metrics import classification_metrics
+from ssmamba_lite.engine.train import FinetuneConfig, config_from_dict, run_samples
 from ssmamba_lite.mamim import MAMIM, magnify
-from ssmamba_lite.metrics import classification_metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,33 +55,18 @@ def effective_receptive_field(module, x: torch.Tensor, point=None) -> torch.Tens
 # ---------------------------------------------------------------------------------------------
 # Predictions of a trained classifier.
 # ---------------------------------------------------------------------------------------------
-def validation_samples(checkpoint) -> D.Samples:
+def validation_samples(checkpoint) -> Samples:
     """The validation images a fine-tuning run (its output folder) was validated on: the same
     patient-grouped split of the same data (or the data's own val/ folder)."""
-    from ssmamba_lite.train import FinetuneConfig, _samples, config_from_dict
-
-    record = json.loads((Path(checkpoint) / "config.json").read_text())
+    record = read_json(Path(checkpoint) / "config.json")
     cfg = config_from_dict(FinetuneConfig, record["run"])
-    _, val = _samples(cfg, labelled=True)                  # the very function finetune used
+    _, val = run_samples(cfg, labelled=True)               # the very function finetune used
     if val is None or not len(val):
         raise ValueError(f"{checkpoint}: the run had no validation split")
     return val
 
 
-@torch.no_grad()
-def predict_probabilities(model, samples: D.Samples, image_size: int, view=None,
-                          batch_size: int = 64, device="cpu") -> np.ndarray:
-    """Class probabilities (n, K) of `model` on `samples`, evaluation transform; `view`, when
-    given, changes each resized uint8 tile (3, H, W) first (e.g. a zoom)."""
-    tf = D.eval_transform(image_size)
-    if view is not None:
-        tf = D.v2.Compose([D.v2.Resize((image_size, image_size), antialias=True), view, tf])
-    loader = DataLoader(D.TileDataset(samples, tf), batch_size)
-    model.eval()
-    return torch.cat([model(x.to(device)).float().softmax(-1).cpu() for x, _ in loader]).numpy()
-
-
-def metrics_under_zoom(model, samples: D.Samples, image_size: int, zooms,
+def metrics_under_zoom(model, samples: Samples, image_size: int, zooms,
                        batch_size: int = 64, device="cpu") -> list[dict]:
     """classification_metrics of `model` on `samples` seen at each zoom (1 = as trained;
     2 = twice the magnification, a centre crop enlarged; 0.5 = half, shrunk and enlarged
@@ -101,18 +86,16 @@ def metrics_under_zoom(model, samples: D.Samples, image_size: int, zooms,
 def load_mamim(run_dir, device="cpu") -> MAMIM:
     """The whole MAMIM module (encoder, mask token, decoder) of a `pretrain` output folder,
     from its latest epoch checkpoint; encoder.safetensors alone holds the encoder only."""
-    from ssmamba_lite.models import build_model
-
     run_dir = Path(run_dir)
     for name in ("config.json", "latest.json"):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir}: no {name} (the output folder of `pretrain`)")
-    record = json.loads((run_dir / "config.json").read_text())
+    record = read_json(run_dir / "config.json")
     run = record["run"]
-    encoder = build_model(record["model"], 0, record["image_size"], record.get("model_args"))
+    encoder = model_from_config(record, num_classes=0)
     mamim = MAMIM(encoder, run["mask_patch_size"], run["mask_ratio"], run["norm_pix_loss"])
-    latest = json.loads((run_dir / "latest.json").read_text())
-    mamim.load_state_dict(ckpt.load_state_dict(run_dir / f"{latest['checkpoint']}.safetensors"))
+    latest = read_json(run_dir / "latest.json")
+    load_weights(mamim, run_dir / f"{latest['checkpoint']}.safetensors")
     return mamim.to(device).eval()
 
 

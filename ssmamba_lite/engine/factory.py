@@ -5,7 +5,8 @@ A trained model is described by a small record (saved as config.json beside its 
     model_args   overrides of SSMambaConfig fields (ablations: use_lpr, directions, ...)
     model_config the resulting SSMambaConfig, for reading (SSMamba models only)
     classes, image_size, mean, std, task
-so that `model_from_config(record)` rebuilds the same network.
+so that `model_from_config(record)` rebuilds the same network (randomly initialised;
+`checkpoint.load_weights` then puts the weights in).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import dataclasses
 import timm
 import torch
 
-import ssmamba_lite.model  # noqa: F401  (registers the ssmamba_lite_* presets with timm)
-from ssmamba_lite.data import MEAN, STD
+from ssmamba_lite.engine.transforms import MEAN, STD
+from ssmamba_lite.model import PRESETS, SSMamba, SSMambaConfig  # (registers the presets)
 
 
 def is_ssmamba(name: str) -> bool:
-    return name in ssmamba_lite.model.PRESETS
+    return name in PRESETS
 
 
 def build_model(name: str, num_classes: int, image_size: int, model_args: dict | None = None
@@ -30,7 +31,7 @@ def build_model(name: str, num_classes: int, image_size: int, model_args: dict |
     if is_ssmamba(name):
         return timm.create_model(name, num_classes=num_classes, img_size=image_size, **model_args)
     if not timm.is_model(name):
-        raise ValueError(f"unknown model {name!r}: use {sorted(ssmamba_lite.model.PRESETS)} "
+        raise ValueError(f"unknown model {name!r}: use {sorted(PRESETS)} "
                          f"or a timm model name such as resnet18 or vit_tiny_patch16_224")
     try:   # ViTs need the image size; CNNs take any size and refuse the argument
         return timm.create_model(name, num_classes=num_classes, img_size=image_size, **model_args)
@@ -49,7 +50,16 @@ def model_record(name, model, cfg, classes, task: str) -> dict:
     return record
 
 
-def model_from_config(record: dict) -> torch.nn.Module:
-    classes = record.get("classes") or []
-    return build_model(record["model"], len(classes), record["image_size"],
+def model_from_config(record: dict, num_classes: int | None = None) -> torch.nn.Module:
+    """The network a record describes, randomly initialised: "model" (+ "model_args") built by
+    name, or, in a record without "model", an SSMamba of the "model_config" fields.
+    num_classes: default len(record["classes"]); 0 gives an encoder (no head)."""
+    if num_classes is None:
+        num_classes = len(record.get("classes") or [])
+    if not record.get("model"):
+        fields = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in record["model_config"].items()}
+        return SSMamba(SSMambaConfig(**{**fields, "num_classes": num_classes}))
+    return build_model(record["model"], num_classes, record.get("image_size", 224),
                        record.get("model_args"))
+

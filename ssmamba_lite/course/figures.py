@@ -1,4 +1,5 @@
-"""Figures of the course: tiles, scan orders, training curves, confusion matrices, ROC curves.
+"""Figures of the course: tiles, scan orders, training curves, confusion matrices, ROC curves,
+MAMIM reconstructions.
 
 Every function returns a matplotlib Figure (nothing is shown or saved behind your back);
 `save_figure` writes it as a PNG, so an executed run can be browsed without Jupyter.
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from ssmamba_lite.dms import scan_order
+from ssmamba_lite.engine.data import load_image
 
 
 def save_figure(fig, output_dir, name: str, dpi: int = 120) -> Path:
@@ -30,11 +32,9 @@ def to_image(t: torch.Tensor, mean=0.5, std=0.5) -> np.ndarray:
     return (t.detach().float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def tile_grid(samples, per_class: int = 6, seed: int = 0, size: float = 1.3):
+def tiles_by_class_figure(samples, per_class: int = 6, seed: int = 0, size: float = 1.3):
     """One row per class, `per_class` random tiles of it (the class name and count on the left)."""
     import matplotlib.pyplot as plt
-
-    from ssmamba_lite.data import load_image
 
     rng = np.random.default_rng(seed)
     labels = np.asarray(samples.labels)
@@ -184,6 +184,23 @@ def roc_figure(y_true, probabilities: dict, classes):
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate")
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def reconstruction_figure(masked, result, original, n: int = 8, mean=0.5, std=0.5):
+    """Rows: original, masked input, reconstruction (normalised tensors in, figure out)."""
+    import matplotlib.pyplot as plt
+
+    n = min(n, original.shape[0])
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5), squeeze=False)
+    for row, (title, imgs) in enumerate([("original", original), ("masked", masked),
+                                         ("reconstruction", result)]):
+        for i in range(n):
+            ax = axes[row, i]
+            ax.imshow(to_image(imgs[i], mean, std))
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row, 0].set_ylabel(title)
     fig.tight_layout()
     return fig
 

@@ -1,4 +1,4 @@
-"""Where training runs: device choice, seeding, and data-parallel set-up under torchrun.
+"""Data-parallel training under torchrun: the process group, ranks, and the DDP wrapper.
 
 `torchrun --nproc_per_node N ...` starts N processes with RANK / WORLD_SIZE / LOCAL_RANK set;
 `setup` then joins them into one process group (NCCL on GPUs, gloo on CPUs). With one process
@@ -8,12 +8,12 @@ everything here is a no-op, so the same training code runs on a laptop and on a 
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
+
+from ssmamba_lite.engine.device import resolve_device, seed_everything
 
 
 @dataclass
@@ -34,22 +34,6 @@ class Env:
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> the GPU when there is one, else the CPU; "cuda" without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is visible (use --device cpu)")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def setup(device: str = "auto", seed: int = 0, distributed: bool = True) -> Env:

@@ -1,8 +1,8 @@
 """The course runner: execute the numbered notebooks headlessly with papermill.
 
-    python -m ssmamba_lite.tutorial                        # every notebooks/NN_*.py -> runs/<timestamp>/
-    python -m ssmamba_lite.tutorial 02 05 -p epochs 1      # some of them, with parameters
-    python -m ssmamba_lite.tutorial --list                 # the notebooks and their parameters
+    ssmamba-lite tutorial                         # every notebooks/NN_*.py -> runs/<timestamp>/
+    ssmamba-lite tutorial 02 05 -p epochs 1       # some of them, with parameters
+    ssmamba-lite tutorial --list                  # the notebooks and their parameters
 
 The percent-format `notebooks/NN_name.py` files are the source of truth (jupytext); each is
 executed with the `python3` kernel, in the notebooks/ folder (so relative default paths work),
@@ -17,16 +17,16 @@ message that says what to run.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
-import logging
-import sys
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from ssmamba_lite.engine.data import scan_labelled, scan_unlabelled
+
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 REQUIRED_PARAMETERS = ("data_dir", "output_dir", "image_size", "epochs", "batch_size", "device",
                        "seed")
@@ -41,15 +41,13 @@ def require_data(data_dir, dataset: str = "", labelled: bool = True) -> Path:
     notebook 01_data with this data_dir (and a registry `dataset` to download), or the CLI."""
     path = Path(data_dir).expanduser()
     if path.is_dir():
-        from ssmamba_lite.data import scan_labelled, scan_unlabelled
-
         (scan_labelled if labelled else scan_unlabelled)(path)   # a DataError names any problem
         return path
     name = dataset or "<name from `ssmamba-lite data list`>"
     raise FileNotFoundError(
         f"data_dir {str(data_dir)!r} does not exist (resolved: {path.resolve()}). "
         f"Get the data first: run notebooks/01_data with data_dir={str(data_dir)!r} and "
-        f"dataset={name!r} (e.g. `python -m ssmamba_lite.tutorial 01 -p data_dir {path.resolve()} "
+        f"dataset={name!r} (e.g. `ssmamba-lite tutorial 01 -p data_dir {path.resolve()} "
         f"-p dataset {name}`), or `ssmamba-lite data download {name} --root DIR`; or set "
         f"data_dir to a folder of class folders (or one with labels.csv)"
         + (" or of images" if not labelled else "") + ".")
@@ -128,13 +126,11 @@ class Result:
         return not self.error
 
 
-def execute(source, executed, parameters=None, cwd=NOTEBOOKS, kernel: str = "python3",
-            log_output: bool = False, cell_timeout: float | None = None) -> float:
+def execute_notebook(source, executed, parameters=None, cwd=NOTEBOOKS, kernel: str = "python3",
+                     log_output: bool = False, cell_timeout: float | None = None) -> float:
     """Execute one notebook with papermill into `executed`; returns the seconds it took.
     Raises papermill's PapermillExecutionError (with the failing cell) when a cell fails, and
     a timeout error when a cell runs longer than `cell_timeout` seconds (None: no limit)."""
-    import os
-
     import papermill
 
     # Kernels inherit this: idle OpenMP threads (PyTorch's, numba's) sleep instead of spinning,
@@ -179,8 +175,8 @@ def run_course(notebooks, out, parameters=None, overrides=None, stop_on_error: b
         echo(f"[{i}/{len(notebooks)}] {nb.stem} ...", end=" ", flush=True)
         t0 = time.perf_counter()
         try:
-            execute(nb, executed, params, cwd=cwd, log_output=log_output,
-                    cell_timeout=cell_timeout)
+            execute_notebook(nb, executed, params, cwd=cwd, log_output=log_output,
+                             cell_timeout=cell_timeout)
             results.append(Result(nb.stem, executed, time.perf_counter() - t0))
             echo(f"ok ({results[-1].seconds:.0f} s)", flush=True)
         except Exception as err:  # a failing cell, a missing kernel: report and go on
@@ -203,62 +199,3 @@ def summary(results: list[Result], out) -> str:
         lines.append(f"{len(failed)} notebook(s) failed:")
         lines += [f"  {r.notebook}: {r.error} (see {r.executed})" for r in failed]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-# ---------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ssmamba_lite.tutorial",
-                                description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:5]))
-    p.add_argument("notebooks", nargs="*", help="name prefixes (e.g. 02 05); default: all")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                   metavar=("NAME", "VALUE"), help="set a parameter (repeatable)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>)")
-    p.add_argument("--notebooks-dir", default=str(NOTEBOOKS))
-    p.add_argument("--stop-on-error", action="store_true", help="stop at the first failure")
-    p.add_argument("--log-output", action="store_true", help="echo the notebooks' output")
-    p.add_argument("--cell-timeout", type=float, default=3600,
-                   help="fail a cell that runs longer than this many seconds (default: 3600; "
-                        "0: no limit). A limit also ends a run whose kernel stops answering.")
-    p.add_argument("--list", action="store_true", help="list the notebooks and their parameters")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    folder = Path(args.notebooks_dir)
-    try:
-        notebooks = discover(folder, args.notebooks)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.list:
-        for nb in notebooks:
-            params = ", ".join(f"{k}={v!r}" for k, v in notebook_parameters(nb).items())
-            print(f"{nb.stem}\n    {params}")
-        return 0
-    params = {}
-    for name, text in args.parameter:
-        value = parse_value(text)
-        if is_path_parameter(name) and isinstance(value, str) and value and \
-                not Path(value).expanduser().is_absolute():
-            value = str(Path(value).resolve())
-        params[name] = value
-    known = set().union(*(notebook_parameters(nb) for nb in notebooks)) if notebooks else set()
-    for name in sorted(set(params) - known):
-        print(f"warning: no selected notebook has a parameter {name!r}", file=sys.stderr)
-    out = Path(args.out or REPO / "runs" / time.strftime("%Y%m%d-%H%M%S"))
-    logging.getLogger("papermill").setLevel(logging.INFO if args.log_output else logging.WARNING)
-    print(f"executing {len(notebooks)} notebook(s) from {folder} into {out}")
-    results = run_course(notebooks, out, params, stop_on_error=args.stop_on_error,
-                         cwd=folder, log_output=args.log_output,
-                         cell_timeout=args.cell_timeout or None)
-    print(summary(results, out))
-    return 0 if all(r.ok for r in results) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

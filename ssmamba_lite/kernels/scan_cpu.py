@@ -1,6 +1,6 @@
 """The fast CPU selective scan: one fused numba kernel per direction of time.
 
-Same math as `scan.selective_scan_reference` (read that first; symbols as in its glossary):
+Same math as `ssmamba_lite.scan.selective_scan_reference` (read that first; symbols as in its glossary):
     Ā_t = exp(Δ_t A),   h_t = Ā_t ⊙ h_{t-1} + Δ_t B_t u_t,   y_t = <C_t, h_t>
 
 Why a kernel? Every pure-PyTorch formulation materialises (batch, D, L, N) tensors and is bound

@@ -1,11 +1,9 @@
-"""The engine: MAMIM pretraining, supervised fine-tuning, evaluation and prediction.
+"""Training: MAMIM pretraining and supervised fine-tuning (evaluation is in inference.py).
 
     pretrain(PretrainConfig)   images (labels ignored) -> out/encoder.safetensors
     finetune(FinetuneConfig)   labelled images         -> out/model.safetensors + config.json
-    evaluate(data, checkpoint) labelled images         -> metrics dict (+ out/metrics.json)
-    predict(checkpoint, paths) images                  -> class and probability per image
 
-One loop (`_fit`) serves both stages: AdamW, linear warm-up then cosine decay of the learning
+One loop (`fit`) serves both stages: AdamW, linear warm-up then cosine decay of the learning
 rate (per step), gradient clipping, bf16 autocast on CUDA, a progress bar, a stop on a
 non-finite loss. After every epoch it writes a checkpoint pair atomically (weights as
 safetensors, optimizer/scheduler/counters as a torch file read back with weights_only=True)
@@ -26,12 +24,22 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ssmamba_lite import checkpoint as ckpt
-from ssmamba_lite import data as D
-from ssmamba_lite.distributed import Env, setup, wrap_ddp
-from ssmamba_lite.mamim import MAMIM, RandomMagnification
-from ssmamba_lite.metrics import classification_metrics, format_metrics
-from ssmamba_lite.models import build_model, model_from_config, model_record
+from ssmamba_lite.engine import checkpoint as ckpt
+from ssmamba_lite.engine.data import (
+    TileDataset,
+    drop_unreadable,
+    has_splits,
+    label_subset,
+    patient_split,
+    scan_labelled,
+    scan_unlabelled,
+)
+from ssmamba_lite.engine.distributed import Env, setup, wrap_ddp
+from ssmamba_lite.engine.factory import build_model, model_record
+from ssmamba_lite.engine.inference import evaluate_samples
+from ssmamba_lite.engine.metrics import format_metrics
+from ssmamba_lite.engine.transforms import mamim_transform, train_transform
+from ssmamba_lite.mamim import MAMIM
 
 
 @dataclass
@@ -84,19 +92,21 @@ class FinetuneConfig(TrainConfig):
     stain_jitter: bool = True
 
 
-def _samples(cfg, labelled: bool, classes=None):
-    """Train (and validation) samples of cfg.data, unreadable files handled per config."""
+def run_samples(cfg, labelled: bool, classes=None):
+    """(train, validation) samples of cfg.data as a run with config `cfg` sees them: the data's
+    own train/ and val/ folders, else a seeded patient split; unreadable files handled per
+    config. Validation is None for unlabelled data."""
     root = Path(cfg.data)
-    scan = (lambda r: D.scan_labelled(r, classes)) if labelled else D.scan_unlabelled
-    if labelled and D.has_splits(root):
+    scan = (lambda r: scan_labelled(r, classes)) if labelled else scan_unlabelled
+    if labelled and has_splits(root):
         train = scan(root / "train")
-        val = D.scan_labelled(root / "val", train.classes) if (root / "val").is_dir() else None
+        val = scan_labelled(root / "val", train.classes) if (root / "val").is_dir() else None
     elif labelled:
-        train, val = D.patient_split(scan(root), (1 - cfg.val_fraction, cfg.val_fraction), cfg.seed)
+        train, val = patient_split(scan(root), (1 - cfg.val_fraction, cfg.val_fraction), cfg.seed)
     else:
         train, val = scan(root), None
     if cfg.skip_bad_images:
-        train, bad = D.drop_unreadable(train)
+        train, bad = drop_unreadable(train)
         if bad:
             print(f"skipped {len(bad)} unreadable image(s), e.g. {bad[0][1]}")
     return train, val
@@ -132,7 +142,7 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def _fit(cfg, env: Env, module, dataset, loss_fn, save_weights, validate=None) -> list[dict]:
+def fit(cfg, env: Env, module, dataset, loss_fn, save_weights, validate=None) -> list[dict]:
     """Train `module` on `dataset`; loss_fn(module, batch) -> loss. Returns the history."""
     out = Path(cfg.out)
     steps = len(_loader(dataset, cfg, env, True))
@@ -192,7 +202,7 @@ def _fit(cfg, env: Env, module, dataset, loss_fn, save_weights, validate=None) -
 def _save_checkpoint(out: Path, epoch, step, module, opt, sched, history) -> None:
     """Weights and trainer state of one epoch, then the pointer to them, each atomically."""
     name = f"checkpoint-{epoch:04d}"
-    ckpt.save_state_dict(module.state_dict(), out / f"{name}.safetensors", {"epoch": epoch})
+    ckpt.save_weights(module, out / f"{name}.safetensors", {"epoch": epoch})
     ckpt.save_torch({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "step": step, "rng": torch.get_rng_state()}, out / f"{name}.pt")
     ckpt.save_json({"checkpoint": name, "epoch": epoch, "step": step, "history": history},
@@ -203,10 +213,8 @@ def _save_checkpoint(out: Path, epoch, step, module, opt, sched, history) -> Non
 
 
 def _load_checkpoint(out: Path, module, opt, sched):
-    import json
-
-    latest = json.loads((out / "latest.json").read_text())
-    module.load_state_dict(ckpt.load_state_dict(out / f"{latest['checkpoint']}.safetensors"))
+    latest = ckpt.read_json(out / "latest.json")
+    ckpt.load_weights(module, out / f"{latest['checkpoint']}.safetensors")
     state = ckpt.load_torch(out / f"{latest['checkpoint']}.pt")
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -219,9 +227,8 @@ def _load_checkpoint(out: Path, module, opt, sched):
 def pretrain(cfg: PretrainConfig) -> list[dict]:
     """MAMIM on cfg.data (labels ignored). Writes out/encoder.safetensors and config.json."""
     env = setup(cfg.device, cfg.seed)
-    train, _ = _samples(cfg, labelled=False)
-    tf = D.v2.Compose([D.v2.Resize((cfg.image_size,) * 2, antialias=True),
-                       RandomMagnification(cfg.min_zoom, cfg.max_zoom), D.train_transform(cfg.image_size)])
+    train, _ = run_samples(cfg, labelled=False)
+    tf = mamim_transform(cfg.image_size, cfg.min_zoom, cfg.max_zoom)
     encoder = build_model(cfg.model, 0, cfg.image_size, cfg.model_args)
     mamim = MAMIM(encoder, cfg.mask_patch_size, cfg.mask_ratio, cfg.norm_pix_loss).to(env.device)
     masks = mamim.mask_generator(cfg.image_size)
@@ -234,39 +241,32 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
         return module(images, masks(images.shape[0]).to(images.device))[0]
 
     def save(module):
-        ckpt.save_state_dict(module.encoder.state_dict(), Path(cfg.out) / "encoder.safetensors")
+        ckpt.save_weights(module.encoder, Path(cfg.out) / "encoder.safetensors")
 
-    history = _fit(cfg, env, mamim, D.TileDataset(train, tf), loss_fn, save)
+    history = fit(cfg, env, mamim, TileDataset(train, tf), loss_fn, save)
     env.close()
     return history
 
 
-def load_encoder(model: torch.nn.Module, init: str) -> dict:
-    """Encoder weights of a MAMIM run into `model`; returns the missing/unexpected keys."""
+def encoder_path(init) -> Path:
+    """The MAMIM encoder weights `init` names: a .safetensors file, or a pretraining run's
+    folder (its encoder.safetensors)."""
     path = Path(init)
-    path = path / "encoder.safetensors" if path.is_dir() else path
-    state = {k: v for k, v in ckpt.load_state_dict(path).items() if not k.startswith("head.")}
-    result = model.load_state_dict(state, strict=False)
-    report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
-    encoder_missing = [k for k in report["missing"] if not k.startswith("head.")]
-    if encoder_missing or report["unexpected"]:
-        print(f"warning: {path}: {len(encoder_missing)} encoder weights missing "
-              f"{encoder_missing[:3]}, {len(report['unexpected'])} unexpected {report['unexpected'][:3]}")
-    return report
+    return path / "encoder.safetensors" if path.is_dir() else path
 
 
 def finetune(cfg: FinetuneConfig) -> list[dict]:
     """Supervised fine-tuning (from scratch or a MAMIM encoder). Writes out/model.safetensors,
     out/config.json and out/history.json; returns the per-epoch history."""
     env = setup(cfg.device, cfg.seed)
-    train, val = _samples(cfg, labelled=True)
-    train = D.label_subset(train, cfg.label_fraction, cfg.seed)
+    train, val = run_samples(cfg, labelled=True)
+    train = label_subset(train, cfg.label_fraction, cfg.seed)
     model = build_model(cfg.model, len(train.classes), cfg.image_size, cfg.model_args)
     if cfg.init != "scratch":
-        report = load_encoder(model, cfg.init)
+        fresh = ckpt.load_weights(model, encoder_path(cfg.init), ignore=("head.",))
         if env.is_main:
-            print(f"initialised from {cfg.init}: {len(report['missing'])} missing key(s) "
-                  f"{report['missing'][:4]}, {len(report['unexpected'])} unexpected")
+            print(f"initialised from {encoder_path(cfg.init)}: every encoder weight loaded; "
+                  f"{', '.join(fresh)} start fresh")
     if cfg.linear_probe:
         head = set(id(p) for p in model.get_classifier().parameters())
         for p in model.parameters():
@@ -282,74 +282,17 @@ def finetune(cfg: FinetuneConfig) -> list[dict]:
         return crit(module(batch[0]).float(), batch[1])
 
     def validate(module):
-        return _evaluate_samples(module, val, train.classes, cfg.image_size, cfg.batch_size, env.device)
+        return evaluate_samples(module, val, train.classes, cfg.image_size, cfg.batch_size,
+                                env.device)
 
-    tf = D.train_transform(cfg.image_size, cfg.stain_jitter)
-    history = _fit(cfg, env, model, D.TileDataset(train, tf), loss_fn,
-                   lambda m: ckpt.save_state_dict(m.state_dict(), out / "model.safetensors"),
-                   validate if val is not None and len(val) else None)
+    tf = train_transform(cfg.image_size, cfg.stain_jitter)
+    history = fit(cfg, env, model, TileDataset(train, tf), loss_fn,
+                  lambda m: ckpt.save_weights(m, out / "model.safetensors"),
+                  validate if val is not None and len(val) else None)
     if env.is_main:
         ckpt.save_json(history, out / "history.json")
     env.close()
     return history
-
-
-# ---------------------------------------------------------------------------------------------
-# Using a trained model.
-# ---------------------------------------------------------------------------------------------
-@torch.no_grad()
-def _probabilities(model, dataset, batch_size, device) -> torch.Tensor:
-    model.eval()
-    loader = DataLoader(dataset, batch_size)
-    return torch.cat([model(x.to(device)).float().softmax(-1).cpu() for x, _ in loader])
-
-
-def _evaluate_samples(model, samples, classes, image_size, batch_size, device) -> dict:
-    probs = _probabilities(model, D.TileDataset(samples, D.eval_transform(image_size)), batch_size, device)
-    return classification_metrics(samples.labels, probs.numpy(), classes)
-
-
-def load_trained(checkpoint, device="cpu"):
-    """(model, config record) from a fine-tuning output folder."""
-    import json
-
-    folder = Path(checkpoint)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder}: expected config.json and model.safetensors "
-                                f"(the output folder of `ssmamba-lite finetune`)")
-    record = json.loads((folder / "config.json").read_text())
-    model = model_from_config(record)
-    model.load_state_dict(ckpt.load_state_dict(folder / "model.safetensors"))
-    return model.to(device).eval(), record
-
-
-def evaluate(data, checkpoint, out=None, batch_size: int = 64, device: str = "auto") -> dict:
-    """Metrics of a fine-tuned model on labelled data (its test/ or val/ split if it has
-    splits); class folders are matched by name to the training classes."""
-    env = setup(device, 0, distributed=False)
-    model, record = load_trained(checkpoint, env.device)
-    root = Path(data)
-    if D.has_splits(root):
-        root = root / ("test" if (root / "test").is_dir() else "val")
-    samples = D.scan_labelled(root, classes=record["classes"])
-    metrics = _evaluate_samples(model, samples, record["classes"], record["image_size"],
-                                batch_size, env.device)
-    print(format_metrics(metrics))
-    if out is not None:
-        ckpt.save_json(metrics, Path(out) / "metrics.json")
-    return metrics
-
-
-def predict(checkpoint, images, device: str = "auto") -> list[dict]:
-    """Class and probability of each image file."""
-    env = setup(device, 0, distributed=False)
-    model, record = load_trained(checkpoint, env.device)
-    paths = [Path(p) for p in images]
-    samples = D.Samples(paths, [0] * len(paths), [str(p) for p in paths], record["classes"])
-    probs = _probabilities(model, D.TileDataset(samples, D.eval_transform(record["image_size"])),
-                           64, env.device)
-    return [{"path": str(p), "class": record["classes"][int(q.argmax())],
-             "probability": float(q.max())} for p, q in zip(paths, probs)]
 
 
 def config_from_dict(cls, values: dict):
@@ -359,7 +302,3 @@ def config_from_dict(cls, values: dict):
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(names)}")
     return cls(**values)
-
-
-__all__ = ["PretrainConfig", "FinetuneConfig", "pretrain", "finetune", "evaluate", "predict",
-           "load_trained", "load_encoder", "lr_factor", "config_from_dict"]

@@ -6,8 +6,8 @@
     mil patch-bags     the constructed benchmark: bags of patches from a patch dataset
 
 Flags are spelled like the parameters of the functions they feed (--tile-size <-> tile_size).
-Every failure is one line on stderr and a non-zero exit code; the logic lives in wsi.py,
-mil.py, mil_train.py and mil_bench.py.
+Every failure is one line on stderr and a non-zero exit code; the logic lives in
+ssmamba_lite/wsi/ (features.py, mil.py, train.py, bench.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAIL = 0, 1
 def _one_line_errors(func):
     @functools.wraps(func)
     def run(args) -> int:
-        from ssmamba_lite.slide import SlideError
+        from ssmamba_lite.wsi.slide import SlideError
 
         try:
             return func(args)
@@ -108,10 +108,10 @@ def _mil_data_args(p) -> None:
 
 @_one_line_errors
 def _extract(args) -> int:
-    from ssmamba_lite import wsi
+    from ssmamba_lite.wsi.features import extract_slides, load_tile_encoder
 
-    encoder = wsi.load_encoder(args.checkpoint, args.model, seed=args.seed)
-    report = wsi.extract_slides(
+    encoder = load_tile_encoder(args.checkpoint, args.model, seed=args.seed)
+    report = extract_slides(
         args.slides, args.out, encoder, overwrite=args.overwrite, tile_size=args.tile_size,
         magnification=args.magnification, mpp=args.mpp, min_tissue=args.min_tissue,
         batch_size=args.batch_size, image_size=args.image_size, device=args.device,
@@ -123,9 +123,9 @@ def _extract(args) -> int:
 
 @_one_line_errors
 def _train(args) -> int:
-    from ssmamba_lite import mil_train
-    from ssmamba_lite.metrics import format_metrics
-    from ssmamba_lite.mil import MILConfig
+    from ssmamba_lite.engine.metrics import format_metrics
+    from ssmamba_lite.wsi import train as mil_train
+    from ssmamba_lite.wsi.mil import MILConfig
 
     bags, classes = mil_train.load_bags(args.features, args.labels)
     split = mil_train.split_bags(bags, args.val_fraction, args.seed)
@@ -148,8 +148,8 @@ def _train(args) -> int:
 
 @_one_line_errors
 def _evaluate(args) -> int:
-    from ssmamba_lite import mil_train
-    from ssmamba_lite.metrics import format_metrics
+    from ssmamba_lite.engine.metrics import format_metrics
+    from ssmamba_lite.wsi import train as mil_train
 
     run_dir = args.checkpoint or args.out
     _, classes = mil_train.load_mil(run_dir)
@@ -165,11 +165,12 @@ def _evaluate(args) -> int:
 
 @_one_line_errors
 def _patch_bags(args) -> int:
-    from ssmamba_lite import mil_bench, wsi
+    from ssmamba_lite.wsi.bench import write_patch_bags
+    from ssmamba_lite.wsi.features import load_tile_encoder
 
-    encoder = (wsi.load_encoder(args.checkpoint, args.model, seed=args.seed)
+    encoder = (load_tile_encoder(args.checkpoint, args.model, seed=args.seed)
                if args.encoder == "ssmamba" else "colour")
-    labels = mil_bench.write_patch_bags(
+    labels = write_patch_bags(
         args.labels, args.out, encoder, bag_size=args.bag_size,
         witness_fraction=args.witness_fraction, image_size=args.image_size,
         test_fraction=args.test_fraction, val_fraction=args.val_fraction, seed=args.seed,

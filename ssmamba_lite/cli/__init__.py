@@ -1,0 +1,46 @@
+"""`ssmamba-lite` command line: thin wrappers around the library (no model logic here).
+
+    ssmamba-lite info                                 versions; which scan runs where
+    ssmamba-lite pretrain | finetune | evaluate | predict     train.py
+    ssmamba-lite data ...                             datasets (data_scripts/cli.py)
+    ssmamba-lite wsi ... | mil ...                    whole-slide images, wsi.py
+    ssmamba-lite tutorial | assignments ...           the course, course.py
+
+`python -m ssmamba_lite.cli ...` does the same (what torchrun needs). Each command group's
+module has an `add_parser(subparsers)` that sets `func` on its parsers; a failure is one line
+on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ssmamba_lite.cli import course, info, train, wsi
+
+
+def _add_data(subparsers) -> None:
+    # The only place where the library reaches into data_scripts, which stays free of torch.
+    from data_scripts.cli import add_parser
+
+    add_parser(subparsers)
+
+
+COMMANDS = [info.add_parser, train.add_parser, _add_data, wsi.add_parser, course.add_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssmamba-lite", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"ssmamba-lite {args.command}: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,110 @@
+"""`ssmamba-lite tutorial` and `ssmamba-lite assignments build | grade` (the course).
+
+    ssmamba-lite tutorial                       every notebooks/NN_*.py -> runs/<timestamp>/
+    ssmamba-lite tutorial 02 05 -p epochs 1     some of them, with parameters
+    ssmamba-lite tutorial --list                the notebooks and their parameters
+    ssmamba-lite assignments build --out DIR    student versions (course/build.py)
+    ssmamba-lite assignments grade NOTEBOOK...  autograding (course/grade.py)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ssmamba_lite.course import runner
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("tutorial", help="execute the numbered notebooks headlessly "
+                              "(papermill) into runs/<timestamp>/")
+    p.add_argument("notebooks", nargs="*", help="name prefixes (e.g. 02 05); default: all")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"), help="set a parameter (repeatable)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>)")
+    p.add_argument("--notebooks-dir", default=str(runner.NOTEBOOKS))
+    p.add_argument("--stop-on-error", action="store_true", help="stop at the first failure")
+    p.add_argument("--log-output", action="store_true", help="echo the notebooks' output")
+    p.add_argument("--cell-timeout", type=float, default=3600,
+                   help="fail a cell that runs longer than this many seconds (default: 3600; "
+                        "0: no limit). A limit also ends a run whose kernel stops answering.")
+    p.add_argument("--list", action="store_true", help="list the notebooks and their parameters")
+    p.set_defaults(func=_tutorial)
+
+    p = subparsers.add_parser("assignments", help="course assignments: student versions of the "
+                              "notebooks, autograding of submissions")
+    sub = p.add_subparsers(dest="assignments_command", required=True)
+    b = sub.add_parser("build", help="student notebooks (solutions stubbed, hidden tests removed)")
+    b.add_argument("--out", required=True, help="folder for the student notebooks")
+    b.add_argument("notebooks", nargs="*", help="name prefixes (e.g. 02 04); default: all")
+    b.add_argument("--notebooks-dir", default=str(runner.NOTEBOOKS), help="the course notebooks")
+    b.set_defaults(func=_build)
+    g = sub.add_parser("grade", help="execute submissions, run the hidden tests, write reports")
+    g.add_argument("submissions", nargs="+", metavar="NOTEBOOK",
+                   help="submitted .ipynb files, or folders of them")
+    g.add_argument("--out", default=None,
+                   help="report folder (default: runs/grades/<timestamp> under the current one)")
+    g.add_argument("--source", default=None,
+                   help="the course notebook to grade against (default: found by grade ids)")
+    g.add_argument("--notebooks-dir", default=str(runner.NOTEBOOKS), help="the course notebooks")
+    g.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"), help="set a notebook parameter (repeatable)")
+    g.add_argument("--cell-timeout", type=float, default=300,
+                   help="seconds a cell may run before it is interrupted (default: 300)")
+    g.add_argument("--all-cells", action="store_true",
+                   help="also run the cells after the last test cell (they cannot change a score)")
+    g.set_defaults(func=_grade)
+
+
+def _tutorial(args) -> int:
+    folder = Path(args.notebooks_dir)
+    notebooks = runner.discover(folder, args.notebooks)
+    if args.list:
+        for nb in notebooks:
+            params = ", ".join(f"{k}={v!r}" for k, v in runner.notebook_parameters(nb).items())
+            print(f"{nb.stem}\n    {params}")
+        return 0
+    params = {}
+    for name, text in args.parameter:
+        value = runner.parse_value(text)
+        if runner.is_path_parameter(name) and isinstance(value, str) and value and \
+                not Path(value).expanduser().is_absolute():
+            value = str(Path(value).resolve())
+        params[name] = value
+    known = set().union(*(runner.notebook_parameters(nb) for nb in notebooks)) if notebooks \
+        else set()
+    for name in sorted(set(params) - known):
+        print(f"warning: no selected notebook has a parameter {name!r}", file=sys.stderr)
+    out = Path(args.out or runner.REPO / "runs" / time.strftime("%Y%m%d-%H%M%S"))
+    logging.getLogger("papermill").setLevel(logging.INFO if args.log_output else logging.WARNING)
+    print(f"executing {len(notebooks)} notebook(s) from {folder} into {out}")
+    results = runner.run_course(notebooks, out, params, stop_on_error=args.stop_on_error,
+                                cwd=folder, log_output=args.log_output,
+                                cell_timeout=args.cell_timeout or None)
+    print(runner.summary(results, out))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _build(args) -> int:
+    from ssmamba_lite.course.build import build
+
+    manifest = build(args.out, args.notebooks_dir, args.notebooks)
+    print(f"{len(manifest['notebooks'])} student notebook(s), {manifest['total_points']:g} "
+          f"points in all: {Path(args.out) / 'assignments.json'}")
+    return 0
+
+
+def _grade(args) -> int:
+    from ssmamba_lite.course.grade import grade_all
+
+    params = {name: runner.parse_value(text) for name, text in args.parameter}
+    out = Path(args.out or Path("runs") / "grades" / time.strftime("%Y%m%d-%H%M%S"))
+    results = grade_all(args.submissions, out, source=args.source, folder=args.notebooks_dir,
+                        parameters=params, cell_timeout=args.cell_timeout or None,
+                        all_cells=args.all_cells)
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"ssmamba-lite assignments grade: error: {r['error']}", file=sys.stderr)
+    return 2 if failed or not results else 0

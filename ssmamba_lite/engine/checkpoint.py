@@ -1,0 +1,125 @@
+"""Files of a run, written atomically, and the one way weights go into and out of a module.
+
+Weights go to safetensors (plain tensors, safe to load from anywhere); everything else a run
+needs to resume (optimizer, scheduler, step counters, RNG states) goes to a torch file that is
+read back only with `torch.load(weights_only=True)`.
+
+    atomic_write(path, write)       the one atomic writer: a killed run never leaves a
+                                    half-written file under a real name
+    save_weights(module, path)      a module's state_dict -> .safetensors
+    load_weights(module, path)      the one weight loader: keys and shapes must match, except
+                                    for the key prefixes you name in `ignore`
+    read_tensors(path)              a .safetensors file -> {name: tensor}, for looking inside
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+TEMP_SUFFIX = ".tmp"        # `atomic_write` writes `.<target>.<random>.tmp`; the sweep finds them
+ENCODER_PREFIX = "encoder."  # the encoder's weights inside a whole MAMIM checkpoint
+
+
+def atomic_write(path, write) -> None:
+    """`write(tmp)` writes a temporary file in `path`'s folder, then it is renamed over `path`.
+    Readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def remove_stale_temps(folder) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` (SIGKILL skips `finally`).
+
+    Only names `atomic_write` makes (`.<target>.<random>.tmp`) are touched. Call it before a
+    run resumes in a folder, never while another process writes there. Returns what was removed.
+    """
+    stale = sorted(Path(folder).glob(f".*{TEMP_SUFFIX}")) if Path(folder).is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights.
+# ---------------------------------------------------------------------------------------------
+def save_weights(module: torch.nn.Module, path, metadata: dict | None = None) -> None:
+    """`module.state_dict()` -> a .safetensors file (contiguous CPU copies), atomically."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone()
+               for k, v in module.state_dict().items()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def read_tensors(path, device="cpu") -> dict:
+    """The tensors of a .safetensors file, by name."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    return load_file(str(path), device=str(device))
+
+
+def load_weights(module: torch.nn.Module, path, ignore: tuple = ()) -> list[str]:
+    """Load the .safetensors file `path` into `module`; every weight must fit.
+
+    Keys saved from a DistributedDataParallel wrapper lose their "module." prefix. When the
+    module has no key starting with "encoder." but the file has (a whole MAMIM checkpoint:
+    encoder, mask token, decoder), only the encoder's weights are taken, without the prefix.
+    Keys starting with one of the `ignore` prefixes are left out on both sides, e.g.
+    ("head.",) to put an encoder into a classifier whose head starts fresh.
+    Any other difference (a missing or unexpected key, a different shape) is a ValueError that
+    names the file and the keys. Returns the module's keys that were left as they were.
+    """
+    path = Path(path)
+    state = {k.removeprefix("module."): v for k, v in read_tensors(path).items()}
+    own = module.state_dict()
+    if not any(k.startswith(ENCODER_PREFIX) for k in own) and \
+            any(k.startswith(ENCODER_PREFIX) for k in state):
+        state = {k.removeprefix(ENCODER_PREFIX): v for k, v in state.items()
+                 if k.startswith(ENCODER_PREFIX)}
+    skip = lambda k: k.startswith(tuple(ignore))  # noqa: E731
+    state = {k: v for k, v in state.items() if not skip(k)}
+    missing = [k for k in own if not skip(k) and k not in state]
+    unexpected = [k for k in state if k not in own]
+    where = f"{path} does not fit {type(module).__name__}"
+    if missing or unexpected:
+        raise ValueError(f"{where}: {len(missing)} missing key(s) {missing[:3]}, "
+                         f"{len(unexpected)} unexpected {unexpected[:3]}")
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise ValueError(f"{where}: {k} has shape {tuple(v.shape)} in the file, "
+                             f"{tuple(own[k].shape)} in the model")
+    module.load_state_dict(state, strict=False)
+    return [k for k in own if skip(k)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer state and records.
+# ---------------------------------------------------------------------------------------------
+def save_torch(obj, path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_torch(path):
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def save_json(obj, path) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def read_json(path) -> dict:
+    return json.loads(Path(path).read_text())
