@@ -429,3 +429,51 @@ def test_gdc_manifest_from_a_local_api(tmp_path):
         labels = list(csv.DictReader(fh))
     assert [r["label"] for r in labels] == ["LUAD", "LUSC", "LUAD"]
     assert labels[1]["patient_id"] == "TCGA-01" and labels[1]["path"].startswith("slides/uuid-1/")
+
+
+# ----------------------------------------------------------------------------- the sample
+def test_build_sample_keeps_bytes_and_held_out_patients_out_of_the_pool(tmp_path):
+    from data_scripts import build_sample
+
+    src = tmp_path / "src"
+    rng = np.random.default_rng(0)
+
+    def png(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(path)
+
+    labelled, pool = [], []
+    for patient in range(20):
+        for label in ("idc_negative", "idc_positive"):
+            for k in range(3):
+                rel = f"{label}/{patient}_{k}_{label}.png"
+                png(src / "idc_breast" / rel)
+                labelled.append({"path": rel, "label": label, "patient_id": str(patient),
+                                 "source_repo": "x", "md5": "m"})
+        for k in range(5):
+            rel = f"images/{patient}_x{k}.png"
+            png(src / "idc_breast_unlabeled" / rel)
+            pool.append({"path": rel, "patient_id": str(patient)})
+    build_sample._write(src / "idc_breast" / "labels.csv", list(labelled[0]), labelled)
+    build_sample._write(src / "idc_breast_unlabeled" / "images.csv", ["path", "patient_id"], pool)
+    for mini in ("kather2016_mini", "nct_crc_he_mini"):
+        png(src / mini / "A" / "a.png")
+        (src / mini / "MANIFEST.md").write_text("about")
+    (src / "wsi").mkdir()
+    (src / "wsi" / "cmu_small_region.svs").write_bytes(b"slide bytes")
+
+    out = tmp_path / "sample"
+    assert build_sample.main(["--source", str(src), "--out", str(out), "--patients", "12",
+                              "--per-class", "2", "--unlabelled-per-patient", "3"]) == 0
+    rows = list(csv.DictReader((out / "idc-breast" / "labels.csv").open()))
+    train = {r["patient_id"] for r in rows if r["split"] == "train"}
+    val = {r["patient_id"] for r in rows if r["split"] == "val"}
+    assert len(rows) == 12 * 2 * 2 and (len(train), len(val)) == (9, 3) and not train & val
+    extra = list(csv.DictReader((out / "idc-breast-unlabeled" / "images.csv").open()))
+    assert {r["patient_id"] for r in extra} == train and len(extra) == 9 * 3
+    for r in rows[:5]:
+        assert (out / "idc-breast" / r["path"]).read_bytes() == \
+            (src / "idc_breast" / r["path"]).read_bytes(), "bytes copied unchanged"
+    assert (out / "kather2016" / "A" / "a.png").is_file()
+    assert not (out / "kather2016" / "MANIFEST.md").exists()
+    assert (out / "cmu-small-region" / "cmu_small_region.svs").read_bytes() == b"slide bytes"
