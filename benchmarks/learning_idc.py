@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/learning_idc.py [--epochs 6 --pretrain-epochs 6 ...]
 
-Data: ../shared/data/idc_breast (3000 50x50 H&E patches, 2 classes), split by patient:
-80% of the patients train, 20% are held out for testing (never seen in any stage). Arms, each
+Data: `--labelled` (default: the IDC sample inside the package, 955 50x50 H&E patches of 160
+patients, 2 classes; give a larger IDC folder with path,label,patient_id for the README's
+numbers), split by patient: 80% of the patients train, 20% are held out for testing (never
+seen in any stage). Arms, each
 trained the same number of fine-tuning epochs on the same training patients:
     (a) scratch      SSMamba-lite tiny, supervised from random weights
     (b) mamim+sft    MAMIM on the training images (labels unused), then supervised fine-tuning
@@ -13,8 +15,8 @@ trained the same number of fine-tuning epochs on the same training patients:
                      epochs plus as many more as it takes to match MAMIM's image passes
                      (pretrain epochs x pool size), so neither arm gets more encoder updates
 each with all training labels and with `--label-fractions` of the training patients.
-With --pool train+unlabeled, MAMIM also sees ../shared/data/idc_breast_unlabeled minus every
-image of a test patient. Prints one table (balanced accuracy, AUROC, macro-F1 on the held-out
+With --pool train+unlabeled, MAMIM also sees `--unlabelled` (default: the sample's unlabelled
+pool) minus every image of a test patient. Prints one table (balanced accuracy, AUROC, macro-F1 on the held-out
 patients, wall time per arm, MAMIM time counted separately) and writes results.json.
 """
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,12 +35,14 @@ from ssmamba_lite.engine import data  # noqa: E402
 from ssmamba_lite.engine.inference import evaluate  # noqa: E402
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain  # noqa: E402
 
-SHARED = Path(os.environ.get("SSMAMBA_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/learning_idc")
+    ap.add_argument("--labelled", default="sample:idc-breast",
+                    help="labelled IDC patches (path,label,patient_id); a path or sample:NAME")
+    ap.add_argument("--unlabelled", default="sample:idc-breast-unlabeled",
+                    help="the unlabelled pool of --pool train+unlabeled")
     ap.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs of every arm")
     ap.add_argument("--pretrain-epochs", type=int, default=6)
     ap.add_argument("--pool", choices=["train", "train+unlabeled"], default="train")
@@ -55,14 +58,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
 
-    labelled = data.scan_labelled(SHARED / "idc_breast")
+    labelled = data.scan_labelled(data.resolve_data(args.labelled))
     train, test = data.patient_split(labelled, (0.8, 0.2), seed=args.seed)
     assert not set(train.patients) & set(test.patients)
     data.write_labels_csv(out / "data" / "train" / "labels.csv", train)
     data.write_labels_csv(out / "data" / "val" / "labels.csv", test)       # monitored only, never selected on
     pool = train
     if args.pool == "train+unlabeled":
-        extra = data.scan_unlabelled(SHARED / "idc_breast_unlabeled")
+        extra = data.scan_unlabelled(data.resolve_data(args.unlabelled))
         keep = [i for i, g in enumerate(extra.patients) if g not in set(test.patients)]
         extra = extra.subset(keep)
         pool = data.Samples(train.paths + extra.paths, [-1] * (len(train) + len(extra)),

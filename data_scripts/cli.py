@@ -19,11 +19,12 @@ from data_scripts import registry
 EXIT_OK, EXIT_FAIL = 0, 1
 
 
-def add_parser(subparsers) -> None:
-    """Register the `data` sub-command (called by ssmamba_lite/cli/__init__.py)."""
+def add_parser(subparsers):
+    """Register the `data` sub-command (called by ssmamba_lite/cli/__init__.py); returns its
+    sub-parsers, so that the library can add the commands that need it (`data sample`)."""
     p = subparsers.add_parser("data", help="list, download and verify public datasets",
                               description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="data_command", metavar="{list,info,download,verify,gdc-manifest}")
+    sub = p.add_subparsers(dest="data_command")
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
     ls = sub.add_parser("list", help="print the registry as a table")
@@ -56,6 +57,7 @@ def add_parser(subparsers) -> None:
                     help="GDC project id, repeatable (default: TCGA-LUAD and TCGA-LUSC)")
     gm.add_argument("--api", default=None, help="GDC API base URL (default: the public GDC)")
     gm.set_defaults(func=_gdc_manifest)
+    return sub
 
 
 def _fail(message: str) -> int:

@@ -40,8 +40,8 @@
 # Every figure is also saved as a PNG in `output_dir`.
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/kather2016_mini"   # a folder of class folders (or with labels.csv)
-output_dir = "../runs/notebooks/00_setup_and_tour"
+data_dir = "sample:kather2016"   # class folders or labels.csv; "sample:NAME": a set that ships with the package
+output_dir = "runs/notebooks/00_setup_and_tour"
 image_size = 128        # the tile size the tour feeds the model
 epochs = 1              # not used here (every notebook has the same parameter names)
 batch_size = 4          # tiles pushed through the model in the tour

@@ -33,9 +33,9 @@
 # it there first (checksums verified).
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/kather2016_mini"   # class folders or labels.csv
+data_dir = "sample:kather2016"   # class folders or labels.csv; or "data:kather2016" ($SSMAMBA_DATA)
 dataset = "kather2016"      # registry name, downloaded into data_dir when data_dir is absent
-output_dir = "../runs/notebooks/01_data"
+output_dir = "runs/notebooks/01_data"
 image_size = 128            # tile size for the magnification and augmentation pictures
 epochs = 1                  # not used here
 batch_size = 8              # augmented views shown of one tile
@@ -43,7 +43,7 @@ device = "auto"             # not used here
 seed = 0
 tiles_per_class = 6
 zooms = [0.5, 1.0, 2.0, 4.0]
-wsi_path = "../../shared/data/wsi/cmu_small_region.svs"   # optional: a whole slide; empty: skip
+wsi_path = "sample:cmu-small-region/cmu_small_region.svs"   # a whole slide; empty: skip
 
 # %%
 from pathlib import Path
@@ -55,6 +55,7 @@ import seaborn as sns
 import torch
 
 from ssmamba_lite.course.figures import save_figure
+from ssmamba_lite.engine.data import resolve_data
 
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ _ = torch.manual_seed(seed)
 # with that name points at the dataset folder.
 
 # %%
-data_path = Path(data_dir)
+data_path = resolve_data(data_dir)
 if data_path.exists():
     print(f"{data_path.resolve()} is there: no download")
 elif not dataset:
@@ -179,7 +180,7 @@ plt.show()
 # at half the magnification shows more tissue, each structure at half the size.
 
 # %%
-slide_file = Path(wsi_path) if wsi_path else None
+slide_file = resolve_data(wsi_path) if wsi_path else None
 try:
     import openslide
 except ImportError:

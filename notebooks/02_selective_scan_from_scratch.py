@@ -29,8 +29,8 @@
 # decided by the input itself (that is the "selective" part).
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/kather2016_mini"   # a tile row becomes our first sequence
-output_dir = "../runs/notebooks/02_selective_scan_from_scratch"
+data_dir = "sample:kather2016"   # a tile row becomes our first sequence
+output_dir = "runs/notebooks/02_selective_scan_from_scratch"
 image_size = 128          # the tile is resized to this; one row is a sequence this long
 epochs = 1                # not used here
 batch_size = 2            # sequences per scan in the checks and timings

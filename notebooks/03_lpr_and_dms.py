@@ -35,8 +35,8 @@
 # $$\mathrm{ERF}(q) = \sum_c \left| \frac{\partial \sum_{c'} y_{c'}(p)}{\partial x_c(q)} \right| .$$
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/kather2016_mini"
-output_dir = "../runs/notebooks/03_lpr_and_dms"
+data_dir = "sample:kather2016"
+output_dir = "runs/notebooks/03_lpr_and_dms"
 image_size = 32           # side of the feature map whose receptive fields we measure
 epochs = 1                # not used here
 batch_size = 1            # random feature maps averaged per receptive field

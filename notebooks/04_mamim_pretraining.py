@@ -43,8 +43,9 @@
 # multi-magnification pretraining (notebook 08 measures what it buys).
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/idc_breast_unlabeled"   # unlabelled tiles (any image tree)
-output_dir = "../runs/notebooks/04_mamim_pretraining"
+data_dir = "sample:idc-breast"   # the target data; MAMIM uses its training patients, not its labels
+extra_data = "sample:idc-breast-unlabeled"   # more unlabelled tiles ("": none); held-out patients left out
+output_dir = "runs/notebooks/04_mamim_pretraining"
 image_size = 64
 epochs = 2
 batch_size = 32
@@ -241,7 +242,13 @@ plt.show()
 #
 # `ssmamba_lite.engine.train.pretrain` runs the loop: AdamW, warm-up then cosine learning rate,
 # the views above plus flips, rotations and stain jitter, a checkpoint after every epoch.
-# It writes `encoder.safetensors` (the weights notebook 05 starts from) into its folder.
+# It writes `encoder.safetensors` (the weights notebook 05 can start from) into its folder.
+#
+# Which images? The paper pretrains *on the target dataset itself*. Here that is the training
+# part of `data_dir` (its own split, or the patient split fine-tuning makes with the same
+# seed), labels unused, plus the `extra_data` pool minus any image of a held-out patient: the
+# patients we will judge on stay unseen by both stages. `pretrain` prints the count and writes
+# the patients it saw to `pretrain_patients.json`, which fine-tuning checks.
 
 # %%
 from ssmamba_lite.engine.train import PretrainConfig, pretrain
@@ -251,7 +258,8 @@ cfg = PretrainConfig(data=str(data_dir), out=str(run_dir), model=model, model_ar
                      image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                      seed=seed, device=device, mask_ratio=mask_ratio,
                      mask_patch_size=mask_patch_size, min_zoom=min_zoom, max_zoom=max_zoom,
-                     max_steps_per_epoch=max_steps_per_epoch, progress=progress)
+                     max_steps_per_epoch=max_steps_per_epoch, progress=progress,
+                     extra_data=extra_data)
 history = pretrain(cfg)
 print(f"encoder weights: {run_dir / 'encoder.safetensors'}")
 

@@ -23,7 +23,8 @@
 # $$\mathcal L = -\frac{1}{n}\sum_{i=1}^{n} \log \frac{e^{f_{y_i}(x_i)}}{\sum_k e^{f_k(x_i)}} .$$
 #
 # We do it twice with *everything* equal (data, split, seed, schedule) except the start:
-# random weights, or the encoder MAMIM pretrained on unlabelled tiles (notebook 04).
+# random weights, or the encoder MAMIM pretrained on the training tiles of the same data
+# (labels unused; notebook 04).
 #
 # **Why.** Labels in pathology cost a pathologist's time, so the interesting regime is few
 # labels (`label_fraction` keeps only that share of the training *patients*). If MAMIM taught
@@ -32,9 +33,9 @@
 # accuracy (mean recall over classes), macro F1 and the area under the ROC curve (AUROC).
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/idc_breast"              # labelled tiles
-pretrain_dir = "../../shared/data/idc_breast_unlabeled"  # unlabelled tiles for MAMIM; empty: data_dir
-output_dir = "../runs/notebooks/05_finetuning"
+data_dir = "sample:idc-breast"  # labelled tiles: class folders or labels.csv (any classes)
+extra_data = ""                 # an unlabelled pool MAMIM sees too ("": only data_dir's training tiles)
+output_dir = "runs/notebooks/05_finetuning"
 image_size = 64
 epochs = 4
 batch_size = 32
@@ -62,7 +63,8 @@ from ssmamba_lite.course.runner import require_data
 from ssmamba_lite.engine.device import resolve_device
 
 data_dir = require_data(data_dir, dataset="idc-breast")
-pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else data_dir
+if extra_data:
+    require_data(extra_data, labelled=False)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 dev = resolve_device(device)
@@ -133,10 +135,11 @@ print("binary_auroc: checks passed")
 # %% [markdown]
 # ## 2. The MAMIM encoder
 #
-# Reused from notebook 04 when `mamim_encoder_path` is given, else pretrained here (short).
-# Note: the unlabelled pool shares patients with the labelled set, so pretraining sees the
-# *pixels* (never the labels) of validation patients too. That is the paper's setting
-# (pretraining on the target dataset); for a strict protocol, hold patients out of both.
+# Reused from notebook 04 when `mamim_encoder_path` is given, else pretrained here (short),
+# on the target data itself as the paper does: the *training* tiles of `data_dir`, labels
+# unused (plus `extra_data`, if you name a pool, minus its tiles of held-out patients). The
+# validation patients stay unseen by both stages; the cell after pretraining checks it, and
+# `finetune` refuses an encoder whose pretraining saw one of them.
 
 # %%
 from ssmamba_lite.engine.train import PretrainConfig, pretrain
@@ -146,10 +149,27 @@ if mamim_encoder_path:
     print(f"using {encoder}")
 else:
     encoder = out / "mamim" / "encoder.safetensors"
-    pretrain(PretrainConfig(data=str(pretrain_dir), out=str(out / "mamim"), model=model,
-                            model_args=model_args, image_size=image_size, epochs=pretrain_epochs,
-                            batch_size=batch_size, seed=seed, device=device,
-                            max_steps_per_epoch=pretrain_max_steps, progress=progress))
+    pretrain(PretrainConfig(data=str(data_dir), extra_data=extra_data, out=str(out / "mamim"),
+                            model=model, model_args=model_args, image_size=image_size,
+                            epochs=pretrain_epochs, batch_size=batch_size, seed=seed,
+                            device=device, max_steps_per_epoch=pretrain_max_steps,
+                            progress=progress))
+
+# %%
+import json
+
+from ssmamba_lite.engine.splits import labelled_parts
+from ssmamba_lite.engine.train import FinetuneConfig
+
+_, val_tiles, held_out = labelled_parts(FinetuneConfig(data=str(data_dir), seed=seed))
+seen_file = Path(encoder).parent / "pretrain_patients.json"
+seen = json.loads(seen_file.read_text()) if seen_file.is_file() else None
+if seen:
+    print(f"MAMIM saw {seen['images']} tiles of {len(seen['patients'])} patients (no labels)")
+else:
+    print(f"{seen_file} is absent: this encoder's pretraining data is not on record")
+print(f"validation: {len(val_tiles)} tiles of {len(held_out)} patients, "
+      f"{len(held_out & set(seen['patients'])) if seen else 'unknown'} of them seen by MAMIM")
 
 # %% [markdown]
 # ## 3. Two fine-tuning runs

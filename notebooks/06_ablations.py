@@ -36,9 +36,9 @@
 # cell can be rerun on its own (the command is printed below).
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/idc_breast"
-pretrain_dir = "../../shared/data/idc_breast_unlabeled"   # unlabelled tiles; empty: data_dir
-output_dir = "../runs/notebooks/06_ablations"
+data_dir = "sample:idc-breast"   # labelled tiles: class folders or labels.csv (any classes)
+extra_data = ""                   # an unlabelled pool MAMIM sees too ("": only data_dir's training tiles)
+output_dir = "runs/notebooks/06_ablations"
 image_size = 64
 epochs = 3
 batch_size = 32
@@ -54,7 +54,7 @@ label_fraction = 0.25
 lr = 1e-3
 max_steps_per_epoch = 0
 progress = False          # the cells' progress bars (their notebooks keep the output)
-cell_notebook_path = "06a_ablation_cell.ipynb"   # the notebook run for each cell
+cell_notebook_path = ""   # the notebook run for each cell; "": 06a_ablation_cell of this course
 
 # %%
 import json
@@ -70,7 +70,8 @@ from ssmamba_lite.course.figures import save_figure
 from ssmamba_lite.course.runner import require_data
 
 data_dir = require_data(data_dir, dataset="idc-breast")
-pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else ""
+if extra_data:
+    require_data(extra_data, labelled=False)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 unknown = sorted(set(variants) - set(ABLATIONS))
@@ -85,11 +86,11 @@ print(f"{len(variants)} variants x {len(seeds)} seeds = {len(variants) * len(see
 # change. Each executed cell notebook is kept in `cells/` beside its outputs.
 
 # %%
-from ssmamba_lite.course.runner import execute_notebook
+from ssmamba_lite.course.runner import NOTEBOOKS, execute_notebook
 
-cell_notebook = Path(cell_notebook_path).resolve()
-shared = dict(data_dir=str(data_dir.resolve()),
-              pretrain_dir=str(Path(pretrain_dir).resolve()) if pretrain_dir else "",
+cell_notebook = Path(cell_notebook_path).resolve() if cell_notebook_path else \
+    NOTEBOOKS / "06a_ablation_cell.ipynb"
+shared = dict(data_dir=str(data_dir), extra_data=extra_data,
               image_size=image_size, epochs=epochs, batch_size=batch_size, device=device,
               model=model, model_args=model_args, pretrain_epochs=pretrain_epochs,
               pretrain_max_steps=pretrain_max_steps, label_fraction=label_fraction, lr=lr,

@@ -37,9 +37,9 @@
 # | `attention` | DMS replaced by multi-head self-attention | `mixer="attention"` |
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/idc_breast"
-pretrain_dir = "../../shared/data/idc_breast_unlabeled"   # unlabelled tiles; empty: data_dir
-output_dir = "../runs/notebooks/06_ablations/cells/full_seed0"
+data_dir = "sample:idc-breast"   # labelled tiles: class folders or labels.csv (any classes)
+extra_data = ""                   # an unlabelled pool MAMIM sees too ("": only data_dir's training tiles)
+output_dir = "runs/notebooks/06_ablations/cells/full_seed0"
 image_size = 64
 epochs = 3
 batch_size = 32
@@ -64,7 +64,8 @@ from ssmamba_lite.course.analysis import ablation
 from ssmamba_lite.course.runner import require_data
 
 data_dir = require_data(data_dir, dataset="idc-breast")
-pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else data_dir
+if extra_data:
+    require_data(extra_data, labelled=False)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 cell_args, use_mamim = ablation(variant, model_args)
@@ -76,7 +77,8 @@ from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, 
 t0 = time.perf_counter()
 init = "scratch"
 if use_mamim:
-    pretrain(PretrainConfig(data=str(pretrain_dir), out=str(out / "mamim"), model=model,
+    pretrain(PretrainConfig(data=str(data_dir), extra_data=extra_data, out=str(out / "mamim"),
+                            model=model,
                             model_args=cell_args, image_size=image_size, epochs=pretrain_epochs,
                             batch_size=batch_size, seed=seed, device=device,
                             max_steps_per_epoch=pretrain_max_steps, progress=progress))

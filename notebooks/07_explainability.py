@@ -35,8 +35,8 @@
 # (`target_stage = -2`, image size / 16), which is twice as fine.
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/idc_breast"
-output_dir = "../runs/notebooks/07_explainability"
+data_dir = "sample:idc-breast"   # labelled tiles: class folders or labels.csv (any classes)
+output_dir = "runs/notebooks/07_explainability"
 image_size = 64
 epochs = 3
 batch_size = 32

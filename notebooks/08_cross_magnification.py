@@ -39,9 +39,9 @@
 # from $z = 1$.
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data/idc_breast"
-pretrain_dir = "../../shared/data/idc_breast_unlabeled"   # unlabelled tiles; empty: data_dir
-output_dir = "../runs/notebooks/08_cross_magnification"
+data_dir = "sample:idc-breast"   # labelled tiles: class folders or labels.csv (any classes)
+extra_data = ""                   # an unlabelled pool MAMIM sees too ("": only data_dir's training tiles)
+output_dir = "runs/notebooks/08_cross_magnification"
 image_size = 64
 epochs = 3
 batch_size = 32
@@ -72,7 +72,8 @@ from ssmamba_lite.course.runner import require_data
 from ssmamba_lite.engine.device import resolve_device
 
 data_dir = require_data(data_dir, dataset="idc-breast")
-pretrain_dir = require_data(pretrain_dir, labelled=False) if pretrain_dir else data_dir
+if extra_data:
+    require_data(extra_data, labelled=False)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 dev = resolve_device(device)
@@ -112,7 +113,8 @@ for arm in arms:
     if ARMS[arm] is not None:
         lo, hi = ARMS[arm]
         print(f"--- MAMIM for {arm}: zoom in [{lo}, {hi}]")
-        pretrain(PretrainConfig(data=str(pretrain_dir), out=str(out / arm / "mamim"), model=model,
+        pretrain(PretrainConfig(data=str(data_dir), extra_data=extra_data,
+                                out=str(out / arm / "mamim"), model=model,
                                 model_args=model_args, image_size=image_size,
                                 epochs=pretrain_epochs, batch_size=batch_size, seed=seed,
                                 device=device, min_zoom=lo, max_zoom=hi,

@@ -39,19 +39,19 @@
 # a baseline for the mechanics, not a result.
 
 # %% tags=["parameters"]
-data_dir = "../../shared/data"     # holds wsi/cmu_small_region.svs and idc_breast/
-output_dir = "../runs/notebooks/09_wsi_mil"
+data_dir = "sample:idc-breast"   # labelled patches with patient ids (labels.csv): the benchmark
+output_dir = "runs/notebooks/09_wsi_mil"
 image_size = 64          # tiles and patches are resized to this before the encoder
 epochs = 10              # MIL training epochs
 batch_size = 8           # bags per optimizer step
 device = "auto"          # "auto": the GPU if there is one, else the CPU
 seed = 0
-slide_path = ""          # default: <data_dir>/wsi/cmu_small_region.svs
+slide_path = "sample:cmu-small-region/cmu_small_region.svs"   # any .svs/.tif slide
 tile_size = 128          # tile side in pixels at the target magnification
 magnification = 10       # target magnification (the slide was scanned at 20x)
 checkpoint = "none"      # encoder folder or .safetensors file; none: random weights (baseline)
 model = "ssmamba_lite_cpu"      # the laptop-sized preset (a checkpoint brings its own config)
-bag_size = 6             # constructed benchmark: at most this many patches per bag
+bag_size = 4             # constructed benchmark: at most this many patches per bag
 lr = 1e-3
 
 # %%
@@ -69,15 +69,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-data_dir = Path(data_dir)
-slide_path = Path(slide_path) if slide_path else data_dir / "wsi" / "cmu_small_region.svs"
-idc_labels = data_dir / "idc_breast" / "labels.csv"
-missing = [str(p) for p in (slide_path, idc_labels) if not p.exists()]
-if missing:
-    raise FileNotFoundError(
-        f"missing data: {missing}. Point data_dir at the folder that holds "
-        f"wsi/cmu_small_region.svs and idc_breast/labels.csv (see the README, 'Data used by "
-        f"the tests'), or set slide_path to any .svs/.tif slide.")
+from ssmamba_lite.course.runner import require_data
+from ssmamba_lite.engine.data import resolve_data
+
+data_dir = require_data(data_dir, dataset="idc-breast")
+idc_labels = data_dir / "labels.csv"
+slide_path = resolve_data(slide_path)
+if not idc_labels.is_file():
+    raise FileNotFoundError(f"{idc_labels} is missing: the constructed benchmark needs a "
+                            f"labels.csv with path,label,patient_id in data_dir")
+if not slide_path.is_file():
+    raise FileNotFoundError(f"slide_path {str(slide_path)!r} does not exist: set it to any "
+                            f".svs/.tif slide")
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(seed)

@@ -1,8 +1,10 @@
-"""Shared test fixtures: the real-data folder and mamba-ssm's reference code as an oracle."""
+"""Shared test helpers: the repository root and mamba-ssm's reference code as an oracle.
+
+Real H&E data comes from the sample sets inside the package (ssmamba_lite.engine.data.sample_dir),
+so no test needs anything outside the repository."""
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 from pathlib import Path
@@ -10,19 +12,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    """Real H&E data: $SSMAMBA_TEST_DATA, else ../shared/data beside the repository."""
-    return Path(os.environ.get("SSMAMBA_TEST_DATA", REPO.parent / "shared" / "data"))
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    root = shared_data_dir()
-    if not root.is_dir():
-        pytest.skip(f"real data folder {root} is absent (set SSMAMBA_TEST_DATA to point at it)")
-    return root
 
 
 def load_mamba_ssm_oracle():

@@ -17,7 +17,7 @@ from ssmamba_lite.course.analysis import (
     validation_samples,
 )
 from ssmamba_lite.dms import DirectionalMultiScale
-from ssmamba_lite.engine.data import Samples, scan_labelled, write_labels_csv
+from ssmamba_lite.engine.data import Samples, sample_dir, scan_labelled, write_labels_csv
 from ssmamba_lite.engine.inference import load_trained, predict_probabilities
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain
 from ssmamba_lite.lpr import LocalPerceptionResidual
@@ -60,9 +60,9 @@ def test_ablation_variants():
         ablation("no_head")
 
 
-def _subset(shared_data, tmp_path, per_class=12):
-    """2 tiles from each of several patients per class (labels.csv into shared data)."""
-    s = scan_labelled(shared_data / "idc_breast")
+def _subset(tmp_path, per_class=12):
+    """2 tiles from each of several patients per class (labels.csv into the IDC sample)."""
+    s = scan_labelled(sample_dir("idc-breast"))
     picked = []
     for k in (0, 1):
         seen: dict = {}
@@ -73,8 +73,8 @@ def _subset(shared_data, tmp_path, per_class=12):
     return write_labels_csv(tmp_path / "ds" / "labels.csv", s.subset(picked)).parent
 
 
-def test_trained_models_are_analysed(shared_data, tmp_path):
-    data = _subset(shared_data, tmp_path)
+def test_trained_models_are_analysed(tmp_path):
+    data = _subset(tmp_path)
     common = dict(model="ssmamba_lite_cpu", image_size=32, epochs=1, batch_size=8, progress=False,
                   max_steps_per_epoch=1, seed=3)
     pretrain(PretrainConfig(data=str(data), out=str(tmp_path / "pt"), **common))
@@ -97,8 +97,8 @@ def test_trained_models_are_analysed(shared_data, tmp_path):
         load_mamim(tmp_path)
 
 
-def test_figures_are_written(shared_data, tmp_path):
-    samples = scan_labelled(shared_data / "kather2016_mini")
+def test_figures_are_written(tmp_path):
+    samples = scan_labelled(sample_dir("kather2016"))
     small = Samples(samples.paths[::10], samples.labels[::10], samples.patients[::10],
                     samples.classes)
     made = {

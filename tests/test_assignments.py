@@ -41,11 +41,6 @@ def points(report: dict) -> dict:
     return {e["id"]: e["points"] for e in report["exercises"]}
 
 
-@pytest.fixture(scope="module")
-def data_root(shared_data):
-    return shared_data          # the notebooks read real tiles before their exercises
-
-
 # ---------------------------------------------------------------------------------------------
 # The exercises and the student versions (no execution).
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +133,7 @@ def test_grading_that_cannot_run_exits_non_zero(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", list(EXERCISES))
-def test_solution_notebooks_score_full_marks(stem, tmp_path, data_root):
+def test_solution_notebooks_score_full_marks(stem, tmp_path):
     report = autograde.grade(NOTEBOOKS / f"{stem}.ipynb", tmp_path)
     assert points(report) == EXERCISES[stem], report["exercises"]
     assert report["score"] == report["max_score"] == sum(EXERCISES[stem].values())
@@ -149,7 +144,7 @@ def test_solution_notebooks_score_full_marks(stem, tmp_path, data_root):
 
 
 @pytest.mark.slow
-def test_student_versions_score_zero_with_clear_messages(tmp_path, data_root):
+def test_student_versions_score_zero_with_clear_messages(tmp_path):
     build.build(tmp_path / "student", echo=lambda *a: None)
     results = autograde.grade_all([tmp_path / "student"], tmp_path / "grades", echo=lambda *a: None)
     assert [r["assignment"] for r in results] == list(EXERCISES)
@@ -164,7 +159,7 @@ def test_student_versions_score_zero_with_clear_messages(tmp_path, data_root):
 
 
 @pytest.mark.slow
-def test_one_wrong_exercise_loses_exactly_its_points(tmp_path, data_root):
+def test_one_wrong_exercise_loses_exactly_its_points(tmp_path):
     nb = solution("03_lpr_and_dms")
     lpr = cell(nb, "lpr_block")
     lpr.source = lpr.source.replace("return x + self.dwconv(x)", "return self.dwconv(x)")
@@ -181,7 +176,7 @@ def test_one_wrong_exercise_loses_exactly_its_points(tmp_path, data_root):
 
 
 @pytest.mark.slow
-def test_a_submission_that_crashes_in_cell_3_still_gets_a_report(tmp_path, data_root):
+def test_a_submission_that_crashes_in_cell_3_still_gets_a_report(tmp_path):
     nb = solution("05_finetuning")
     nb.cells[2].source = 'raise RuntimeError("deliberate crash")\n' + nb.cells[2].source
     nbformat.write(nb, tmp_path / "dave.ipynb")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ssmamba_lite.engine import data, transforms
+from ssmamba_lite.engine.data import sample_dir
 
 
 def copy_classes(src, dst, per_class=6):
@@ -19,15 +20,15 @@ def copy_classes(src, dst, per_class=6):
     return dst
 
 
-def test_labels_csv_with_patients(shared_data):
-    s = data.scan_labelled(shared_data / "idc_breast")
+def test_labels_csv_with_patients():
+    s = data.scan_labelled(sample_dir("idc-breast"))
     assert s.classes == ["idc_negative", "idc_positive"]
-    assert len(s) == 3000 and set(s.labels) == {0, 1}
-    assert 200 < len(set(s.patients)) < 300 and s.patients[0] == "10254"
+    assert len(s) == 955 and set(s.labels) == {0, 1}
+    assert len(set(s.patients)) == 160 and s.patients[0] == "10255"
 
 
-def test_patient_split_is_disjoint_and_near_the_fractions(shared_data):
-    s = data.scan_labelled(shared_data / "idc_breast")
+def test_patient_split_is_disjoint_and_near_the_fractions():
+    s = data.scan_labelled(sample_dir("idc-breast"))
     train, val = data.patient_split(s, (0.8, 0.2), seed=3)
     assert not set(train.patients) & set(val.patients)
     assert len(train) + len(val) == len(s)
@@ -37,8 +38,8 @@ def test_patient_split_is_disjoint_and_near_the_fractions(shared_data):
     assert data.patient_split(s, (0.8, 0.2), seed=4)[1].paths != val.paths
 
 
-def test_label_subset_keeps_whole_patients_and_every_class(shared_data):
-    s = data.scan_labelled(shared_data / "idc_breast")
+def test_label_subset_keeps_whole_patients_and_every_class():
+    s = data.scan_labelled(sample_dir("idc-breast"))
     few = data.label_subset(s, 0.1, seed=0)
     assert 0.05 < len(few) / len(s) < 0.2
     assert set(few.labels) == {0, 1}
@@ -46,16 +47,16 @@ def test_label_subset_keeps_whole_patients_and_every_class(shared_data):
     assert all((g in kept) == (p in set(few.paths)) for g, p in zip(s.patients, s.paths))
 
 
-def test_class_folders_and_unlabelled(shared_data, tmp_path):
-    root = copy_classes(shared_data / "idc_breast", tmp_path / "ds")
+def test_class_folders_and_unlabelled(tmp_path):
+    root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     s = data.scan_labelled(root)
     assert s.classes == ["idc_negative", "idc_positive"] and len(s) == 12
-    u = data.scan_unlabelled(shared_data / "idc_breast_unlabeled")
-    assert len(u) == 6065 and set(u.labels) == {-1}
+    u = data.scan_unlabelled(sample_dir("idc-breast-unlabeled"))
+    assert len(u) == 464 and set(u.labels) == {-1}
 
 
-def test_transforms_shapes_and_range(shared_data):
-    img = data.load_image(next((shared_data / "idc_breast" / "idc_positive").glob("*.png")))
+def test_transforms_shapes_and_range():
+    img = data.load_image(next((sample_dir("idc-breast") / "idc_positive").glob("*.png")))
     assert img.dtype == torch.uint8 and img.shape == (3, 50, 50)
     torch.manual_seed(0)
     x = transforms.train_transform(64)(img)
@@ -77,22 +78,22 @@ def test_missing_folder_is_named(tmp_path):
         data.scan_labelled(tmp_path / "nope")
 
 
-def test_empty_class_folder_is_named(shared_data, tmp_path):
-    root = copy_classes(shared_data / "idc_breast", tmp_path / "ds")
+def test_empty_class_folder_is_named(tmp_path):
+    root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     (root / "empty_class").mkdir()
     with pytest.raises(data.DataError, match="class folder .*empty_class holds no images"):
         data.scan_labelled(root)
 
 
-def test_one_class_is_refused(shared_data, tmp_path):
-    root = copy_classes(shared_data / "idc_breast", tmp_path / "ds")
+def test_one_class_is_refused(tmp_path):
+    root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     shutil.rmtree(root / "idc_positive")
     with pytest.raises(data.DataError, match="at least 2 classes"):
         data.scan_labelled(root)
 
 
-def test_truncated_png_is_named_or_skipped(shared_data, tmp_path):
-    root = copy_classes(shared_data / "idc_breast", tmp_path / "ds")
+def test_truncated_png_is_named_or_skipped(tmp_path):
+    root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     bad = sorted((root / "idc_positive").glob("*.png"))[0]
     bad.write_bytes(bad.read_bytes()[:60])
     s = data.scan_labelled(root)
@@ -102,7 +103,59 @@ def test_truncated_png_is_named_or_skipped(shared_data, tmp_path):
     assert len(good) == 11 and [p for p, _ in dropped] == [bad]
 
 
-def test_unknown_class_at_evaluation_is_named(shared_data, tmp_path):
-    root = copy_classes(shared_data / "idc_breast", tmp_path / "ds")
+def test_unknown_class_at_evaluation_is_named(tmp_path):
+    root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     with pytest.raises(data.DataError, match=r"classes \['idc_positive'\] are not among"):
         data.scan_labelled(root, classes=["idc_negative", "other"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The sample sets, data names, a data folder's own split.
+# ---------------------------------------------------------------------------------------------
+def test_sample_sets_and_their_names(tmp_path, monkeypatch):
+    assert data.sample_names() == ["cmu-small-region", "idc-breast", "idc-breast-unlabeled",
+                                   "kather2016", "nct-crc-he"]
+    assert data.resolve_data("sample:kather2016") == sample_dir("kather2016")
+    assert len(data.scan_labelled(data.resolve_data("sample:kather2016")).classes) == 8
+    assert len(data.scan_labelled(sample_dir("nct-crc-he")).classes) == 9
+    assert (sample_dir("cmu-small-region") / "cmu_small_region.svs").is_file()
+    with pytest.raises(data.DataError, match=r"no sample set 'idc'; the samples are \["):
+        data.resolve_data("sample:idc")
+    monkeypatch.delenv("SSMAMBA_DATA", raising=False)
+    with pytest.raises(data.DataError, match="data:pcam: set SSMAMBA_DATA"):
+        data.resolve_data("data:pcam")
+    monkeypatch.setenv("SSMAMBA_DATA", str(tmp_path))
+    assert data.resolve_data("data:pcam") == tmp_path / "pcam"
+    assert data.resolve_data("some/folder") == data.Path("some/folder")
+
+
+def test_the_idc_sample_carries_a_patient_disjoint_split():
+    parts = data.own_split(sample_dir("idc-breast"))
+    assert set(parts) == {"train", "val"}
+    assert (len(parts["train"]), len(parts["val"])) == (697, 258)
+    assert not set(parts["train"].patients) & set(parts["val"].patients)
+    assert len(set(parts["val"].patients)) == 40 and set(parts["val"].labels) == {0, 1}
+    pool = data.scan_unlabelled(sample_dir("idc-breast-unlabeled"))
+    assert set(pool.patients) <= set(parts["train"].patients), "the pool has no val patient"
+    assert not set(pool.paths) & set(parts["train"].paths)
+
+
+def test_own_split_layouts_and_what_is_labelled(tmp_path):
+    root = copy_classes(sample_dir("idc-breast"), tmp_path / "plain")
+    assert data.own_split(root) is None and data.is_labelled(root)
+    images = sorted(root.rglob("*.png"))
+    (root / "labels.csv").write_text("path,label,split\n" + "".join(
+        f"{p.relative_to(root)},{p.parent.name},{('train', 'val')[i % 2]}\n"
+        for i, p in enumerate(images)))
+    parts = data.own_split(root)
+    assert (len(parts["train"]), len(parts["val"])) == (6, 6)
+    folders = tmp_path / "folders"
+    for split in ("train", "test"):
+        copy_classes(sample_dir("idc-breast"), folders / split, per_class=2)
+    assert set(data.own_split(folders)) == {"train", "test"} and data.is_labelled(folders)
+    assert not data.is_labelled(sample_dir("idc-breast-unlabeled"))
+    only_all = tmp_path / "all"
+    copy_classes(sample_dir("idc-breast"), only_all, per_class=2)
+    (only_all / "labels.csv").write_text("path,label,split\n" + "".join(
+        f"{p.relative_to(only_all)},{p.parent.name},all\n" for p in only_all.rglob("*.png")))
+    assert data.own_split(only_all) is None, "a split column without train is no split"

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from ssmamba_lite.engine.data import load_image
+from ssmamba_lite.engine.data import load_image, sample_dir
 from ssmamba_lite.engine.transforms import eval_transform
 from ssmamba_lite.mamim import MAMIM, MaskGenerator, RandomMagnification, magnify
 
@@ -49,9 +49,9 @@ def test_loss_counts_only_hidden_pixels():
     assert torch.allclose(mm(x3, mask)[1], pred, atol=1e-5)
 
 
-def test_mamim_loss_falls_on_real_images(shared_data):
+def test_mamim_loss_falls_on_real_images():
     torch.manual_seed(0)
-    paths = sorted((shared_data / "idc_breast_unlabeled" / "images").glob("*.png"))[:16]
+    paths = sorted((sample_dir("idc-breast-unlabeled") / "images").glob("*.png"))[:16]
     x = torch.stack([eval_transform(64)(load_image(p)) for p in paths])
     mm = MAMIM(timm.create_model("ssmamba_lite_cpu", num_classes=0))
     mask = mm.mask_generator(64)(16, torch.Generator().manual_seed(1))

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from ssmamba_lite.cli import main
+from ssmamba_lite.engine.data import sample_dir
 from ssmamba_lite.wsi import bench as mil_bench
 from ssmamba_lite.wsi import train as mil_train
 from ssmamba_lite.wsi.features import write_features
@@ -62,17 +63,14 @@ def test_padded_batch_equals_one_bag_at_a_time(aggregator):
 
 
 @pytest.fixture(scope="module")
-def idc_labels(shared_data):
-    path = shared_data / "idc_breast" / "labels.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
+def idc_labels():
+    return sample_dir("idc-breast") / "labels.csv"
 
 
 def test_patch_bags_follow_the_rules(idc_labels):
     with idc_labels.open() as f:
         truth = {str(idc_labels.parent / r["path"]): r for r in csv.DictReader(f)}
-    bags = mil_bench.make_patch_bags(idc_labels, bag_size=6, seed=0)
+    bags = mil_bench.make_patch_bags(idc_labels, bag_size=4, seed=0)
     used = [str(p) for b in bags for p in b["paths"]]
     assert len(used) == len(set(used))                       # no patch in two bags
     split_of = {}
@@ -81,7 +79,7 @@ def test_patch_bags_follow_the_rules(idc_labels):
         assert {r["patient_id"] for r in rows} == {b["patient"]}          # one patient
         has_positive = any(r["label"] == "idc_positive" for r in rows)
         assert b["label"] == ("positive" if has_positive else "negative")
-        assert 3 <= len(rows) <= 6
+        assert 2 <= len(rows) <= 4
         assert split_of.setdefault(b["patient"], b["split"]) == b["split"]  # patient-level split
     for split in ("train", "val", "test"):
         labels = [b["label"] for b in bags if b["split"] == split]
@@ -91,7 +89,7 @@ def test_patch_bags_follow_the_rules(idc_labels):
 @pytest.fixture(scope="module")
 def bench(idc_labels, tmp_path_factory):
     out = tmp_path_factory.mktemp("idc_bags")
-    labels = mil_bench.write_patch_bags(idc_labels, out, "colour", bag_size=6, seed=0,
+    labels = mil_bench.write_patch_bags(idc_labels, out, "colour", bag_size=4, seed=0,
                                         device="cpu")
     bags, classes = mil_train.load_bags(out / "features", labels)
     return mil_train.split_bags(bags), classes, out

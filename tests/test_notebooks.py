@@ -1,11 +1,15 @@
 """The course: notebooks/NN_*.py paired with their .ipynb, a parameters cell with the same names
-everywhere, and every notebook executed headlessly by papermill with small parameters on real
-data (executed copies in build/notebooks/). A failing cell fails its test."""
+everywhere, and every notebook executed headlessly by papermill with small parameters on the
+real sample sets inside the package (executed copies in build/notebooks/). A failing cell
+fails its test."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,58 +19,44 @@ import pytest
 
 from ssmamba_lite.cli import main
 from ssmamba_lite.course import runner
-from tests.conftest import REPO, shared_data_dir
+from ssmamba_lite.engine.data import sample_dir
+from tests.conftest import REPO
 
 NOTEBOOKS = REPO / "notebooks"
 BUILD = REPO / "build" / "notebooks"
 ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]*.py"))            # the course and its helpers (06a)
 COURSE = runner.discover(NOTEBOOKS)                      # what `make tutorial` runs
-SHARED_PREFIX = "../../shared/data"                        # defaults point here (from notebooks/)
 CELL_TIMEOUT = 300                                         # seconds; small runs need far less
 
+CLASS_FOLDERS = "<class folders>"   # a plain class-folder tree of other classes and tile sizes
 # Small values for every notebook that declares them (the rest keep their defaults) ...
 SMALL = dict(image_size=32, epochs=1, batch_size=16, seed=0, model="ssmamba_lite_cpu",
              max_steps_per_epoch=2, pretrain_epochs=1, pretrain_max_steps=2, progress=False,
              lengths=[16, 64], repeats=1, n_seeds=1, n_show=4, tiles_per_class=3, n_tiles=3)
-# ... and per notebook (name prefix): which real data, and anything else it needs. Notebooks
-# not listed here get only `epochs=1`, `seed=0` and the data root of the tests.
+# ... and per notebook (name prefix): other data than its default, and anything else it
+# needs. Notebooks not listed here get only `epochs=1` and `seed=0`.
 PER_NOTEBOOK = {
-    "00": {"data": "kather2016_mini", "image_size": 64, "batch_size": 2},
-    "01": {"data": "nct_crc_he_mini", "dataset": "", "image_size": 64, "batch_size": 3},
-    "02": {"data": "kather2016_mini", "batch_size": 1, "d_inner": 8, "d_state": 4},
-    "03": {"data": "kather2016_mini", "image_size": 16, "grid": 4},
-    "04": {"data": "idc_breast_unlabeled"},
-    "05": {"data": "idc_breast"},
-    "06": {"data": "idc_breast"},
-    "07": {"data": "kather2016_mini", "image_size": 64, "label_fraction": 1.0},
-    "08": {"data": "idc_breast", "zooms": [0.5, 1.0, 2.0]},
+    "00": {"image_size": 64, "batch_size": 2},
+    "01": {"data_dir": "sample:nct-crc-he", "dataset": "", "image_size": 64, "batch_size": 3},
+    "02": {"batch_size": 1, "d_inner": 8, "d_state": 4},
+    "03": {"image_size": 16, "grid": 4},
+    "04": {},
+    "05": {},
+    "06": {"data_dir": CLASS_FOLDERS},
+    "07": {"data_dir": CLASS_FOLDERS, "image_size": 64, "label_fraction": 1.0},
+    "08": {"data_dir": CLASS_FOLDERS, "zooms": [0.5, 1.0, 2.0]},
     "09": {"small": False},
 }
 
 
-def small_parameters(nb: Path, data_root: Path) -> dict:
+def small_parameters(nb: Path) -> dict:
     """The parameters a notebook runs with in this test."""
     declared = runner.notebook_parameters(nb)
     own = dict(PER_NOTEBOOK.get(nb.stem[:2], {"small": False}))
-    data = own.pop("data", None)
     base = SMALL if own.pop("small", True) else {"epochs": 1, "seed": 0}
     params = {k: v for k, v in base.items() if k in declared}
-    for name, default in declared.items():                 # shared data: wherever it really is
-        if isinstance(default, str) and default.startswith(SHARED_PREFIX):
-            params[name] = str(data_root / default[len(SHARED_PREFIX):].lstrip("/"))
-    if data is not None:
-        params["data_dir"] = str(data_root / data)
     params.update(own)
     return params
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    root = shared_data_dir()
-    if not root.is_dir():
-        pytest.skip(f"real data folder {root} is absent (set SSMAMBA_TEST_DATA): the notebooks "
-                    f"need real H&E tiles to run")
-    return root
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,9 +97,14 @@ def test_parameters_cell_has_the_common_names(path):
     assert not missing, f"{path.name}: parameters cell lacks {missing}"
     assert params["device"] == "auto"
     assert isinstance(params["data_dir"], str) and isinstance(params["output_dir"], str)
+    # defaults that work from any folder: the samples inside the package, nothing above ./
+    assert params["data_dir"].startswith("sample:"), f"{path.name}: data_dir {params['data_dir']}"
+    for name, value in params.items():
+        if runner.is_path_parameter(name) and isinstance(value, str):
+            assert not value.startswith(("..", "/")), f"{path.name}: {name} = {value!r}"
 
 
-@pytest.mark.parametrize("path", [p for p in ALL if not p.stem.startswith(("01", "09"))],
+@pytest.mark.parametrize("path", [p for p in ALL if not p.stem.startswith("01")],
                          ids=lambda p: p.stem)
 def test_first_cells_check_the_data(path):
     """Every notebook but 01 (which downloads) stops at once when data_dir is missing."""
@@ -156,17 +151,30 @@ def _timings_file() -> Path:
     return BUILD / "timings.json"
 
 
+@pytest.fixture(scope="module")
+def class_folders(tmp_path_factory) -> Path:
+    """Kather 2016 as plain class folders (8 classes, 150 and 224 px; no labels.csv)."""
+    root = tmp_path_factory.mktemp("class_folders")
+    for image in sample_dir("kather2016").glob("*/*.png"):
+        (root / image.parent.name).mkdir(exist_ok=True)
+        shutil.copy(image, root / image.parent.name / image.name)
+    return root
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", COURSE, ids=lambda p: p.stem)
-def test_notebook_runs(path, data_root):
-    params = small_parameters(path, data_root)
+def test_notebook_runs(path, class_folders, tmp_path):
+    params = small_parameters(path)
+    if params.get("data_dir") == CLASS_FOLDERS:
+        params["data_dir"] = str(class_folders)
     executed, folder = BUILD / f"{path.stem}.ipynb", BUILD / path.stem
     shutil.rmtree(folder, ignore_errors=True)
     executed.unlink(missing_ok=True)
     params["output_dir"] = str(folder)
     t0 = time.perf_counter()
     # Raises on the first failing cell; a cell that runs (or waits) past the limit fails too.
-    runner.execute_notebook(path, executed, params, cwd=NOTEBOOKS, cell_timeout=CELL_TIMEOUT)
+    # Run from an empty folder: nothing may depend on the current directory.
+    runner.execute_notebook(path, executed, params, cwd=tmp_path, cell_timeout=CELL_TIMEOUT)
     seconds = time.perf_counter() - t0
     timings = json.loads(_timings_file().read_text()) if _timings_file().is_file() else {}
     timings[path.stem] = round(seconds, 1)
@@ -190,3 +198,38 @@ def test_a_notebook_without_its_data_stops_with_a_clear_message(tmp_path):
     assert "FileNotFoundError" in results[0].error and "01_data" in results[0].error
     assert any("FAILED" in line for line in lines)
     assert "1 notebook(s) failed" in runner.summary(results, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_runs_on_its_own_sample(tmp_path):
+    """The repository's files alone (what a clone holds: tracked and to-be-committed files,
+    no ../shared beside it, no ignored build outputs) find their sample data and run notebook
+    00 from another folder."""
+    clone = tmp_path / "checkout" / "ssmamba_lite_repo"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=REPO, capture_output=True, check=True)
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        if (REPO / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, clone / name)
+    assert not (clone.parent / "shared").exists() and not (clone / ".venv").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    code = ("import ssmamba_lite.engine.data as d, sys; "
+            "print(d.sample_dir('idc-breast')); print(d.resolve_data('sample:kather2016')); "
+            "print(len(d.own_split(d.sample_dir('idc-breast'))['val']))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    idc, kather, n_val = r.stdout.split()
+    assert idc == str(clone / "ssmamba_lite" / "sample_data" / "idc-breast")
+    assert kather.startswith(str(clone)) and n_val == "258"
+    r = subprocess.run([sys.executable, "-m", "ssmamba_lite.cli", "tutorial", "00", "--out",
+                        str(tmp_path / "run"), "--notebooks-dir", str(clone / "notebooks"),
+                        "-p", "image_size", "64", "-p", "batch_size", "2"],
+                       cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    executed = nbformat.read(tmp_path / "run" / "00_setup_and_tour.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert str(clone / "ssmamba_lite" / "sample_data" / "kather2016") in text

@@ -14,17 +14,24 @@ import pytest
 import torch
 
 from ssmamba_lite.engine import checkpoint as ckpt
-from ssmamba_lite.engine.data import scan_labelled, write_labels_csv
+from ssmamba_lite.engine.data import (
+    DataError,
+    own_split,
+    sample_dir,
+    scan_labelled,
+    write_labels_csv,
+)
 from ssmamba_lite.engine.distributed import Env
 from ssmamba_lite.engine.factory import build_model
-from ssmamba_lite.engine.train import FinetuneConfig, fit, lr_factor
+from ssmamba_lite.engine.splits import check_unseen, labelled_parts, pretraining_samples
+from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, fit, lr_factor
 
 MODEL = "ssmamba_lite_cpu"
 
 
-def subset(shared_data, tmp_path, per_class=24, name="ds"):
-    """labels.csv over the first images of each class (paths point into shared data)."""
-    s = scan_labelled(shared_data / "idc_breast")
+def subset(tmp_path, per_class=24, name="ds"):
+    """labels.csv (no split column) over the first images of each class of the IDC sample."""
+    s = scan_labelled(sample_dir("idc-breast"))
     picked = [i for k in (0, 1) for i in [j for j, y in enumerate(s.labels) if y == k][:per_class]]
     return write_labels_csv(tmp_path / name / "labels.csv", s.subset(picked)).parent
 
@@ -39,17 +46,25 @@ COMMON = ["--model", MODEL, "--image-size", "64", "--batch-size", "8", "--no-pro
           "--seed", "1"]
 
 
-def test_cli_pretrain_finetune_evaluate_predict(shared_data, tmp_path):
-    data = subset(shared_data, tmp_path)
+def test_cli_pretrain_finetune_evaluate_predict(tmp_path):
+    data = subset(tmp_path)
     pt, ft, ev = tmp_path / "pt", tmp_path / "ft", tmp_path / "ev"
-    r = cli("pretrain", "--data", str(shared_data / "idc_breast_unlabeled"), "--out", str(pt),
-            "--epochs", "1", "--max-steps-per-epoch", "2", *COMMON)
+    # MAMIM on the target data itself: its training patients only (the split finetune makes)
+    r = cli("pretrain", "--data", str(data), "--out", str(pt), "--epochs", "1",
+            "--max-steps-per-epoch", "2", *COMMON)
     assert r.returncode == 0, r.stderr
     assert (pt / "encoder.safetensors").is_file()
+    seen = json.loads((pt / "pretrain_patients.json").read_text())
+    assert f"MAMIM pretrains on {seen['images']} images" in r.stdout and seen["images"] < 48
     r = cli("finetune", "--data", str(data), "--out", str(ft), "--epochs", "1",
             "--init", str(pt / "encoder.safetensors"), *COMMON)
     assert r.returncode == 0, r.stderr
     assert "every encoder weight loaded; head.weight, head.bias start fresh" in r.stdout
+    # another seed holds other patients out, some of which MAMIM saw: refused, in one line
+    r = cli("finetune", "--data", str(data), "--out", str(tmp_path / "leak"), "--epochs", "1",
+            "--init", str(pt), *COMMON, "--seed", "2")
+    assert r.returncode == 2 and "MAMIM pretrained on images of" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     config = json.loads((ft / "config.json").read_text())
     assert config["classes"] == ["idc_negative", "idc_positive"] and config["image_size"] == 64
     r = cli("evaluate", "--data", str(data), "--checkpoint", str(ft), "--out", str(ev))
@@ -58,7 +73,7 @@ def test_cli_pretrain_finetune_evaluate_predict(shared_data, tmp_path):
     assert {"accuracy", "balanced_accuracy", "macro_f1", "auroc", "confusion_matrix", "n",
             "classes"} <= set(m)
     assert m["n"] == 48 and sum(map(sum, m["confusion_matrix"])) == 48
-    image = next((shared_data / "idc_breast" / "idc_positive").glob("*.png"))
+    image = next((sample_dir("idc-breast") / "idc_positive").glob("*.png"))
     r = cli("predict", "--checkpoint", str(ft), str(image))
     assert r.returncode == 0, r.stderr
     path, cls, prob = r.stdout.strip().split("\t")
@@ -75,15 +90,15 @@ def test_finetune_loads_every_encoder_weight(tmp_path):
         assert torch.equal(model.state_dict()[k], v), k
 
 
-def test_evaluate_refuses_unknown_classes(shared_data, tmp_path):
-    data = subset(shared_data, tmp_path, per_class=8)
+def test_evaluate_refuses_unknown_classes(tmp_path):
+    data = subset(tmp_path, per_class=8)
     ft = tmp_path / "ft"
     assert cli("finetune", "--data", str(data), "--out", str(ft), "--epochs", "1",
                "--max-steps-per-epoch", "1", *COMMON).returncode == 0
     other = tmp_path / "other"
     (other / "tumour").mkdir(parents=True)
     (other / "idc_negative").mkdir()
-    for p in sorted((shared_data / "idc_breast" / "idc_negative").glob("*.png"))[:2]:
+    for p in sorted((sample_dir("idc-breast") / "idc_negative").glob("*.png"))[:2]:
         (other / "tumour" / p.name).write_bytes(p.read_bytes())
         (other / "idc_negative" / p.name).write_bytes(p.read_bytes())
     r = cli("evaluate", "--data", str(other), "--checkpoint", str(ft))
@@ -91,11 +106,11 @@ def test_evaluate_refuses_unknown_classes(shared_data, tmp_path):
     assert "classes ['tumour'] are not among the model's classes" in r.stderr
 
 
-def test_truncated_png_stops_with_its_name(shared_data, tmp_path):
+def test_truncated_png_stops_with_its_name(tmp_path):
     root = tmp_path / "ds"
     for cls in ("idc_negative", "idc_positive"):
         (root / cls).mkdir(parents=True)
-        for p in sorted((shared_data / "idc_breast" / cls).glob("*.png"))[:4]:
+        for p in sorted((sample_dir("idc-breast") / cls).glob("*.png"))[:4]:
             (root / cls / p.name).write_bytes(p.read_bytes())
     bad = sorted((root / "idc_negative").glob("*.png"))[1]
     bad.write_bytes(bad.read_bytes()[:100])
@@ -108,8 +123,8 @@ def test_truncated_png_stops_with_its_name(shared_data, tmp_path):
     assert r.returncode == 0 and "skipped 1 unreadable image(s)" in r.stdout
 
 
-def test_killed_run_resumes_to_the_same_result(shared_data, tmp_path):
-    data = subset(shared_data, tmp_path, per_class=40)
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    data = subset(tmp_path, per_class=40)
     args = ["finetune", "--data", str(data), "--epochs", "3", "--max-steps-per-epoch", "6",
             *COMMON]
     straight = tmp_path / "straight"
@@ -140,8 +155,8 @@ def test_killed_run_resumes_to_the_same_result(shared_data, tmp_path):
     assert not list(out.glob(".*.tmp")), "no temporary files left behind"
 
 
-def test_two_process_ddp_on_cpu(shared_data, tmp_path):
-    data = subset(shared_data, tmp_path, per_class=40)    # ~64 training images, 32 per rank
+def test_two_process_ddp_on_cpu(tmp_path):
+    data = subset(tmp_path, per_class=40)    # ~64 training images, 32 per rank
     out = tmp_path / "ddp"
     e = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -171,3 +186,32 @@ def test_learning_rate_schedule():
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:])), "cosine decay is monotone"
     assert f[-1] == pytest.approx(0.01, abs=0.01)
+
+
+def test_mamim_never_sees_a_held_out_patient(tmp_path):
+    # data with a split of its own (the IDC sample): the train part, plus the pool
+    cfg = PretrainConfig(data="sample:idc-breast", out=str(tmp_path / "p"),
+                         extra_data="sample:idc-breast-unlabeled")
+    seen = pretraining_samples(cfg)
+    val = own_split(sample_dir("idc-breast"))["val"]
+    assert len(seen) == 697 + 464 and set(seen.labels) == {-1}
+    assert not set(seen.patients) & set(val.patients)
+    # labelled data without a split: the patients finetune holds out with the same seed
+    data = subset(tmp_path, per_class=40)
+    for seed in (0, 1, 2):
+        _, val, held = labelled_parts(FinetuneConfig(data=str(data), seed=seed))
+        seen = pretraining_samples(PretrainConfig(data=str(data), seed=seed))
+        assert held == set(val.patients) and not set(seen.patients) & held
+        assert len(seen) + len(val) == 80
+    # a pool holding images of held-out patients: those are left out
+    pool = tmp_path / "pool"
+    write_labels_csv(pool / "images.csv", scan_labelled(data), labelled=False)
+    _, val, held = labelled_parts(FinetuneConfig(data=str(data), seed=0))
+    seen = pretraining_samples(PretrainConfig(data=str(data), seed=0, extra_data=str(pool)))
+    assert len(seen) == 2 * (80 - len(val)) and not set(seen.patients) & held
+    # an encoder whose MAMIM run saw a held-out patient is refused
+    (tmp_path / "enc").mkdir()
+    ckpt.save_json({"patients": sorted(held)[:1]}, tmp_path / "enc" / "pretrain_patients.json")
+    with pytest.raises(DataError, match="MAMIM pretrained on images of 1 patient"):
+        check_unseen(tmp_path / "enc" / "encoder.safetensors", held)
+    check_unseen(tmp_path / "enc" / "encoder.safetensors", {"someone else"})

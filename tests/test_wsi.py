@@ -1,7 +1,7 @@
 """Whole-slide images: reading, tissue, tiling, feature caches and heatmaps on a real slide.
 
-The slide is `<shared data>/wsi/cmu_small_region.svs`: a real Aperio crop of OpenSlide's CMU-1,
-2220 x 2967 pixels at 20x (0.499 µm/px), one pyramid level.
+The slide is the sample `cmu-small-region/cmu_small_region.svs`: a real Aperio crop of
+OpenSlide's CMU-1, 2220 x 2967 pixels at 20x (0.499 µm/px), one pyramid level.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from PIL import Image
 
 from ssmamba_lite.cli import main
 from ssmamba_lite.engine.checkpoint import save_weights
+from ssmamba_lite.engine.data import sample_dir
 from ssmamba_lite.wsi import tiles
 from ssmamba_lite.wsi.features import load_tile_encoder, read_features
 from ssmamba_lite.wsi.heatmap import heatmap_overlay, percentile_ranks, save_heatmap
@@ -25,8 +26,8 @@ MODEL = "ssmamba_lite_cpu"
 
 
 @pytest.fixture(scope="module")
-def slide_path(shared_data):
-    path = shared_data / "wsi" / "cmu_small_region.svs"
+def slide_path():
+    path = sample_dir("cmu-small-region") / "cmu_small_region.svs"
     if not path.is_file():
         pytest.skip(f"{path} is absent")
     return path

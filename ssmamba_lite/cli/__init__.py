@@ -2,7 +2,8 @@
 
     ssmamba-lite info                                 versions; which scan runs where
     ssmamba-lite pretrain | finetune | evaluate | predict     train.py
-    ssmamba-lite data ...                             datasets (data_scripts/cli.py)
+    ssmamba-lite data ...                             datasets (data_scripts/cli.py; the
+                                                      embedded samples: `data sample`, data.py)
     ssmamba-lite wsi ... | mil ...                    whole-slide images, wsi.py
     ssmamba-lite tutorial | assignments ...           the course, course.py
 
@@ -16,17 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ssmamba_lite.cli import course, info, train, wsi
+from ssmamba_lite.cli import course, data, info, train, wsi
 
-
-def _add_data(subparsers) -> None:
-    # The only place where the library reaches into data_scripts, which stays free of torch.
-    from data_scripts.cli import add_parser
-
-    add_parser(subparsers)
-
-
-COMMANDS = [info.add_parser, train.add_parser, _add_data, wsi.add_parser, course.add_parser]
+COMMANDS = [info.add_parser, train.add_parser, data.add_parser, wsi.add_parser,
+            course.add_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,13 +66,7 @@ def _tutorial(args) -> int:
             params = ", ".join(f"{k}={v!r}" for k, v in runner.notebook_parameters(nb).items())
             print(f"{nb.stem}\n    {params}")
         return 0
-    params = {}
-    for name, text in args.parameter:
-        value = runner.parse_value(text)
-        if runner.is_path_parameter(name) and isinstance(value, str) and value and \
-                not Path(value).expanduser().is_absolute():
-            value = str(Path(value).resolve())
-        params[name] = value
+    params = {name: runner.command_line_parameter(name, text) for name, text in args.parameter}
     known = set().union(*(runner.notebook_parameters(nb) for nb in notebooks)) if notebooks \
         else set()
     for name in sorted(set(params) - known):

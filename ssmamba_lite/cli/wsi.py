@@ -92,7 +92,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", default="none", help="SSMamba encoder for --encoder ssmamba "
                    "('none': random weights, a baseline)")
     p.add_argument("--model", default="ssmamba_lite_tiny")
-    for name, typ, default in (("bag-size", int, 6), ("witness-fraction", float, 1.0),
+    for name, typ, default in (("bag-size", int, 4), ("witness-fraction", float, 1.0),
                                ("image-size", int, 64), ("test-fraction", float, 0.3),
                                ("val-fraction", float, 0.15), ("seed", int, 0)):
         p.add_argument(f"--{name}", type=typ, default=default)

@@ -30,7 +30,8 @@ from ssmamba_lite.engine.data import Samples
 from ssmamba_lite.engine.factory import model_from_config
 from ssmamba_lite.engine.inference import predict_probabilities
 from ssmamba_lite.engine.metrics import classification_metrics
-from ssmamba_lite.engine.train import FinetuneConfig, config_from_dict, run_samples
+from ssmamba_lite.engine.splits import run_samples
+from ssmamba_lite.engine.train import FinetuneConfig, config_from_dict
 from ssmamba_lite.mamim import MAMIM, magnify
 
 

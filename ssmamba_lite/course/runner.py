@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssmamba_lite.engine.data import scan_labelled, scan_unlabelled
+from ssmamba_lite.engine.data import resolve_data, sample_names, scan_labelled, scan_unlabelled
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -37,20 +37,23 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "langua
 # For the notebooks: the data check of their first cells.
 # ---------------------------------------------------------------------------------------------
 def require_data(data_dir, dataset: str = "", labelled: bool = True) -> Path:
-    """`data_dir` as a Path if it holds images, else a FileNotFoundError that says what to run:
-    notebook 01_data with this data_dir (and a registry `dataset` to download), or the CLI."""
-    path = Path(data_dir).expanduser()
+    """`data_dir` (a path, "sample:NAME" or "data:NAME"; engine.data.resolve_data) as an
+    absolute Path if it holds images, else an error that says what to run: a DataError naming
+    an empty folder, a single class or an unreadable CSV, a FileNotFoundError for a missing
+    folder (download it with notebook 01_data or `ssmamba-lite data download`)."""
+    path = resolve_data(data_dir).resolve()
     if path.is_dir():
         (scan_labelled if labelled else scan_unlabelled)(path)   # a DataError names any problem
         return path
     name = dataset or "<name from `ssmamba-lite data list`>"
     raise FileNotFoundError(
-        f"data_dir {str(data_dir)!r} does not exist (resolved: {path.resolve()}). "
+        f"data_dir {str(data_dir)!r} does not exist (resolved: {path}). "
         f"Get the data first: run notebooks/01_data with data_dir={str(data_dir)!r} and "
-        f"dataset={name!r} (e.g. `ssmamba-lite tutorial 01 -p data_dir {path.resolve()} "
+        f"dataset={name!r} (e.g. `ssmamba-lite tutorial 01 -p data_dir {path} "
         f"-p dataset {name}`), or `ssmamba-lite data download {name} --root DIR`; or set "
         f"data_dir to a folder of class folders (or one with labels.csv)"
-        + (" or of images" if not labelled else "") + ".")
+        + (" or of images" if not labelled else "") + f", or to a sample: "
+        f"{', '.join('sample:' + n for n in sample_names())}.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +112,18 @@ def parse_value(text: str):
 
 def is_path_parameter(name: str) -> bool:
     return name.endswith(("_dir", "_path"))
+
+
+def command_line_parameter(name: str, text: str):
+    """A `-p NAME VALUE` value: parsed (parse_value); a relative path given for a parameter
+    ending in _dir or _path is taken from the current folder (notebooks run in notebooks/),
+    "sample:NAME" and "data:NAME" are kept as they are."""
+    value = parse_value(text)
+    if is_path_parameter(name) and isinstance(value, str) and value and \
+            not value.startswith(("sample:", "data:")) and \
+            not Path(value).expanduser().is_absolute():
+        value = str(Path(value).resolve())
+    return value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The engine: everything between files on disk and a trained model.
 
-    data.py         datasets of tiles, the labels-CSV reader, patient-grouped splits
+    data.py         datasets of tiles, the labels-CSV reader, patient-grouped splits, the
+                    sample sets that ship with the package (`sample_dir`, "sample:NAME")
+    splits.py       which images a run sees; MAMIM never sees a held-out patient
     transforms.py   augmentations and the normalisation used in training and evaluation
     factory.py      a network by name (SSMamba preset or timm model) and its config record
     checkpoint.py   the one atomic writer and the one weight loader (safetensors)

@@ -2,12 +2,20 @@
 
 A dataset folder is one of:
     <root>/<class>/<image>                      class folders (ImageFolder layout)
-    <root>/labels.csv  with path,label[,patient_id]   (paths relative to <root>)
+    <root>/labels.csv  with path,label[,patient_id][,split]   (paths relative to <root>)
     <root>/{train,val,test}/...                 either of the above per split
     <root>/images.csv  with path[,patient_id]  or any tree of images: *unlabelled* (pretraining)
+A data folder's own split (split folders, or labels.csv's `split` column with train and val or
+test rows) is used as it is; without one, runs split by patient themselves.
+
+Where data is named rather than given as a path (`resolve_data`):
+    sample:NAME   a small real set that ships inside the package (`sample_dir`,
+                  `ssmamba-lite data sample`): idc-breast, idc-breast-unlabeled, kather2016,
+                  nct-crc-he, cmu-small-region
+    data:NAME     $SSMAMBA_DATA/NAME, where `ssmamba-lite data download NAME` puts a full set
 
 Patients: tiles of one patient are correlated, so every split here is by patient (the
-labels.csv column `patient_id`; without it, each image is its own group).
+labels.csv column `patient_id`; without it, each image is its own group, named by its path).
 Bad input fails early with one line that names the culprit (`DataError`). The transforms
 used in training and evaluation are in transforms.py.
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +35,8 @@ from torch.utils.data import Dataset
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 SPLITS = ("train", "val", "test")
+SAMPLE_ROOT = Path(__file__).resolve().parents[1] / "sample_data"
+DATA_ENV = "SSMAMBA_DATA"                   # where `ssmamba-lite data download` puts datasets
 
 
 class DataError(ValueError):
@@ -48,6 +59,11 @@ class Samples:
         idx = list(idx)
         return Samples([self.paths[i] for i in idx], [self.labels[i] for i in idx],
                        [self.patients[i] for i in idx], list(self.classes))
+
+
+def _group(path) -> str:
+    """The group (patient) of an image without a patient id: its own absolute path."""
+    return os.path.abspath(path)
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -78,10 +94,67 @@ def _read_csv(path: Path, root: Path, need_label: bool):
     return rows
 
 
-def has_splits(root) -> bool:
-    """True when <root> holds train/ and val/ (or test/) sub-folders."""
+def sample_dir(name: str) -> Path:
+    """The folder of the sample set `name` that ships inside the package (ATTRIBUTION.md in
+    its parent folder gives sources and licences)."""
+    names = sample_names()
+    if name not in names:
+        raise DataError(f"no sample set {name!r}; the samples are {names}")
+    return SAMPLE_ROOT / name
+
+
+def sample_names() -> list[str]:
+    return sorted(p.name for p in SAMPLE_ROOT.iterdir() if p.is_dir()) if SAMPLE_ROOT.is_dir() \
+        else []
+
+
+def resolve_data(spec) -> Path:
+    """A data folder (or file) from its spelling: "sample:NAME[/file]" (sample_dir),
+    "data:NAME" ($SSMAMBA_DATA/NAME), else a path (~ expanded; relative paths from the current
+    folder)."""
+    spec = str(spec)
+    if spec.startswith("sample:"):
+        name, _, rest = spec.removeprefix("sample:").partition("/")
+        return sample_dir(name) / rest if rest else sample_dir(name)
+    if spec.startswith("data:"):
+        if not os.environ.get(DATA_ENV):
+            raise DataError(f"{spec}: set {DATA_ENV} to your data root (where `ssmamba-lite "
+                            f"data download` puts datasets), or give the folder's path")
+        return Path(os.environ[DATA_ENV]).expanduser() / spec.removeprefix("data:")
+    return Path(spec).expanduser()
+
+
+def own_split(root, classes: list[str] | None = None) -> dict | None:
+    """The data's own split as {"train": Samples, "val": ..., "test": ...} (parts it lacks are
+    absent): train/ with val/ or test/ folders, or a `split` column in labels.csv with train
+    rows and val or test rows. None when the data has no split of its own."""
     root = Path(root)
-    return (root / "train").is_dir() and any((root / s).is_dir() for s in SPLITS[1:])
+    if (root / "train").is_dir() and any((root / s).is_dir() for s in SPLITS[1:]):
+        train = scan_labelled(root / "train", classes)
+        return {"train": train, **{s: scan_labelled(root / s, train.classes)
+                                   for s in SPLITS[1:] if (root / s).is_dir()}}
+    if not (root / "labels.csv").is_file():
+        return None
+    split = [r.get("split", "") for r in read_table(root / "labels.csv", ("path",))]
+    if "train" not in split or not {"val", "test"} & set(split):
+        return None
+    samples = scan_labelled(root, classes)                # rows in the order of labels.csv
+    return {s: samples.subset(i for i, x in enumerate(split) if x == s)
+            for s in SPLITS if s in split}
+
+
+def is_labelled(root) -> bool:
+    """Whether `root` is laid out as labelled data: split folders, a labels.csv with a label
+    column, or (without an images.csv) two or more class folders."""
+    root = Path(root)
+    if (root / "train").is_dir():
+        return True
+    if (root / "labels.csv").is_file():
+        return "label" in read_table(root / "labels.csv", ("path",))[0]
+    if (root / "images.csv").is_file() or not root.is_dir():
+        return False
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return len(folders) >= 2
 
 
 def scan_labelled(root, classes: list[str] | None = None) -> Samples:
@@ -92,7 +165,8 @@ def scan_labelled(root, classes: list[str] | None = None) -> Samples:
     if (root / "labels.csv").is_file():
         rows = _read_csv(root / "labels.csv", root, need_label=True)
         names = sorted({r["label"] for r in rows})
-        items = [(root / r["path"], r["label"], r.get("patient_id") or r["path"]) for r in rows]
+        items = [(root / r["path"], r["label"], r.get("patient_id") or _group(root / r["path"]))
+                 for r in rows]
     else:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
@@ -103,7 +177,7 @@ def scan_labelled(root, classes: list[str] | None = None) -> Samples:
             if not images:
                 raise DataError(f"class folder {folder} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
             names.append(folder.name)
-            items += [(p, folder.name, str(p.relative_to(root))) for p in images]
+            items += [(p, folder.name, _group(p)) for p in images]
     if classes is None:
         if len(names) < 2:
             raise DataError(f"{root}: classification needs at least 2 classes, found {names}")
@@ -125,11 +199,12 @@ def scan_unlabelled(root) -> Samples:
         if (root / name).is_file():
             rows = _read_csv(root / name, root, need_label=False)
             paths = [root / r["path"] for r in rows]
-            return Samples(paths, [-1] * len(paths), [r.get("patient_id") or r["path"] for r in rows])
+            return Samples(paths, [-1] * len(paths),
+                           [r.get("patient_id") or _group(p) for r, p in zip(rows, paths)])
     paths = _images_under(root)
     if not paths:
         raise DataError(f"{root}: no images found ({', '.join(sorted(IMAGE_EXTS))})")
-    return Samples(paths, [-1] * len(paths), [str(p.relative_to(root)) for p in paths])
+    return Samples(paths, [-1] * len(paths), [_group(p) for p in paths])
 
 
 def write_labels_csv(path, samples: Samples, labelled: bool = True) -> Path:

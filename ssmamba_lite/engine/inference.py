@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssmamba_lite.engine import checkpoint as ckpt
-from ssmamba_lite.engine.data import Samples, TileDataset, has_splits, scan_labelled
+from ssmamba_lite.engine.data import Samples, TileDataset, own_split, resolve_data, scan_labelled
 from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.engine.factory import model_from_config
 from ssmamba_lite.engine.metrics import classification_metrics, format_metrics
@@ -53,14 +53,15 @@ def load_trained(checkpoint, device="cpu"):
 
 
 def evaluate(data, checkpoint, out=None, batch_size: int = 64, device: str = "auto") -> dict:
-    """Metrics of a fine-tuned model on labelled data (its test/ or val/ split if it has
-    splits); class folders are matched by name to the training classes."""
+    """Metrics of a fine-tuned model on labelled data (its test part, else its val part, when
+    it has a split of its own; else all of it); classes are matched by name to the training
+    classes. `data`: a path, "sample:NAME" or "data:NAME" (data.resolve_data)."""
     device = resolve_device(device)
     model, record = load_trained(checkpoint, device)
-    root = Path(data)
-    if has_splits(root):
-        root = root / ("test" if (root / "test").is_dir() else "val")
-    samples = scan_labelled(root, classes=record["classes"])
+    root = resolve_data(data)
+    parts = own_split(root, classes=record["classes"])
+    samples = parts.get("test", parts.get("val")) if parts else \
+        scan_labelled(root, classes=record["classes"])
     metrics = evaluate_samples(model, samples, record["classes"], record["image_size"],
                                batch_size, device)
     print(format_metrics(metrics))

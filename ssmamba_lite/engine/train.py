@@ -25,19 +25,18 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ssmamba_lite.engine import checkpoint as ckpt
-from ssmamba_lite.engine.data import (
-    TileDataset,
-    drop_unreadable,
-    has_splits,
-    label_subset,
-    patient_split,
-    scan_labelled,
-    scan_unlabelled,
-)
+from ssmamba_lite.engine.data import TileDataset, label_subset
 from ssmamba_lite.engine.distributed import Env, setup, wrap_ddp
 from ssmamba_lite.engine.factory import build_model, model_record
 from ssmamba_lite.engine.inference import evaluate_samples
 from ssmamba_lite.engine.metrics import format_metrics
+from ssmamba_lite.engine.splits import (
+    PRETRAIN_PATIENTS,
+    check_unseen,
+    labelled_parts,
+    pretraining_samples,
+    run_samples,
+)
 from ssmamba_lite.engine.transforms import mamim_transform, train_transform
 from ssmamba_lite.mamim import MAMIM
 
@@ -76,6 +75,9 @@ class TrainConfig:
 @dataclass
 class PretrainConfig(TrainConfig):
     lr: float = 1.5e-3
+    val_fraction: float = 0.2          # labelled data without a split of its own: the patients
+                                       # fine-tuning holds out (same seed) are left out here too
+    extra_data: str = ""               # an unlabelled pool added to cfg.data's training images
     mask_ratio: float = 0.6
     mask_patch_size: int = 16
     norm_pix_loss: bool = True
@@ -90,26 +92,6 @@ class FinetuneConfig(TrainConfig):
     val_fraction: float = 0.2          # patient-grouped validation split when data has none
     label_fraction: float = 1.0        # keep this fraction of the training patients
     stain_jitter: bool = True
-
-
-def run_samples(cfg, labelled: bool, classes=None):
-    """(train, validation) samples of cfg.data as a run with config `cfg` sees them: the data's
-    own train/ and val/ folders, else a seeded patient split; unreadable files handled per
-    config. Validation is None for unlabelled data."""
-    root = Path(cfg.data)
-    scan = (lambda r: scan_labelled(r, classes)) if labelled else scan_unlabelled
-    if labelled and has_splits(root):
-        train = scan(root / "train")
-        val = scan_labelled(root / "val", train.classes) if (root / "val").is_dir() else None
-    elif labelled:
-        train, val = patient_split(scan(root), (1 - cfg.val_fraction, cfg.val_fraction), cfg.seed)
-    else:
-        train, val = scan(root), None
-    if cfg.skip_bad_images:
-        train, bad = drop_unreadable(train)
-        if bad:
-            print(f"skipped {len(bad)} unreadable image(s), e.g. {bad[0][1]}")
-    return train, val
 
 
 def _loader(dataset, cfg, env: Env, shuffle: bool, epoch: int = 0) -> DataLoader:
@@ -225,9 +207,11 @@ def _load_checkpoint(out: Path, module, opt, sched):
 # The two stages.
 # ---------------------------------------------------------------------------------------------
 def pretrain(cfg: PretrainConfig) -> list[dict]:
-    """MAMIM on cfg.data (labels ignored). Writes out/encoder.safetensors and config.json."""
+    """MAMIM on the training images of cfg.data (labels ignored; see `pretraining_samples`).
+    Writes out/encoder.safetensors, config.json and pretrain_patients.json (the patients whose
+    images it saw, which `finetune` checks against the patients it holds out)."""
     env = setup(cfg.device, cfg.seed)
-    train, _ = run_samples(cfg, labelled=False)
+    train = pretraining_samples(cfg)
     tf = mamim_transform(cfg.image_size, cfg.min_zoom, cfg.max_zoom)
     encoder = build_model(cfg.model, 0, cfg.image_size, cfg.model_args)
     mamim = MAMIM(encoder, cfg.mask_patch_size, cfg.mask_ratio, cfg.norm_pix_loss).to(env.device)
@@ -235,6 +219,10 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
     record = model_record(cfg.model, encoder, cfg, classes=None, task="mamim")
     if env.is_main:
         ckpt.save_json(record, Path(cfg.out) / "config.json")
+        ckpt.save_json({"images": len(train), "patients": sorted(set(train.patients))},
+                       Path(cfg.out) / PRETRAIN_PATIENTS)
+        print(f"MAMIM pretrains on {len(train)} images of {len(set(train.patients))} "
+              f"patients (labels unused)")
 
     def loss_fn(module, batch):
         images = batch[0]
@@ -263,6 +251,7 @@ def finetune(cfg: FinetuneConfig) -> list[dict]:
     train = label_subset(train, cfg.label_fraction, cfg.seed)
     model = build_model(cfg.model, len(train.classes), cfg.image_size, cfg.model_args)
     if cfg.init != "scratch":
+        check_unseen(encoder_path(cfg.init), labelled_parts(cfg, train.classes)[2])
         fresh = ckpt.load_weights(model, encoder_path(cfg.init), ignore=("head.",))
         if env.is_main:
             print(f"initialised from {encoder_path(cfg.init)}: every encoder weight loaded; "

@@ -42,7 +42,7 @@ from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.wsi.features import encode_tiles, write_features
 
 
-def make_patch_bags(labels_csv, bag_size: int = 6, positive: str = "idc_positive",
+def make_patch_bags(labels_csv, bag_size: int = 4, positive: str = "idc_positive",
                     witness_fraction: float = 1.0, test_fraction: float = 0.3,
                     val_fraction: float = 0.15, seed: int = 0) -> list[dict]:
     """-> [{"name", "patient", "paths", "label" ("positive"/"negative"), "split"}]."""
@@ -110,7 +110,7 @@ def _xy(path: Path) -> tuple[int, int]:
 
 
 def write_patch_bags(labels_csv, out_dir, encoder: nn.Module | str = "colour",
-                     bag_size: int = 6, witness_fraction: float = 1.0, image_size: int = 64,
+                     bag_size: int = 4, witness_fraction: float = 1.0, image_size: int = 64,
                      test_fraction: float = 0.3,
                      val_fraction: float = 0.15, seed: int = 0, max_patients: int | None = None,
                      device="auto") -> Path:

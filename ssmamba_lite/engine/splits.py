@@ -1,0 +1,99 @@
+"""Which images a run sees: training, validation, and the patients held out of both stages.
+
+The paper pretrains MAMIM on the target dataset itself; here that means on the *training*
+images of the data being fine-tuned, never on a patient that fine-tuning holds out:
+
+    labelled data, own split     train part for both stages; val validates; val and test are
+                                 held out (labels.csv `split` column, or train/ val/ test/)
+    labelled data, no split      a seeded patient split (seed, val_fraction): the same patients
+                                 held out by pretraining and fine-tuning with the same values
+    unlabelled data              pretraining uses all of it
+    extra_data (pretraining)     an unlabelled pool added, minus images of held-out patients
+
+`pretrain` records the patients it saw (pretrain_patients.json beside the encoder);
+`finetune` refuses an encoder that saw one of its held-out patients (`check_unseen`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssmamba_lite.engine import checkpoint as ckpt
+from ssmamba_lite.engine.data import (
+    DataError,
+    Samples,
+    drop_unreadable,
+    is_labelled,
+    own_split,
+    patient_split,
+    resolve_data,
+    scan_labelled,
+    scan_unlabelled,
+)
+
+PRETRAIN_PATIENTS = "pretrain_patients.json"   # beside encoder.safetensors: whom MAMIM saw
+
+
+def labelled_parts(cfg, classes=None) -> tuple[Samples, Samples | None, set]:
+    """(train, validation, held-out patients) of labelled cfg.data, the same for every run with
+    the same data, seed and val_fraction: the data's own split (val validates; val and test
+    are held out), else a seeded patient split with cfg.val_fraction."""
+    root = resolve_data(cfg.data)
+    parts = own_split(root, classes)
+    if parts:
+        held = {g for s in ("val", "test") if s in parts for g in parts[s].patients}
+        return parts["train"], parts.get("val"), held
+    train, val = patient_split(scan_labelled(root, classes),
+                               (1 - cfg.val_fraction, cfg.val_fraction), cfg.seed)
+    return train, val, set(val.patients)
+
+
+def run_samples(cfg, labelled: bool, classes=None):
+    """(train, validation) samples of cfg.data as a run with config `cfg` sees them, unreadable
+    files handled per config. Labelled runs: `labelled_parts`. Pretraining (labelled=False):
+    on labelled data the images of the same training part, labels dropped, so that MAMIM never
+    sees a patient that fine-tuning holds out; unlabelled data whole; validation None."""
+    root = resolve_data(cfg.data)
+    if labelled:
+        train, val, _ = labelled_parts(cfg, classes)
+    elif is_labelled(root):
+        train, val = labelled_parts(cfg)[0], None
+        train = Samples(train.paths, [-1] * len(train), train.patients)
+    else:
+        train, val = scan_unlabelled(root), None
+    if cfg.skip_bad_images:
+        train, bad = drop_unreadable(train)
+        if bad:
+            print(f"skipped {len(bad)} unreadable image(s), e.g. {bad[0][1]}")
+    return train, val
+
+
+def pretraining_samples(cfg) -> Samples:
+    """The images MAMIM trains on: `run_samples`' training images of cfg.data, plus those of
+    the unlabelled pool cfg.extra_data whose patients are not held out of cfg.data."""
+    train, _ = run_samples(cfg, labelled=False)
+    if not cfg.extra_data:
+        return train
+    held = labelled_parts(cfg)[2] if is_labelled(resolve_data(cfg.data)) else set()
+    pool = scan_unlabelled(resolve_data(cfg.extra_data))
+    keep = [i for i, g in enumerate(pool.patients) if g not in held]
+    if len(keep) < len(pool):
+        print(f"extra_data: left out {len(pool) - len(keep)} image(s) of patients held out "
+              f"of {cfg.data}")
+    pool = pool.subset(keep)
+    return Samples(train.paths + pool.paths, [-1] * (len(train) + len(pool)),
+                   train.patients + pool.patients)
+
+
+def check_unseen(init_weights: Path, held_out: set) -> None:
+    """A DataError when the MAMIM run that wrote `init_weights` pretrained on images of a
+    patient this fine-tuning run holds out (its record: pretrain_patients.json beside it)."""
+    record = init_weights.parent / PRETRAIN_PATIENTS
+    if not record.is_file():
+        return
+    seen = sorted(set(ckpt.read_json(record)["patients"]) & held_out)
+    if seen:
+        raise DataError(f"{init_weights}: MAMIM pretrained on images of {len(seen)} patient(s) "
+                        f"this run holds out for validation (e.g. {seen[:3]}); pretrain on the "
+                        f"same data with the same --seed and --val-fraction, which hold the "
+                        f"same patients out")
