@@ -61,7 +61,7 @@ def validation_samples(checkpoint) -> Samples:
     patient-grouped split of the same data (or the data's own val/ folder)."""
     record = read_json(Path(checkpoint) / "config.json")
     cfg = config_from_dict(FinetuneConfig, record["run"])
-    _, val = run_samples(cfg, labelled=True)               # the very function finetune used
+    _, val, _ = run_samples(cfg, labelled=True)            # the very function finetune used
     if val is None or not len(val):
         raise ValueError(f"{checkpoint}: the run had no validation split")
     return val

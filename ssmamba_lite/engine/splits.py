@@ -48,33 +48,33 @@ def labelled_parts(cfg, classes=None) -> tuple[Samples, Samples | None, set]:
     return train, val, set(val.patients)
 
 
-def run_samples(cfg, labelled: bool, classes=None):
-    """(train, validation) samples of cfg.data as a run with config `cfg` sees them, unreadable
-    files handled per config. Labelled runs: `labelled_parts`. Pretraining (labelled=False):
-    on labelled data the images of the same training part, labels dropped, so that MAMIM never
-    sees a patient that fine-tuning holds out; unlabelled data whole; validation None."""
+def run_samples(cfg, labelled: bool, classes=None) -> tuple[Samples, Samples | None, set]:
+    """(train, validation, held-out patients) of cfg.data as a run with config `cfg` sees
+    them, unreadable training files handled per config. Labelled runs: `labelled_parts`.
+    Pretraining (labelled=False): on labelled data the images of the same training part,
+    labels dropped, so that MAMIM never sees a patient that fine-tuning holds out; unlabelled
+    data whole (nothing held out); validation None."""
     root = resolve_data(cfg.data)
     if labelled:
-        train, val, _ = labelled_parts(cfg, classes)
+        train, val, held = labelled_parts(cfg, classes)
     elif is_labelled(root):
-        train, val = labelled_parts(cfg)[0], None
-        train = Samples(train.paths, [-1] * len(train), train.patients)
+        train, _, held = labelled_parts(cfg)
+        train, val = Samples(train.paths, [-1] * len(train), train.patients), None
     else:
-        train, val = scan_unlabelled(root), None
+        train, val, held = scan_unlabelled(root), None, set()
     if cfg.skip_bad_images:
         train, bad = drop_unreadable(train)
         if bad:
             print(f"skipped {len(bad)} unreadable image(s), e.g. {bad[0][1]}")
-    return train, val
+    return train, val, held
 
 
 def pretraining_samples(cfg) -> Samples:
     """The images MAMIM trains on: `run_samples`' training images of cfg.data, plus those of
     the unlabelled pool cfg.extra_data whose patients are not held out of cfg.data."""
-    train, _ = run_samples(cfg, labelled=False)
+    train, _, held = run_samples(cfg, labelled=False)
     if not cfg.extra_data:
         return train
-    held = labelled_parts(cfg)[2] if is_labelled(resolve_data(cfg.data)) else set()
     pool = scan_unlabelled(resolve_data(cfg.extra_data))
     keep = [i for i, g in enumerate(pool.patients) if g not in held]
     if len(keep) < len(pool):

@@ -33,7 +33,6 @@ from ssmamba_lite.engine.metrics import format_metrics
 from ssmamba_lite.engine.splits import (
     PRETRAIN_PATIENTS,
     check_unseen,
-    labelled_parts,
     pretraining_samples,
     run_samples,
 )
@@ -247,11 +246,11 @@ def finetune(cfg: FinetuneConfig) -> list[dict]:
     """Supervised fine-tuning (from scratch or a MAMIM encoder). Writes out/model.safetensors,
     out/config.json and out/history.json; returns the per-epoch history."""
     env = setup(cfg.device, cfg.seed)
-    train, val = run_samples(cfg, labelled=True)
+    train, val, held_out = run_samples(cfg, labelled=True)
     train = label_subset(train, cfg.label_fraction, cfg.seed)
     model = build_model(cfg.model, len(train.classes), cfg.image_size, cfg.model_args)
     if cfg.init != "scratch":
-        check_unseen(encoder_path(cfg.init), labelled_parts(cfg, train.classes)[2])
+        check_unseen(encoder_path(cfg.init), held_out)
         fresh = ckpt.load_weights(model, encoder_path(cfg.init), ignore=("head.",))
         if env.is_main:
             print(f"initialised from {encoder_path(cfg.init)}: every encoder weight loaded; "
