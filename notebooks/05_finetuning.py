@@ -161,7 +161,7 @@ import json
 from ssmamba_lite.engine.splits import labelled_parts
 from ssmamba_lite.engine.train import FinetuneConfig
 
-_, val_tiles, held_out = labelled_parts(FinetuneConfig(data=str(data_dir), seed=seed))
+_, val_tiles, held_out = labelled_parts(FinetuneConfig(data=str(data_dir)))
 seen_file = Path(encoder).parent / "pretrain_patients.json"
 seen = json.loads(seen_file.read_text()) if seen_file.is_file() else None
 if seen:

@@ -160,7 +160,7 @@ class DirectionalScan(nn.Module):
         self.dt_proj_bias = nn.Parameter(dt_bias(K, Dk, dt_min=dt_min, dt_max=dt_max))  # b_Δ[k]
         self.A_log = nn.Parameter(s4d_real_a_log(K * Dk, N))                     # A = -exp(A_log)
         self.D = nn.Parameter(torch.ones(K * Dk))
-        for p in (self.A_log, self.D):
+        for p in (self.dt_proj_bias, self.A_log, self.D):            # as Mamba: no weight decay
             p._no_weight_decay = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

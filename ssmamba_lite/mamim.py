@@ -95,6 +95,13 @@ class MAMIM(nn.Module):
             nn.Conv2d(encoder.num_features, 3 * self.stride ** 2, kernel_size=1),
             nn.PixelShuffle(self.stride))
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """The mask token and what the encoder exempts (its names prefixed with encoder.)."""
+        inner = self.encoder.no_weight_decay() if hasattr(self.encoder, "no_weight_decay") \
+            else set()
+        return {"mask_token"} | {f"encoder.{n}" for n in inner}
+
     def mask_generator(self, image_size: int) -> MaskGenerator:
         return MaskGenerator(image_size, self.mask_patch_size, self.stem_stride, self.mask_ratio)
 

@@ -241,8 +241,20 @@ class SSMamba(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        """Names of parameters marked `_no_weight_decay` (A_log, D, fusion logits)."""
+        """Parameters that weight decay must not pull to 0, beyond biases and norms (which
+        timm's groups exempt as 1-D): those marked `_no_weight_decay` (Δ biases, A_log, D,
+        fusion logits)."""
         return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's layer grouping (layer-wise lr decay): the stem first, then every block in
+        order (a stage's patch merging with its first block), the final norm last."""
+        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [
+            (r"^stages\.(\d+)\.downsample", (0,)),
+            (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+            (r"^norm", (99999,)),
+        ])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,8 +23,10 @@ from ssmamba_lite.engine.data import (
 )
 from ssmamba_lite.engine.distributed import Env
 from ssmamba_lite.engine.factory import build_model
+from ssmamba_lite.engine.inference import evaluate_samples, load_trained
+from ssmamba_lite.engine.loop import fit, lr_factor
 from ssmamba_lite.engine.splits import check_unseen, labelled_parts, pretraining_samples
-from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, fit, lr_factor
+from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig
 
 MODEL = "ssmamba_lite_cpu"
 
@@ -60,9 +62,9 @@ def test_cli_pretrain_finetune_evaluate_predict(tmp_path):
             "--init", str(pt / "encoder.safetensors"), *COMMON)
     assert r.returncode == 0, r.stderr
     assert "every encoder weight loaded; head.weight, head.bias start fresh" in r.stdout
-    # another seed holds other patients out, some of which MAMIM saw: refused, in one line
+    # another split seed holds other patients out, some of which MAMIM saw: refused, one line
     r = cli("finetune", "--data", str(data), "--out", str(tmp_path / "leak"), "--epochs", "1",
-            "--init", str(pt), *COMMON, "--seed", "2")
+            "--init", str(pt), *COMMON, "--split-seed", "2")
     assert r.returncode == 2 and "MAMIM pretrained on images of" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     config = json.loads((ft / "config.json").read_text())
@@ -170,6 +172,15 @@ def test_two_process_ddp_on_cpu(tmp_path):
     latest = json.loads((out / "latest.json").read_text())
     assert latest["step"] == 4
     assert all(h["images_per_s"] > 0 for h in latest["history"])
+    # validation ran on both processes, each on half of the images, and was gathered whole:
+    # the same metrics as one process evaluating the saved weights on all of them
+    val = labelled_parts(FinetuneConfig(data=str(data), split_seed=0))[1]
+    model, record = load_trained(out)
+    alone = evaluate_samples(model, val, record["classes"], 64, 8, "cpu")
+    seen = latest["history"][-1]["val"]
+    assert seen["n"] == len(val) == alone["n"]
+    assert seen["confusion_matrix"] == alone["confusion_matrix"]
+    assert seen["auroc"] == pytest.approx(alone["auroc"], abs=1e-6)
 
 
 def test_nan_loss_stops_clearly(tmp_path):
@@ -199,15 +210,15 @@ def test_mamim_never_sees_a_held_out_patient(tmp_path):
     # labelled data without a split: the patients finetune holds out with the same seed
     data = subset(tmp_path, per_class=40)
     for seed in (0, 1, 2):
-        _, val, held = labelled_parts(FinetuneConfig(data=str(data), seed=seed))
-        seen = pretraining_samples(PretrainConfig(data=str(data), seed=seed))
+        _, val, held = labelled_parts(FinetuneConfig(data=str(data), split_seed=seed))
+        seen = pretraining_samples(PretrainConfig(data=str(data), split_seed=seed))
         assert held == set(val.patients) and not set(seen.patients) & held
         assert len(seen) + len(val) == 80
     # a pool holding images of held-out patients: those are left out
     pool = tmp_path / "pool"
     write_labels_csv(pool / "images.csv", scan_labelled(data), labelled=False)
-    _, val, held = labelled_parts(FinetuneConfig(data=str(data), seed=0))
-    seen = pretraining_samples(PretrainConfig(data=str(data), seed=0, extra_data=str(pool)))
+    _, val, held = labelled_parts(FinetuneConfig(data=str(data), split_seed=0))
+    seen = pretraining_samples(PretrainConfig(data=str(data), split_seed=0, extra_data=str(pool)))
     assert len(seen) == 2 * (80 - len(val)) and not set(seen.patients) & held
     # an encoder whose MAMIM run saw a held-out patient is refused
     (tmp_path / "enc").mkdir()

@@ -6,7 +6,9 @@
     transforms.py   augmentations and the normalisation used in training and evaluation
     factory.py      a network by name (SSMamba preset or timm model) and its config record
     checkpoint.py   the one atomic writer and the one weight loader (safetensors)
-    train.py        MAMIM pretraining and supervised fine-tuning (one training loop)
+    loop.py         the training loop both stages share: optimizer groups, schedule, DDP,
+                    EMA, checkpoints
+    train.py        MAMIM pretraining and supervised fine-tuning
     inference.py    a trained model back from its folder; evaluate, predict
     metrics.py      classification metrics
     device.py       device choice and seeding

@@ -131,16 +131,28 @@ def own_split(root, classes: list[str] | None = None) -> dict | None:
     root = Path(root)
     if (root / "train").is_dir() and any((root / s).is_dir() for s in SPLITS[1:]):
         train = scan_labelled(root / "train", classes)
-        return {"train": train, **{s: scan_labelled(root / s, train.classes)
-                                   for s in SPLITS[1:] if (root / s).is_dir()}}
+        return _disjoint(root, {"train": train, **{s: scan_labelled(root / s, train.classes)
+                                                   for s in SPLITS[1:] if (root / s).is_dir()}})
     if not (root / "labels.csv").is_file():
         return None
     split = [r.get("split", "") for r in read_table(root / "labels.csv", ("path",))]
     if "train" not in split or not {"val", "test"} & set(split):
         return None
     samples = scan_labelled(root, classes)                # rows in the order of labels.csv
-    return {s: samples.subset(i for i, x in enumerate(split) if x == s)
-            for s in SPLITS if s in split}
+    return _disjoint(root, {s: samples.subset(i for i, x in enumerate(split) if x == s)
+                            for s in SPLITS if s in split})
+
+
+def _disjoint(root, parts: dict) -> dict:
+    """`parts` when no patient is in two of them, else a DataError naming one."""
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = sorted(set(parts[a].patients) & set(parts[b].patients))
+            if both:
+                raise DataError(f"{root}: {len(both)} patient(s) are in both {a} and {b} (e.g. "
+                                f"{both[0]!r}): a patient's tiles must stay on one side")
+    return parts
 
 
 def is_labelled(root) -> bool:
@@ -222,13 +234,29 @@ def write_labels_csv(path, samples: Samples, labelled: bool = True) -> Path:
 
 
 def patient_split(samples: Samples, fractions=(0.8, 0.2), seed: int = 0) -> list[Samples]:
-    """Split by patient: every patient's images land in exactly one part. Patients are
-    shuffled (seeded) and dealt out so that each part gets about its fraction of the images."""
+    """Split by patient: every patient's images land in exactly one part.
+
+    Two parts of labelled samples are also stratified by class (scikit-learn's
+    StratifiedGroupKFold, shuffled with `seed`): the smaller part is one fold of
+    round(1 / its fraction), so it gets about its fraction of the images of every class.
+    Otherwise patients are shuffled (seeded) and dealt out so that each part gets about its
+    fraction of the images."""
     if not math.isclose(sum(fractions), 1.0):
         raise ValueError(f"patient_split: fractions must sum to 1, got {fractions}")
     groups: dict[str, list[int]] = {}
     for i, g in enumerate(samples.patients):
         groups.setdefault(g, []).append(i)
+    small = int(np.argmin(fractions))
+    folds = max(2, round(1 / fractions[small])) if fractions[small] > 0 else 0
+    if len(fractions) == 2 and folds and min(samples.labels, default=-1) >= 0 and \
+            len(groups) >= folds and len(set(samples.labels)) > 1:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed % 2**32)
+        _, held = next(split.split(np.zeros(len(samples)), samples.labels, samples.patients))
+        rest = sorted(set(range(len(samples))) - set(held.tolist()))
+        parts = [rest, sorted(held.tolist())] if small == 1 else [sorted(held.tolist()), rest]
+        return [samples.subset(p) for p in parts]
     order = list(groups)
     np.random.default_rng(seed).shuffle(order)
     bounds = np.cumsum(fractions) * len(samples)
@@ -239,6 +267,11 @@ def patient_split(samples: Samples, fractions=(0.8, 0.2), seed: int = 0) -> list
         parts[part] += groups[g]
         seen += len(groups[g])
     return [samples.subset(sorted(p)) for p in parts]
+
+
+def has_patient_ids(samples: Samples) -> bool:
+    """Whether the samples carry patient ids (else every image is its own group)."""
+    return any(g != _group(p) for p, g in zip(samples.paths, samples.patients))
 
 
 def label_subset(samples: Samples, fraction: float, seed: int = 0) -> Samples:

@@ -31,6 +31,27 @@ class Env:
         if self.world > 1:
             dist.barrier()
 
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of `t` over all processes (in place; `t` itself with one process)."""
+        if self.world > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def share_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm statistics) on every process. DDP keeps parameters equal,
+        but each process updates its running statistics on its own batches."""
+        if self.world > 1:
+            for b in module.buffers():
+                dist.broadcast(b, src=0)
+
+    def gather(self, obj) -> list:
+        """[obj of rank 0, obj of rank 1, ...] on every process (picklable objects)."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -5,8 +5,9 @@ images of the data being fine-tuned, never on a patient that fine-tuning holds o
 
     labelled data, own split     train part for both stages; val validates; val and test are
                                  held out (labels.csv `split` column, or train/ val/ test/)
-    labelled data, no split      a seeded patient split (seed, val_fraction): the same patients
-                                 held out by pretraining and fine-tuning with the same values
+    labelled data, no split      a patient split stratified by class (split_seed, val_fraction):
+                                 the same patients held out by pretraining and fine-tuning with
+                                 the same values
     unlabelled data              pretraining uses all of it
     extra_data (pretraining)     an unlabelled pool added, minus images of held-out patients
 
@@ -23,6 +24,7 @@ from ssmamba_lite.engine.data import (
     DataError,
     Samples,
     drop_unreadable,
+    has_patient_ids,
     is_labelled,
     own_split,
     patient_split,
@@ -36,15 +38,20 @@ PRETRAIN_PATIENTS = "pretrain_patients.json"   # beside encoder.safetensors: who
 
 def labelled_parts(cfg, classes=None) -> tuple[Samples, Samples | None, set]:
     """(train, validation, held-out patients) of labelled cfg.data, the same for every run with
-    the same data, seed and val_fraction: the data's own split (val validates; val and test
-    are held out), else a seeded patient split with cfg.val_fraction."""
+    the same data, split_seed and val_fraction: the data's own split (val validates; val and
+    test are held out), else a patient split stratified by class with cfg.val_fraction (and a
+    one-line warning when the data has no patient ids: then the split is per image)."""
     root = resolve_data(cfg.data)
     parts = own_split(root, classes)
     if parts:
         held = {g for s in ("val", "test") if s in parts for g in parts[s].patients}
         return parts["train"], parts.get("val"), held
-    train, val = patient_split(scan_labelled(root, classes),
-                               (1 - cfg.val_fraction, cfg.val_fraction), cfg.seed)
+    samples = scan_labelled(root, classes)
+    if not has_patient_ids(samples):
+        print(f"warning: {root} gives no patient_id: the validation split is per image, and "
+              f"tiles of one patient or slide may land on both sides")
+    train, val = patient_split(samples, (1 - cfg.val_fraction, cfg.val_fraction),
+                               cfg.split_seed)
     return train, val, set(val.patients)
 
 
@@ -95,5 +102,5 @@ def check_unseen(init_weights: Path, held_out: set) -> None:
     if seen:
         raise DataError(f"{init_weights}: MAMIM pretrained on images of {len(seen)} patient(s) "
                         f"this run holds out for validation (e.g. {seen[:3]}); pretrain on the "
-                        f"same data with the same --seed and --val-fraction, which hold the "
-                        f"same patients out")
+                        f"same data with the same --split-seed and --val-fraction, which hold "
+                        f"the same patients out")
