@@ -19,8 +19,13 @@ recomputes the states of one chunk at a time from that checkpoint (memory O(L/CH
 Large steps are safe: Ā_t = exp(Δ_t A) only ever decays, so nothing can overflow.
 
 Layouts inside the kernel (made by `_layout`): B and C as (Bb, G, Lb, N) with Bb in {1, batch}
-and Lb in {1, L} (index min(b, Bb - 1) and min(t, Lb - 1)), so that one kernel serves fixed (D, N), shared (batch, N, L) and grouped
-(batch, G, N, L) inputs, and the innermost loop over n reads contiguous memory.
+and Lb in {1, L} (index min(b, Bb - 1) and min(t, Lb - 1)), so that one kernel serves fixed
+(D, N), shared (batch, N, L) and grouped (batch, G, N, L) inputs, and the innermost loop over n
+reads contiguous memory.
+
+The kernels are registered as PyTorch operators (`ssmamba_lite::scan_cpu_forward` and
+`::scan_cpu_backward`, torch.library) with fake functions that give their output shapes, so
+torch.compile and FX treat a scan as one opaque node.
 """
 
 from __future__ import annotations
@@ -118,56 +123,79 @@ def _scan_backward(u, delta, A, B, C, ckpt, dy, dlast, chunk):
     return du, ddelta, dA, dB, dC
 
 
-def _layout(M: torch.Tensor, batch: int, L: int, dtype) -> torch.Tensor:
-    """B or C in any of the three accepted shapes -> contiguous (Bb, G, Lb, N)."""
+def _layout(M: torch.Tensor, dtype) -> torch.Tensor:
+    """B or C in any of the three accepted shapes -> contiguous (Bb, G, Lb, N). Plain torch
+    ops: autograd carries the kernel-layout gradient back to the caller's shape."""
     if M.dim() == 2:                      # (D, N): one group per channel, constant in time
         M = M[None, :, None, :]
     elif M.dim() == 3:                    # (batch, N, L): one group
         M = M.transpose(1, 2)[:, None]
     else:                                 # (batch, G, N, L)
         M = M.transpose(2, 3)
-    return M.detach().to(dtype).contiguous()
-
-
-def _unlayout(dM: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """Gradient in kernel layout (batch, G, Lb, N) -> the shape and dtype of `like`."""
-    g = torch.from_numpy(dM)
-    if like.dim() == 2:
-        g = g.sum(dim=(0, 2))             # (D, N)
-    elif like.dim() == 3:
-        g = g[:, 0].transpose(1, 2)       # (batch, N, L)
-    else:
-        g = g.transpose(2, 3)             # (batch, G, N, L)
-    return g.to(like.dtype)
+    return M.to(dtype).contiguous()
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-class _SelectiveScanCPU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C):
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        batch, _, L = u.shape
-        dtype = delta.dtype
-        args = (_np(u.to(dtype)), _np(delta), _np(A.to(dtype)),
-                _layout(B, batch, L, dtype).numpy(), _layout(C, batch, L, dtype).numpy())
-        y, last, ckpt = _scan_forward(*args, CHUNK)
-        ctx.args, ctx.ckpt = args, ckpt
-        ctx.save_for_backward(u, delta, A, B, C)
-        return torch.from_numpy(y), torch.from_numpy(last)
+# The kernels as PyTorch operators (torch.library): opaque to torch.compile and FX, which see
+# one node with the shapes the fake functions give, instead of tracing into NumPy and numba.
+@torch.library.custom_op("ssmamba_lite::scan_cpu_forward", mutates_args=())
+def scan_cpu_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                     C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """y (batch, D, L), last state (batch, D, N) and the chunk checkpoints of the states
+    (batch, D, L / CHUNK, N); every input in the compute dtype, B and C in kernel layout."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    y, last, ckpt = _scan_forward(_np(u), _np(delta), _np(A), _np(B), _np(C), CHUNK)
+    return torch.from_numpy(y), torch.from_numpy(last), torch.from_numpy(ckpt)
 
-    @staticmethod
-    def backward(ctx, dy, dlast):
-        u, delta, A, B, C = ctx.saved_tensors
-        dtype = delta.dtype
-        dy = torch.zeros_like(delta) if dy is None else dy.to(dtype)
-        dlast = (torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=dtype)
-                 if dlast is None else dlast.to(dtype))
-        du, ddelta, dA, dB, dC = _scan_backward(*ctx.args, ctx.ckpt, _np(dy), _np(dlast), CHUNK)
-        return (torch.from_numpy(du).to(u.dtype), torch.from_numpy(ddelta),
-                torch.from_numpy(dA.sum(0)).to(A.dtype), _unlayout(dB, B), _unlayout(dC, C))
+
+@scan_cpu_forward.register_fake
+def _(u, delta, A, B, C):
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    return (u.new_empty(batch, dim, L), u.new_empty(batch, dim, N),
+            u.new_empty(batch, dim, (L + CHUNK - 1) // CHUNK, N))
+
+
+@torch.library.custom_op("ssmamba_lite::scan_cpu_backward", mutates_args=())
+def scan_cpu_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                      C: torch.Tensor, ckpt: torch.Tensor, dy: torch.Tensor,
+                      dlast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                    torch.Tensor, torch.Tensor]:
+    """Gradients of u, delta, A (per batch item), B and C (kernel layout, per batch item)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    out = _scan_backward(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(ckpt), _np(dy),
+                         _np(dlast), CHUNK)
+    return tuple(torch.from_numpy(g) for g in out)
+
+
+@scan_cpu_backward.register_fake
+def _(u, delta, A, B, C, ckpt, dy, dlast):
+    batch, dim, _ = u.shape
+    return (torch.empty_like(u), torch.empty_like(u), u.new_empty(batch, dim, A.shape[1]),
+            u.new_empty(batch, *B.shape[1:]), u.new_empty(batch, *C.shape[1:]))
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, output[2])
+
+
+def _backward(ctx, dy, dlast, _dckpt):
+    u, delta, A, B, C, ckpt = ctx.saved_tensors
+    dy = torch.zeros_like(delta) if dy is None else dy.to(delta.dtype)
+    dlast = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=delta.dtype) \
+        if dlast is None else dlast.to(delta.dtype)
+    du, ddelta, dA, dB, dC = scan_cpu_backward(u, delta, A, B, C, ckpt, dy.contiguous(),
+                                               dlast.contiguous())
+    # the kernel accumulates per batch item; a B or C shared by the batch sums them
+    dB = dB.sum(0, keepdim=True) if B.shape[0] == 1 else dB
+    dC = dC.sum(0, keepdim=True) if C.shape[0] == 1 else dC
+    return du, ddelta, dA.sum(0), dB, dC
+
+
+scan_cpu_forward.register_autograd(_backward, setup_context=_setup)
 
 
 def selective_scan_cpu(u, delta, A, B, C):
@@ -177,4 +205,7 @@ def selective_scan_cpu(u, delta, A, B, C):
     float64: that dtype is the compute dtype). The skip term D and the gate z are applied by
     `scan.selective_scan`. Returns (y (batch, D, L), last state (batch, D, N)).
     """
-    return _SelectiveScanCPU.apply(u, delta, A, B, C)
+    dtype = delta.dtype
+    y, last, _ = scan_cpu_forward(u.to(dtype).contiguous(), delta.contiguous(),
+                                  A.to(dtype).contiguous(), _layout(B, dtype), _layout(C, dtype))
+    return y, last
