@@ -64,7 +64,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 
-from ssmamba_lite.scan import selective_scan
+from ssmamba_lite.scan import selective_scan, tracing
 from ssmamba_lite.ssm_init import dt_bias, s4d_real_a_log
 
 NUM_ORDERS = 8  # scan orders 0..7 (see the module docstring)
@@ -118,6 +118,15 @@ def _orders(h: int, w: int, directions: tuple, window: int, device: torch.device
         order = torch.stack([scan_order(h, w, k, window) for k in directions])
         inv = torch.stack([inverse_scan_order(h, w, k, window) for k in directions])
         return order.to(device), inv.to(device)
+
+
+def upsample(y: torch.Tensor, size: tuple) -> torch.Tensor:
+    """Bilinear upsampling of a coarse scale's map back to `size`. A 1x1 map (a small map
+    pooled by a large scale) is its one value everywhere: broadcast, which is exact and whose
+    backward is a sum (torch.compile's CPU backend fails on the scatter of interpolate's)."""
+    if tuple(y.shape[-2:]) == (1, 1):
+        return y.expand(*y.shape[:-2], *size)
+    return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
 
 
 def resolve_directions(directions) -> tuple:
@@ -231,7 +240,7 @@ class DirectionalMultiScale(nn.Module):
         return self.fuse_logits.flatten().softmax(0).view_as(self.fuse_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.dim:
+        if not tracing() and (x.dim() != 4 or x.shape[1] != self.dim):
             raise ValueError(f"DirectionalMultiScale: input must have shape (batch, {self.dim}, "
                              f"H, W), got {tuple(x.shape)}")
         H, W = x.shape[-2:]
@@ -249,7 +258,7 @@ class DirectionalMultiScale(nn.Module):
                     ys = ys * w[i].view(1, -1, 1, 1, 1)        # w_{s,k} y_{s,k}
                 ys = ys.flatten(1, 2)                          # concat: (batch, K*D_k, H/s, W/s)
             if s != 1:
-                ys = F.interpolate(ys, size=(H, W), mode="bilinear", align_corners=False)
+                ys = upsample(ys, (H, W))
             maps.append(ys)
         y = sum(maps) if w is not None else self.fuse_proj(torch.cat(maps, dim=1))  # (b, D, H, W)
         y = self.out_norm(y) * F.silu(z)                       # gate

@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ssmamba_lite.scan import tracing
+
 
 class LocalPerceptionResidual(nn.Module):
     """x + DWConv(x) on a (batch, C, H, W) map; output has the input's shape.
@@ -49,7 +51,7 @@ class LocalPerceptionResidual(nn.Module):
         self.act = nn.GELU() if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.dim:
+        if not tracing() and (x.dim() != 4 or x.shape[1] != self.dim):
             raise ValueError(f"LocalPerceptionResidual: input must have shape "
                              f"(batch, {self.dim}, H, W), got {tuple(x.shape)}")
         return x + self.act(self.norm(self.dwconv(x)))      # x + DWConv_k(x)  (batch, C, H, W)

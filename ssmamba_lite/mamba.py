@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ssmamba_lite.scan import selective_scan
+from ssmamba_lite.scan import selective_scan, tracing
 from ssmamba_lite.ssm_init import dt_bias, s4d_real_a_log
 
 
@@ -103,10 +103,9 @@ class Mamba(nn.Module):
         self.D._no_weight_decay = True
 
     def forward(self, hidden_states):
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
+        if not tracing() and (hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model):
             raise ValueError(f"Mamba: input must have shape (batch, L, {self.d_model}), "
                              f"got {tuple(hidden_states.shape)}")
-        L = hidden_states.shape[1]
         xz = self.in_proj(hidden_states).transpose(1, 2)        # (batch, 2D, L)
         x, z = xz.chunk(2, dim=1)                               # x', z: (batch, D, L)
         x = causal_depthwise_conv1d(x, self.conv1d.weight, self.conv1d.bias)
@@ -118,5 +117,4 @@ class Mamba(nn.Module):
             x, dt, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
             self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
             backend=self.scan_backend)                          # (batch, D, L)
-        assert y.shape[-1] == L
         return self.out_proj(y.transpose(1, 2))                 # (batch, L, d_model)

@@ -46,13 +46,16 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d
+from timm.layers import DropPath, LayerNorm2d, register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ssmamba_lite.dms import resolve_directions
-from ssmamba_lite.layers.mixers import MIXERS, make_mixer
+from ssmamba_lite.dms import DirectionalMultiScale, resolve_directions
+from ssmamba_lite.layers.mixers import MIXERS, Mamba1DMixer, make_mixer
 from ssmamba_lite.layers.mlp import Mlp
 from ssmamba_lite.lpr import LocalPerceptionResidual
+from ssmamba_lite.scan import tracing
+
+POOLS = ("avg", "max", "")          # global pooling before the head; "" keeps the maps
 
 
 @dataclass
@@ -78,7 +81,7 @@ class SSMambaConfig:
     mlp_ratio: float = 4.0
     drop_rate: float = 0.0           # dropout before the head
     drop_path_rate: float = 0.1      # stochastic depth, rising linearly to this value
-    global_pool: str = "avg"         # "avg" or "max"
+    global_pool: str = "avg"         # "avg", "max", or "" (no pooling: maps out, timm's way)
     scan_backend: str = "auto"       # see scan.which_backend
 
     def __post_init__(self):
@@ -93,8 +96,8 @@ class SSMambaConfig:
             raise ValueError(f"SSMambaConfig: d_state needs one value per stage ({n}), "
                              f"got {self.d_state}")
         resolve_directions(self.directions)
-        if self.global_pool not in ("avg", "max"):
-            raise ValueError(f"SSMambaConfig: global_pool must be 'avg' or 'max', "
+        if self.global_pool not in POOLS:
+            raise ValueError(f"SSMambaConfig: global_pool must be one of {POOLS}, "
                              f"got {self.global_pool!r}")
 
     @property
@@ -158,6 +161,22 @@ class Stage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
+def stage_indices(n: int, indices) -> tuple[list, int]:
+    """timm's convention for which of n stages to return: None all, an int k the last k, a
+    list those (negative ones from the end). Returns (sorted indices, the largest)."""
+    if indices is None:
+        take = list(range(n))
+    elif isinstance(indices, int):
+        if not 0 < indices <= n:
+            raise ValueError(f"SSMamba: indices must be in 1..{n}, got {indices}")
+        take = list(range(n - indices, n))
+    else:
+        take = sorted(i % n for i in indices)
+        if any(not -n <= i < n for i in indices):
+            raise ValueError(f"SSMamba: stage indices must be in -{n}..{n - 1}, got {indices}")
+    return take, max(take)
+
+
 def nearest_valid_sizes(h: int, w: int, stride: int) -> list:
     """Sizes (H', W') closest to (h, w) with both a positive multiple of `stride`."""
     def near(n):
@@ -210,16 +229,64 @@ class SSMamba(nn.Module):
                              f"positive multiples of the network stride {s}; nearest valid "
                              f"sizes: {sizes}")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, in_chans, H, W) -> (batch, C4, H/32, W/32)."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """A ValueError unless x is (batch, in_chans, H, W) with H, W multiples of the stride
+        (skipped while torch.fx traces: it cannot branch on shapes)."""
+        if tracing():
+            return
         if x.dim() != 4 or x.shape[1] != self.cfg.in_chans:
             raise ValueError(f"SSMamba: input must have shape (batch, {self.cfg.in_chans}, H, W), "
                              f"got {tuple(x.shape)}")
         self.check_input_size(*x.shape[-2:])
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, in_chans, H, W) -> (batch, C4, H/32, W/32)."""
+        self.check_input(x)
         return self.norm(self.stages(self.stem(x)))
 
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False):
+        """timm's feature API: (final features, [the outputs of the stages in `indices`]).
+        indices: an int n (the last n stages) or a list of stage indices; norm: apply the
+        final norm to the last stage's output too; stop_early: skip stages after the last
+        index; intermediates_only: return the list alone."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"SSMamba: output_fmt must be 'NCHW', got {output_fmt!r}")
+        self.check_input(x)
+        take, last = stage_indices(len(self.stages), indices)
+        stages = self.stages[:last + 1] if stop_early or intermediates_only else self.stages
+        x, out = self.stem(x), []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take:
+                out.append(self.norm(x) if norm and i == len(self.stages) - 1 else x)
+        if intermediates_only:
+            return out
+        return (self.norm(x) if len(stages) == len(self.stages) else x), out
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list:
+        """Drop the stages after the last of `indices` (and the final norm, which only fits the
+        last stage's width, when a stage goes or prune_norm; and the head); returns the stage
+        indices kept."""
+        take, last = stage_indices(len(self.stages), indices)
+        if prune_norm or last < len(self.stages) - 1:
+            self.norm = nn.Identity()
+        self.stages = self.stages[:last + 1]
+        self.num_features = self.head_hidden_size = self.cfg.dims[last]
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """(batch, C4, h, w) -> pooled (batch, C4) if pre_logits else logits (batch, classes)."""
+        """(batch, C4, h, w) -> pooled (batch, C4) if pre_logits else logits (batch, classes).
+        global_pool "": no pooling, maps out (the head, if any, applied at every position)."""
+        if self.global_pool == "":
+            x = self.head_drop(x)
+            if pre_logits or isinstance(self.head, nn.Identity):
+                return x
+            return self.head(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)   # (batch, K, h, w)
         x = x.mean((2, 3)) if self.global_pool == "avg" else x.amax((2, 3))
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
@@ -232,8 +299,8 @@ class SSMamba(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool is not None:
-            if global_pool not in ("avg", "max"):
-                raise ValueError(f"SSMamba: global_pool must be 'avg' or 'max', "
+            if global_pool not in POOLS:
+                raise ValueError(f"SSMamba: global_pool must be one of {POOLS}, "
                                  f"got {global_pool!r}")
             self.global_pool = global_pool
         self.num_classes = num_classes
@@ -270,13 +337,22 @@ PRESETS = {
 
 
 def _cfg(**kwargs) -> dict:
+    """timm's pretrained_cfg. mean and std are the ones the engine trains with (0.5: H&E
+    colours vary by lab); no weights are published (url "")."""
     return {"url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-            "crop_pct": 1.0, "interpolation": "bicubic", "fixed_input_size": False,
-            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-            "first_conv": "stem.0", "classifier": "head", "license": "mit", **kwargs}
+            "min_input_size": (3, 32, 32), "crop_pct": 1.0, "crop_mode": "center",
+            "interpolation": "bilinear", "fixed_input_size": False,
+            "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "first_conv": "stem.0",
+            "classifier": "head", "license": "mit", "paper_ids": "arXiv:2604.15711",
+            "paper_name": "SSMamba: A Self-Supervised Hybrid State Space Model for "
+                          "Pathological Image Classification", **kwargs}
 
 
 default_cfgs = generate_default_cfgs({name: _cfg() for name in PRESETS})
+# torch.fx (timm's feature extractor) treats the scanning mixers as leaves: their scan orders
+# and kernels need concrete sizes.
+register_notrace_module(DirectionalMultiScale)
+register_notrace_module(Mamba1DMixer)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> SSMamba:
