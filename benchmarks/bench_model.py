@@ -8,6 +8,10 @@ the best (least disturbed) round.
 
     .venv/bin/python benchmarks/bench_model.py                 # batch 16, 2 threads, 64/128/256 px
     .venv/bin/python benchmarks/bench_model.py --rounds 3 --sizes 128
+    .venv/bin/python benchmarks/bench_model.py --compiled ssmamba_lite_tiny   # + torch.compile
+
+A model named in --compiled also runs as `<name>+compile`, wrapped in torch.compile (its
+compilation happens in the warm-up rounds and is not timed).
 
 Targets: ssmamba_lite_tiny within 1.5x of resnet18's throughput at 128 px; its step time at
 256 px at most 4.6x the one at 128 px (4x the tokens: linear cost, where attention's is quadratic).
@@ -28,9 +32,15 @@ import ssmamba_lite  # noqa: F401  (registers ssmamba_lite_* with timm)
 MODELS = ("ssmamba_lite_tiny", "resnet18", "vit_tiny_patch16_224")
 
 
-def make(name: str, size: int) -> torch.nn.Module:
-    kwargs = {"img_size": size} if name.startswith("vit") else {}
-    return timm.create_model(name, num_classes=9, **kwargs).train()
+COMPILED = "+compile"
+
+
+def make(name: str, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(what a step calls, the module whose parameters it updates)."""
+    base = name.removesuffix(COMPILED)
+    kwargs = {"img_size": size} if base.startswith("vit") else {}
+    model = timm.create_model(base, num_classes=9, **kwargs).train()
+    return (torch.compile(model) if name.endswith(COMPILED) else model), model
 
 
 def step(model, opt, x, y) -> float:
@@ -47,21 +57,24 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--compiled", nargs="*", default=[],
+                   help="models also timed under torch.compile")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    args.models = args.models + [f"{name}{COMPILED}" for name in args.compiled]
 
     runs = {}                                              # (model, size) -> (model, opt, x, y)
     for size in args.sizes:
         for name in args.models:
-            m = make(name, size)
-            opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+            m, module = make(name, size)
+            opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
             x = torch.randn(args.batch, 3, size, size)
             y = torch.randint(0, 9, (args.batch,))
             runs[name, size] = (m, opt, x, y)
-    params = {name: sum(p.numel() for p in runs[name, args.sizes[0]][0].parameters())
+    params = {name: sum(p.numel() for p in runs[name, args.sizes[0]][1].param_groups[0]["params"])
               for name in args.models}
     times = {key: [] for key in runs}
     for r in range(args.warmup + args.rounds):

@@ -192,3 +192,8 @@ def test_ema_weights_are_validated_saved_and_restored(tmp_path):
     ema_state = ckpt.load_torch(tmp_path / "a" / "checkpoint-0002.pt")["ema"]
     for k, v in saved.items():
         assert torch.equal(ema_state[k], v), k
+
+
+def test_the_loop_can_compile(tmp_path):
+    history = toy_run(tmp_path, epochs=1, compile=True)
+    assert history[-1]["step"] == 10 and history[-1]["loss"] > 0

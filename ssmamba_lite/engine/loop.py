@@ -5,9 +5,10 @@
                 mask token). layer_decay < 1: layer-wise lr decay (BEiT, MAE fine-tuning): a
                 block k groups below the head learns at lr · layer_decay^k
     schedule    linear warm-up over `warmup_fraction` of all steps, then cosine decay to min_lr
-    step        bf16 autocast on CUDA; the loss is checked and averaged over all processes (a
-                non-finite loss on any one stops every one, before backward); gradient
-                clipping; an exponential moving average (EMA) of the weights when ema_decay > 0
+    step        torch.compile when cfg.compile; bf16 autocast on CUDA; the loss is checked
+                and averaged over all processes (a non-finite loss on any one stops every
+                one, before backward); gradient clipping; an exponential moving average (EMA)
+                of the weights when ema_decay > 0
     epoch end   validation on every process (the caller shards it), then, on rank 0, a
                 checkpoint pair (weights: safetensors; optimizer, scheduler, counters, EMA:
                 a torch file read back with weights_only=True) and the pointer latest.json,
@@ -113,6 +114,8 @@ def fit(cfg, env: Env, module, dataset, loss_fn, save_weights, validate=None,
             ckpt.remove_stale_temps(out)                    # left by the killed writer
             print(f"resuming {out} after epoch {start} (step {step})")
     ddp = wrap_ddp(module, env)
+    if cfg.compile:
+        ddp = torch.compile(ddp)                            # validation stays eager
     final = ema.module if ema is not None else module       # what is validated and saved
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(epoch_seed(cfg.seed, epoch, env.rank))   # augmentations and masks

@@ -68,6 +68,7 @@ class TrainConfig:
     split_seed: int = 0                # which patients are held out (and keep their labels)
     val_fraction: float = 0.2          # held-out patients when the data has no split of its own
     num_workers: int = 0
+    compile: bool = False              # torch.compile the training forward and backward
     resume: bool = False
     max_steps_per_epoch: int = 0       # > 0: cut epochs short (quick tries and tests)
     skip_bad_images: bool = False      # drop unreadable images (and say how many) instead of failing
