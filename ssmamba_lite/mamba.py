@@ -25,7 +25,6 @@ Glossary (code name -> math; shapes in brackets; "Alg. 2" is Algorithm 2 of the 
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -35,24 +34,35 @@ import torch.nn.functional as F
 from ssmamba_lite.scan import selective_scan, tracing
 from ssmamba_lite.ssm_init import dt_bias, s4d_real_a_log
 
+_CONV: dict = {}             # causal-conv1d's function, or why it is not there
 
-@functools.lru_cache(maxsize=1)
-def _causal_conv1d_cuda():
-    """causal-conv1d's CUDA kernel, or None when it is not installed with its kernel."""
-    try:
-        import causal_conv1d_cuda  # noqa: F401
-        from causal_conv1d import causal_conv1d_fn
-    except Exception:
-        return None
-    return causal_conv1d_fn
+
+def causal_conv1d_kernel():
+    """causal-conv1d's CUDA kernel, or None (the reason: conv_report())."""
+    if not _CONV:
+        try:
+            import causal_conv1d_cuda  # noqa: F401  (the compiled extension itself)
+            from causal_conv1d import causal_conv1d_fn
+            _CONV["fn"] = causal_conv1d_fn
+        except Exception as err:              # not installed, or without its kernel
+            _CONV["missing"] = f"{type(err).__name__}: {err}".splitlines()[0]
+    return _CONV.get("fn")
+
+
+def conv_report() -> str:
+    """Which causal convolution runs on CUDA tensors, and why."""
+    if causal_conv1d_kernel() is not None:
+        return "causal-conv1d's CUDA kernel"
+    return f"F.conv1d (cuDNN) ({_CONV['missing']})"
 
 
 def causal_depthwise_conv1d(x, weight, bias):
     """y_t = Σ_k w_k x_{t-k}: each channel mixes only its own past. x: (batch, D, L),
     weight: (D, 1, K). Followed by SiLU."""
-    kernel = _causal_conv1d_cuda() if x.is_cuda else None
-    if kernel is not None:
-        return kernel(x, weight.squeeze(1), bias, activation="silu")
+    kernel = causal_conv1d_kernel() if x.is_cuda else None
+    if kernel is not None:   # contiguous (batch, D, L), as mamba-ssm builds it: the kernel's
+        # channel-last path (taken for a transposed view) needs D % 8 == 0
+        return kernel(x.contiguous(), weight.squeeze(1), bias, activation="silu")
     L, K = x.shape[-1], weight.shape[-1]
     y = F.conv1d(x, weight, bias, padding=K - 1, groups=x.shape[1])[..., :L]  # drop the future
     return F.silu(y)

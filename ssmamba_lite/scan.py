@@ -29,22 +29,25 @@ Mamba's Algorithm 2):
     y_t = <C_t, h_t> + D u_t               (Mamba eq. 2b, plus the skip term D)
     out_t = y_t · silu(z_t)                (when z is given: the gate of the Mamba block)
 
-Three implementations share one signature, the one of mamba-ssm's `selective_scan_fn`:
+Implementations with one signature, the one of mamba-ssm's `selective_scan_fn`, each tested
+equal to the reference:
     selective_scan_reference     the loop above, plain PyTorch, differentiable by autograd
-    kernels.scan_cpu             fused numba kernel (CPU); tested equal to the reference
-    mamba_ssm's CUDA kernel      for CUDA tensors, when mamba-ssm is installed with its kernels
-`selective_scan` picks one (see `which_backend`).
+    kernels.scan_cpu             fused numba kernel (CPU tensors)
+    kernels.scan_cuda            mamba-ssm's compiled CUDA kernel, when it is installed
+    kernels.scan_triton          a Triton kernel (CUDA tensors, nothing to compile by hand)
+    kernels.scan_chunked         plain PyTorch, time cut into chunks computed at once
+`selective_scan` picks one (see `which_backend` / `backend_report`).
 """
 
 from __future__ import annotations
 
-import functools
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "reference", "cpu", "cuda")
+BACKENDS = ("auto", "reference", "cpu", "cuda", "triton", "chunked")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,69 +164,136 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 
 
 # ---------------------------------------------------------------------------------------------
-# The dispatcher.
+# The dispatcher: which implementation runs, and why.
 # ---------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
+_LOADED: dict = {}           # backend -> its function, once imported
+_MISSING: dict = {}          # backend -> why it cannot run here (the import error)
+_WARNED: set = set()         # fallbacks already announced
+
+
+def _load(name: str, load):
+    """`load()`'s result, or None after recording why it failed (once per backend)."""
+    if name not in _MISSING and name not in _LOADED:
+        try:
+            _LOADED[name] = load()
+        except Exception as err:              # a missing or broken optional package
+            _MISSING[name] = f"{type(err).__name__}: {err}".splitlines()[0]
+    return _LOADED.get(name)
+
+
+def forget_backends() -> None:
+    """Forget which backends imported, why others did not, and which fallbacks were announced
+    (after installing a package in a running session, or between tests)."""
+    _LOADED.clear()
+    _MISSING.clear()
+    _WARNED.clear()
+
+
 def cuda_kernel():
-    """mamba-ssm's fused CUDA `selective_scan_fn`, or None when it is not usable."""
-    try:
+    """mamba-ssm's compiled CUDA scan (kernels/scan_cuda.py), or None when its extension
+    `selective_scan_cuda` does not import."""
+    def load():
         import selective_scan_cuda  # noqa: F401  (the compiled extension itself)
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # not installed, or installed without its kernels
-        return None
-    return selective_scan_fn
+
+        from ssmamba_lite.kernels.scan_cuda import selective_scan_cuda as fn
+        return fn
+    return _load("cuda", load)
 
 
-@functools.lru_cache(maxsize=1)
+def triton_kernel():
+    """The Triton scan (kernels/scan_triton.py), or None when Triton does not import."""
+    def load():
+        from ssmamba_lite.kernels.scan_triton import selective_scan_triton
+        return selective_scan_triton
+    return _load("triton", load)
+
+
 def cpu_kernel():
-    """The numba CPU kernel, or None when numba is missing."""
-    try:
+    """The numba CPU kernel (kernels/scan_cpu.py), or None when numba is missing."""
+    def load():
         from ssmamba_lite.kernels.scan_cpu import selective_scan_cpu
-    except ImportError:
-        return None
-    return selective_scan_cpu
+        return selective_scan_cpu
+    return _load("cpu", load)
 
 
-def which_backend(u: torch.Tensor, backend: str = "auto") -> str:
-    """Name of the implementation `selective_scan` will run for a tensor like `u`.
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-    Order: the `backend` argument, then the environment variable SSMAMBA_SCAN
-    (reference | cpu | cuda), then automatic: CUDA tensors -> "cuda" when mamba-ssm's kernel
-    is importable, CPU tensors -> "cpu" when numba is, else "reference".
+
+def backend_report(u: torch.Tensor, backend: str = "auto") -> tuple[str, str]:
+    """(the implementation `selective_scan` runs for a tensor like `u`, why).
+
+    Order: the `backend` argument, then $SSMAMBA_SCAN, then automatic. CUDA tensors: mamba-ssm's
+    kernel when its extension imports, else the Triton kernel, else the chunked torch scan.
+    CPU tensors: the numba kernel, else the chunked torch scan. The L-step reference loop only
+    when asked for. A forced backend that cannot run here is a ValueError saying why.
     """
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: backend must be one of {BACKENDS}, got {backend!r}")
+    source = "backend argument"
     if backend == "auto":
         backend = os.environ.get("SSMAMBA_SCAN", "auto").strip().lower() or "auto"
+        source = "$SSMAMBA_SCAN"
         if backend not in BACKENDS:
             raise ValueError(f"SSMAMBA_SCAN must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        if u.is_cuda:
-            return "cuda" if cuda_kernel() is not None else "reference"
-        return "cpu" if (u.device.type == "cpu" and cpu_kernel() is not None) else "reference"
-    if backend == "cuda" and (not u.is_cuda or cuda_kernel() is None):
-        raise ValueError("selective_scan: backend='cuda' needs CUDA tensors and mamba-ssm's kernels")
-    if backend == "cpu" and (u.device.type != "cpu" or cpu_kernel() is None):
-        raise ValueError("selective_scan: backend='cpu' needs CPU tensors and numba")
-    return backend
+    cuda = u.device.type == "cuda"
+    usable = {"cuda": cuda and cuda_kernel() is not None,
+              "triton": (cuda or _interpreting()) and triton_kernel() is not None,
+              "cpu": u.device.type == "cpu" and cpu_kernel() is not None,
+              "chunked": True, "reference": True}
+    if backend != "auto":
+        if not usable[backend]:
+            need = {"cuda": "CUDA tensors and mamba-ssm's compiled kernels",
+                    "triton": "CUDA tensors (or TRITON_INTERPRET=1) and Triton",
+                    "cpu": "CPU tensors and numba"}[backend]
+            why = f" ({_MISSING[backend]})" if backend in _MISSING else ""
+            raise ValueError(f"selective_scan: backend={backend!r} needs {need}{why}")
+        return backend, f"asked for by the {source}"
+    order = ("cuda", "triton", "chunked") if cuda else ("cpu", "chunked")
+    name = next(b for b in order if usable[b])
+    skipped = [f"{b}: {_MISSING.get(b, 'not for ' + u.device.type + ' tensors')}"
+               for b in order[:order.index(name)]]
+    why = "the fastest here" + (f" ({'; '.join(skipped)})" if skipped else "")
+    if skipped:
+        _warn_once(name, why)
+    return name, why
+
+
+def _warn_once(name: str, why: str) -> None:
+    if name not in _WARNED:
+        _WARNED.add(name)
+        warnings.warn(f"selective_scan falls back to the {name!r} implementation: {why}",
+                      stacklevel=3)
+
+
+def which_backend(u: torch.Tensor, backend: str = "auto") -> str:
+    """The name of the implementation `selective_scan` runs for a tensor like `u`
+    (backend_report says why)."""
+    return backend_report(u, backend)[0]
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, backend: str = "auto"):
     """Selective scan with mamba-ssm's signature, run by the fastest usable implementation.
 
-    backend: "auto" (default), or force "reference", "cpu" (numba) or "cuda" (mamba-ssm).
+    backend: "auto" (default), or force "reference" (the loop above), "cpu" (numba), "cuda"
+    (mamba-ssm), "triton" or "chunked" (plain torch, time in chunks).
     Returns out (batch, D, L), and the last state (batch, D, N) if return_last_state.
     """
     check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     name = which_backend(u, backend)
+    if name == "reference":
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                        return_last_state)
     if name == "cuda":
-        return cuda_kernel()(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if name == "cpu":
-        dtype_in = u.dtype
-        delta = _prologue(delta, delta_bias, delta_softplus, work_dtype(u))
-        y, last = cpu_kernel()(u, delta, A, B, C)
-        out = _epilogue(y, u.to(y.dtype), D, z, dtype_in)
-        return (out, last) if return_last_state else out
-    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                    return_last_state)
+        return cuda_kernel()(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                             return_last_state)
+    dtype_in = u.dtype
+    delta = _prologue(delta, delta_bias, delta_softplus, work_dtype(u))
+    if name == "chunked":
+        from ssmamba_lite.kernels.scan_chunked import selective_scan_chunked
+        y, last = selective_scan_chunked(u, delta, A, B, C)
+    else:
+        y, last = (cpu_kernel() if name == "cpu" else triton_kernel())(u, delta, A, B, C)
+    out = _epilogue(y, u.to(y.dtype), D, z, dtype_in)
+    return (out, last) if return_last_state else out

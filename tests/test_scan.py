@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 
 import pytest
 import torch
@@ -208,13 +209,28 @@ def test_cuda_tensors_pick_mamba_ssm_kernel_when_present(monkeypatch):
     import ssmamba_lite.scan as scan
 
     fake_cuda = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda"))
+    scan.forget_backends()
     monkeypatch.setattr(scan, "cuda_kernel", lambda: (lambda *a: "kernel"))
     assert scan.which_backend(fake_cuda) == "cuda"
     assert scan.which_backend(fake_cuda, "reference") == "reference"
-    monkeypatch.setattr(scan, "cuda_kernel", lambda: None)
-    assert scan.which_backend(fake_cuda) == "reference", "no kernel: fall back, never crash"
-    with pytest.raises(ValueError, match="needs CPU tensors"):
-        scan.which_backend(fake_cuda, "cpu")
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "selective_scan_cuda", None)       # not installed
+    try:
+        with pytest.warns(UserWarning, match="falls back to the 'triton'.*selective_scan_cuda"):
+            assert scan.which_backend(fake_cuda) == "triton", "no mamba-ssm kernel: Triton"
+        scan.forget_backends()
+        monkeypatch.setitem(sys.modules, "triton", None)                # nor Triton
+        monkeypatch.delitem(sys.modules, "ssmamba_lite.kernels.scan_triton", raising=False)
+        with pytest.warns(UserWarning, match="falls back to the 'chunked'"):
+            name, why = scan.backend_report(fake_cuda)
+        assert name == "chunked" and "cuda: ModuleNotFoundError" in why, "never the L-step loop"
+        with pytest.raises(ValueError, match="needs CPU tensors"):
+            scan.which_backend(fake_cuda, "cpu")
+        with pytest.raises(ValueError, match="backend='cuda' needs .*selective_scan_cuda"):
+            scan.which_backend(fake_cuda, "cuda")
+    finally:
+        monkeypatch.undo()
+        scan.forget_backends()
 
 
 @pytest.mark.cuda

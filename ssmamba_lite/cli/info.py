@@ -12,14 +12,16 @@ def _info(args) -> int:
     import torch
 
     from ssmamba_lite import __version__
-    from ssmamba_lite.scan import cpu_kernel, cuda_kernel, which_backend
+    from ssmamba_lite.mamba import conv_report
+    from ssmamba_lite.scan import backend_report
 
     print(f"ssmamba_lite {__version__}, torch {torch.__version__}")
-    print(f"CPU tensors  -> {which_backend(torch.empty(1, device='cpu'))} scan"
-          f" (numba kernel {'available' if cpu_kernel() else 'missing'})")
+    name, why = backend_report(torch.empty(1, device="cpu"))
+    print(f"CPU tensors  -> {name} scan: {why}")
     if torch.cuda.is_available():
-        print(f"CUDA tensors -> {which_backend(torch.empty(1, device='cuda'))} scan"
-              f" (mamba-ssm kernel {'available' if cuda_kernel() else 'missing'})")
+        name, why = backend_report(torch.empty(1, device="cuda"))
+        print(f"CUDA tensors -> {name} scan: {why}")
+        print(f"CUDA causal convolution -> {conv_report()}")
     else:
         print("CUDA: no GPU visible")
     return 0

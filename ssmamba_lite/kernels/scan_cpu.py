@@ -18,10 +18,9 @@ The forward pass stores h only at the start of every chunk of `CHUNK` steps; the
 recomputes the states of one chunk at a time from that checkpoint (memory O(L/CHUNK · N)).
 Large steps are safe: Ā_t = exp(Δ_t A) only ever decays, so nothing can overflow.
 
-Layouts inside the kernel (made by `_layout`): B and C as (Bb, G, Lb, N) with Bb in {1, batch}
-and Lb in {1, L} (index min(b, Bb - 1) and min(t, Lb - 1)), so that one kernel serves fixed
-(D, N), shared (batch, N, L) and grouped (batch, G, N, L) inputs, and the innermost loop over n
-reads contiguous memory.
+B and C arrive in the kernels' layout (Bb, G, Lb, N) (layout.py), so that one kernel serves
+fixed (D, N), shared (batch, N, L) and grouped (batch, G, N, L) inputs, and the innermost loop
+over n reads contiguous memory.
 
 The kernels are registered as PyTorch operators (`ssmamba_lite::scan_cpu_forward` and
 `::scan_cpu_backward`, torch.library) with fake functions that give their output shapes, so
@@ -34,6 +33,8 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange
+
+from ssmamba_lite.kernels.layout import kernel_layout
 
 CHUNK = 64  # checkpoint interval of the backward pass
 
@@ -123,18 +124,6 @@ def _scan_backward(u, delta, A, B, C, ckpt, dy, dlast, chunk):
     return du, ddelta, dA, dB, dC
 
 
-def _layout(M: torch.Tensor, dtype) -> torch.Tensor:
-    """B or C in any of the three accepted shapes -> contiguous (Bb, G, Lb, N). Plain torch
-    ops: autograd carries the kernel-layout gradient back to the caller's shape."""
-    if M.dim() == 2:                      # (D, N): one group per channel, constant in time
-        M = M[None, :, None, :]
-    elif M.dim() == 3:                    # (batch, N, L): one group
-        M = M.transpose(1, 2)[:, None]
-    else:                                 # (batch, G, N, L)
-        M = M.transpose(2, 3)
-    return M.to(dtype).contiguous()
-
-
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
@@ -207,5 +196,5 @@ def selective_scan_cpu(u, delta, A, B, C):
     """
     dtype = delta.dtype
     y, last, _ = scan_cpu_forward(u.to(dtype).contiguous(), delta.contiguous(),
-                                  A.to(dtype).contiguous(), _layout(B, dtype), _layout(C, dtype))
+                                  A.to(dtype).contiguous(), kernel_layout(B, dtype), kernel_layout(C, dtype))
     return y, last

@@ -1,0 +1,74 @@
+"""The Triton scan and the chunked torch scan, held to the readable reference.
+
+Without a GPU the Triton kernels run in Triton's interpreter (TRITON_INTERPRET=1) on CPU
+tensors, in a process of their own (tests/triton_cases.py): small shapes, the same code a GPU
+compiles. Each case checks the output, the last state and the gradients of every input, for
+fixed, shared and grouped B/C."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ssmamba_lite import scan
+from ssmamba_lite.kernels.scan_chunked import selective_scan_chunked
+from tests.conftest import REPO
+from tests.triton_cases import close, grads, inputs, reference
+
+
+@pytest.mark.slow
+def test_the_triton_kernels_match_the_reference():
+    pytest.importorskip("triton")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    if not torch.cuda.is_available():
+        env["TRITON_INTERPRET"] = "1"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(REPO / "tests" / "triton_cases.py")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "5 passed" in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.parametrize("bc", ["fixed", "shared", "grouped"])
+def test_chunked_matches_the_reference(bc):
+    t = inputs(bc, L=45)
+    got = grads(lambda x: selective_scan_chunked(*x.values(), chunk=16), t)
+    close(got, reference(t), 2e-5, f"chunked {bc}")
+    t = inputs(bc, L=37, big=True)
+    got = grads(lambda x: selective_scan_chunked(*x.values(), chunk=8), t)
+    assert all(torch.isfinite(g).all() for g in got), "large steps overflow nothing"
+    close(got, reference(t), 1e-4, f"chunked {bc}, large steps")
+
+
+def test_without_numba_cpu_tensors_take_the_chunked_scan(monkeypatch):
+    scan.forget_backends()
+    monkeypatch.setitem(sys.modules, "numba", None)                     # not installed
+    monkeypatch.delitem(sys.modules, "ssmamba_lite.kernels.scan_cpu", raising=False)
+    try:
+        u = torch.zeros(1, 2, 3)
+        with pytest.warns(UserWarning, match="falls back to the 'chunked'.*cpu: .*numba"):
+            assert scan.which_backend(u) == "chunked"
+        assert scan.which_backend(u, "reference") == "reference"
+    finally:
+        monkeypatch.undo()
+        scan.forget_backends()
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_here_without_a_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: `make gpu-check` runs the full check")
+    pytest.importorskip("triton")
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "no CUDA GPU" in r.stdout and "all checks passed" in r.stdout
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert {row["backend"] for row in report["parity"]} == {"triton", "chunked"}
+    assert all(row["ok"] for row in report["parity"]) and (tmp_path / "gpu_check.md").is_file()
