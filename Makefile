@@ -11,7 +11,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 HAVE_GPU := $(shell command -v nvcc >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 MAMBA_PKGS := causal-conv1d==1.7.0 mamba-ssm==2.3.2.post1
 
-.PHONY: install cuda-kernels gpu-check test lint pytest tutorial lab bench clean
+.PHONY: install cuda-kernels gpu-check test lint pytest tutorial book lab bench clean
 
 install: $(STAMP)
 
@@ -57,6 +57,11 @@ test: lint pytest
 # Executes every notebook headlessly with its default parameters into runs/<timestamp>/.
 tutorial: install
 	$(VENV)/bin/ssmamba-lite tutorial
+
+# The course as a website in build/book/ (index.html): executes every notebook with its
+# defaults first; BOOK_FROM=runs/<timestamp> (or build/notebooks) renders an earlier run instead.
+book: install
+	$(VENV)/bin/ssmamba-lite book $(if $(BOOK_FROM),--from $(BOOK_FROM))
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

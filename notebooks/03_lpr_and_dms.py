@@ -150,7 +150,8 @@ print("my_scan_order: checks passed")
 # $$y = \sum_{s,k} w_{s,k}\; \mathrm{up}_s\!\left(\mathrm{order}_k^{-1}\, \mathrm{S6}_k\,
 # \mathrm{order}_k\, \mathrm{pool}_s(x)\right).$$
 #
-# Pick a direction and a scale: in JupyterLab, moving a control draws the path below it.
+# Pick a direction and a scale: the path is drawn below the controls, and in JupyterLab moving
+# a control redraws it.
 
 # %%
 import ipywidgets as widgets
@@ -166,8 +167,8 @@ def show_order(direction=0, scale=1):
     plt.show()
 
 
-_ = explorer(show_order, direction=widgets.Dropdown(options=list(range(8)), value=0,
-                                                    description="direction"),
+_ = explorer(show_order, direction=widgets.IntSlider(value=0, min=0, max=7,
+                                                     description="direction"),
              scale=widgets.Dropdown(options=[1, 2, 4], value=1, description="scale"))
 
 # %% [markdown]

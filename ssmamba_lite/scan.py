@@ -92,7 +92,8 @@ def tracing() -> bool:
     """True while torch.fx traces symbolically or TorchScript scripts: a Python `if` on a
     shape cannot run then, so the modules skip their input checks (eager mode and
     torch.compile keep them, with their one-line errors)."""
-    fx_tracing = getattr(torch.fx._symbolic_trace, "is_fx_tracing", lambda: False)
+    fx = torch.fx._symbolic_trace             # is_fx_symbolic_tracing: newer torch, no warning
+    fx_tracing = getattr(fx, "is_fx_symbolic_tracing", None) or fx.is_fx_tracing
     return fx_tracing() or torch.jit.is_scripting()
 
 

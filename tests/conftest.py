@@ -45,3 +45,9 @@ def oracle():
     if ns is None:
         pytest.skip("mamba-ssm is not installed (make install puts it in .venv)")
     return ns
+
+
+def pytest_collection_modifyitems(items):
+    """The browser tests run last: they render the notebooks tests/test_notebooks.py has just
+    executed into build/notebooks/ (stable sort: the rest keep their order)."""
+    items.sort(key=lambda item: item.path.name == "test_browser.py")

@@ -5,7 +5,7 @@
     ssmamba-lite data ...                             datasets (data_scripts/cli.py; the
                                                       embedded samples: `data sample`, data.py)
     ssmamba-lite wsi ... | mil ...                    whole-slide images, wsi.py
-    ssmamba-lite tutorial | assignments ...           the course, course.py
+    ssmamba-lite tutorial | book | assignments ...    the course, course.py
 
 `python -m ssmamba_lite.cli ...` does the same (what torchrun needs). Each command group's
 module has an `add_parser(subparsers)` that sets `func` on its parsers; a failure is one line

@@ -3,6 +3,7 @@
     ssmamba-lite tutorial                       every notebooks/NN_*.py -> runs/<timestamp>/
     ssmamba-lite tutorial 02 05 -p epochs 1     some of them, with parameters
     ssmamba-lite tutorial --list                the notebooks and their parameters
+    ssmamba-lite book [--from RUN]              the executed course as a website (course/book.py)
     ssmamba-lite assignments build --out DIR    student versions (course/build.py)
     ssmamba-lite assignments grade NOTEBOOK...  autograding (course/grade.py)
 """
@@ -32,6 +33,17 @@ def add_parser(subparsers) -> None:
                         "0: no limit). A limit also ends a run whose kernel stops answering.")
     p.add_argument("--list", action="store_true", help="list the notebooks and their parameters")
     p.set_defaults(func=_tutorial)
+
+    p = subparsers.add_parser("book", help="the course as a static website in build/book/ "
+                              "(executes the notebooks, or renders an earlier run)")
+    p.add_argument("--from", dest="executed", default=None, metavar="RUN",
+                   help="a folder of executed notebooks (a `tutorial` run, build/notebooks); "
+                        "default: execute the course now into build/book_run/")
+    p.add_argument("--out", default=str(runner.REPO / "build" / "book"), help="site folder")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"), help="a notebook parameter when executing")
+    p.add_argument("--notebooks-dir", default=str(runner.NOTEBOOKS))
+    p.set_defaults(func=_book)
 
     p = subparsers.add_parser("assignments", help="course assignments: student versions of the "
                               "notebooks, autograding of submissions")
@@ -79,6 +91,28 @@ def _tutorial(args) -> int:
                                 cell_timeout=args.cell_timeout or None)
     print(runner.summary(results, out))
     return 0 if all(r.ok for r in results) else 1
+
+
+def _book(args) -> int:
+    from ssmamba_lite.course.book import BookError, build_book
+
+    folder = Path(args.notebooks_dir)
+    executed = Path(args.executed) if args.executed else runner.REPO / "build" / "book_run"
+    if not args.executed:
+        params = {name: runner.command_line_parameter(name, text) for name, text in args.parameter}
+        notebooks = runner.discover(folder)
+        logging.getLogger("papermill").setLevel(logging.WARNING)
+        print(f"executing {len(notebooks)} notebook(s) into {executed}")
+        results = runner.run_course(notebooks, executed, params, cwd=folder)
+        if not all(r.ok for r in results):
+            print(runner.summary(results, executed))
+            return 1
+    try:
+        build_book(executed, Path(args.out), folder)
+    except BookError as e:
+        print(f"ssmamba-lite book: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _build(args) -> int:
