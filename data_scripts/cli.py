@@ -3,6 +3,7 @@
     ssmamba-lite data list
     ssmamba-lite data info NAME
     ssmamba-lite data download NAME [--root DIR] [--keep-archives] [--retries N] [--no-progress]
+                               [--connections K]   (a broken download resumes where it stopped)
     ssmamba-lite data verify NAME [--root DIR]
     ssmamba-lite data gdc-manifest --out FILE [--project TCGA-LUAD --project TCGA-LUSC]
 
@@ -41,7 +42,10 @@ def add_parser(subparsers):
     dl.add_argument("--root", help="data root (default: $SSMAMBA_DATA)")
     dl.add_argument("--keep-archives", action="store_true",
                     help="keep the verified source files in <root>/.downloads/")
-    dl.add_argument("--retries", type=int, default=3, help="retries per URL on a broken transfer")
+    dl.add_argument("--retries", type=int, default=3,
+                    help="retries per URL on a broken transfer (each resumes; HTTP 429/5xx wait)")
+    dl.add_argument("--connections", type=int, default=1,
+                    help="fetch files of 64 MiB or more in this many byte ranges at once")
     dl.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
     dl.add_argument("--no-progress", action="store_true", help="no progress bar")
     dl.set_defaults(func=_download)
@@ -142,7 +146,8 @@ def _download(args) -> int:
         ds = _resolve(args.name)
         root = default_root(args.root)
         opts = Options(retries=max(0, args.retries), progress=not args.no_progress,
-                       keep_archives=args.keep_archives, timeout=args.timeout)
+                       keep_archives=args.keep_archives, timeout=args.timeout,
+                       connections=max(1, args.connections))
         print(install(ds, root, opts))
         print(f"licence: {ds.licence}\ncite: {ds.citation}")
     except (LookupError, InstallError) as err:

@@ -55,6 +55,7 @@ class Options:
     keep_archives: bool = False
     timeout: float = 60.0
     backoff: float = 2.0
+    connections: int = 1
 
 
 def default_root(root: str | os.PathLike | None) -> Path:
@@ -102,7 +103,8 @@ def obtain(ds: Dataset, src: SourceFile, root: Path, opts: Options) -> tuple[Pat
     print(f"{ds.name}: downloading {src.name} from {urls[0]}" + (" (mirror)" if mirror else ""))
     try:
         hashes = fetch.download(src, dest, urls, expected, retries=opts.retries,
-                                progress=opts.progress, timeout=opts.timeout, backoff=opts.backoff)
+                                progress=opts.progress, timeout=opts.timeout, backoff=opts.backoff,
+                                connections=opts.connections)
     except (ChecksumError, fetch.DownloadError) as err:
         _remove_empty(cache, cache.parent)
         raise InstallError(str(err)) from None

@@ -34,27 +34,70 @@ from data_scripts.registry import NONE_PUBLISHED
 
 # ----------------------------------------------------------------------------- helpers
 class _Handler(SimpleHTTPRequestHandler):
-    """Serves a folder; can cut a transfer short (`truncate`: file name -> times left)."""
+    """Serves a folder with byte ranges, as real file servers do; can cut a transfer short
+    (`truncate`: file name -> times left) and answer with a status first (`statuses`: file
+    name -> e.g. [429, 503]); records each GET's Range header (`ranges`: name -> list)."""
 
     truncate: dict[str, int] = {}
     hits: dict[str, int] = {}
+    statuses: dict[str, list[int]] = {}
+    ranges: dict[str, list[str | None]] = {}
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        name = Path(urlparse(self.path).path).name
+    def _file(self) -> tuple[str, Path]:
+        return Path(urlparse(self.path).path).name, Path(self.translate_path(self.path))
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server API)
+        name, path = self._file()
+        if not path.is_file():
+            return self.send_error(404)
+        self.send_response(200)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        name, path = self._file()
         self.hits[name] = self.hits.get(name, 0) + 1
+        self.ranges.setdefault(name, []).append(self.headers.get("Range"))
+        if self.statuses.get(name):
+            self.send_response(self.statuses[name].pop(0))
+            self.send_header("Retry-After", "7")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if not path.is_file():
+            return self.send_error(404)
+        data = path.read_bytes()
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
+        first, last, status = 0, len(data) - 1, 200
+        if_range = self.headers.get("If-Range")
+        if self.headers.get("Range") and if_range in (None, etag):   # else: the whole new file
+            a, _, b = self.headers["Range"].removeprefix("bytes=").partition("-")
+            first, last = int(a), min(int(b) if b else len(data) - 1, len(data) - 1)
+            if first >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status = 206
+        body = data[first:last + 1]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+        self.end_headers()
         if self.truncate.get(name, 0) > 0:
             self.truncate[name] -= 1
-            data = Path(self.translate_path(self.path)).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])  # then hang up mid-body
+            self.wfile.write(body[: len(body) // 2])  # then hang up mid-body
             self.close_connection = True
             return
-        super().do_GET()
+        self.wfile.write(body)
 
 
 @pytest.fixture()
@@ -65,7 +108,7 @@ def server(tmp_path, monkeypatch):
     """
     served = tmp_path / "mirror" / "data"
     served.mkdir(parents=True)
-    handler = type("H", (_Handler,), {"truncate": {}, "hits": {}})
+    handler = type("H", (_Handler,), {"truncate": {}, "hits": {}, "statuses": {}, "ranges": {}})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0),
                                 partial(handler, directory=str(served.parent)))
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -236,7 +279,7 @@ def test_checksum_mismatch_fails_names_file_and_hashes_and_leaves_nothing(tmp_pa
     assert [p for p in root.rglob("*") if p.is_file()] == [], "no partial file may remain"
 
 
-def test_interrupted_transfer_is_retried(tmp_path, server, entries):
+def test_interrupted_transfer_resumes_with_a_range_request(tmp_path, server, entries):
     served, handler = server
     archive = served / "Kather_texture_2016_image_tiles_5000.zip"
     make_kather_zip(archive, per_class=40)  # big enough that half a body is a real cut
@@ -245,44 +288,111 @@ def test_interrupted_transfer_is_retried(tmp_path, server, entries):
     handler.truncate[archive.name] = 1  # first request: connection dropped mid-body
     root = tmp_path / "root"
     assert cli("download", "t-retry", "--root", str(root), "--no-progress") == 0
-    assert handler.hits[archive.name] == 2
+    first, resumed = handler.ranges[archive.name]
+    assert first is None and 0 < int(resumed[6:-1]) <= h["size"] // 2     # "bytes=N-"
     assert (root / "t-retry" / TREE_SUMS).is_file()
 
 
-def test_transfer_that_keeps_failing_is_cleaned_up(tmp_path, server, entries, capsys):
+def test_a_failed_download_keeps_its_bytes_and_the_next_run_resumes(tmp_path, server, entries,
+                                                                      capsys):
     served, handler = server
     archive = served / "Kather_texture_2016_image_tiles_5000.zip"
     make_kather_zip(archive, per_class=40)
     h = hashes_of(archive)
     entries("kather2016", "t-broken", **{archive.name: {"sha256": h["sha256"], "size": h["size"]}})
-    handler.truncate[archive.name] = 99
+    handler.truncate[archive.name] = 2
     root = tmp_path / "root"
     assert cli("download", "t-broken", "--root", str(root), "--no-progress", "--retries", "1",
                "--timeout", "5") == 1
-    assert handler.hits[archive.name] == 2
-    assert "could not download" in capsys.readouterr().err
-    assert [p for p in root.rglob("*") if p.is_file()] == []
+    err = capsys.readouterr().err
+    assert "could not download" in err and "the next run resumes" in err
+    part = root / ".downloads" / "t-broken" / f".{archive.name}.part"
+    have = part.stat().st_size
+    assert h["size"] // 2 < have < h["size"]          # half, then half of the rest
+    assert cli("download", "t-broken", "--root", str(root), "--no-progress") == 0
+    assert handler.ranges[archive.name][-1] == f"bytes={have}-"
+    assert not part.exists() and (root / "t-broken" / TREE_SUMS).is_file()
 
 
-def test_interrupt_during_download_removes_the_partial_file(tmp_path):
+def test_429_and_503_wait_and_retry(tmp_path, server, entries, monkeypatch, capsys):
+    served, handler = server
+    archive = served / "Kather_texture_2016_image_tiles_5000.zip"
+    make_kather_zip(archive)
+    h = hashes_of(archive)
+    entries("kather2016", "t-busy", **{archive.name: {"sha256": h["sha256"], "size": h["size"]}})
+    handler.statuses[archive.name] = [429, 503]
+    waits = []
+    monkeypatch.setattr(fetch, "_sleep", waits.append)
+    assert cli("download", "t-busy", "--root", str(tmp_path / "root"), "--no-progress") == 0
+    assert waits == [7.0, 7.0]                          # the server's Retry-After
+    assert handler.hits[archive.name] == 3
+    assert "failed (HTTP 429); retry 1/3 in 7 s" in capsys.readouterr().err
+
+
+def test_a_changed_file_restarts_from_byte_zero(tmp_path, server):
+    served, handler = server
+    (served / "f.bin").write_bytes(b"old version " * 1000)
+    src = registry.SourceFile(name="f.bin", urls=("unused",))
+    url = fetch.mirror_url("f.bin", fetch.mirror_base())
+    handler.truncate["f.bin"] = 1
+    dest = tmp_path / "f.bin"
+    with pytest.raises(fetch.DownloadError):
+        fetch.download(src, dest, [url], None, retries=0, progress=False)
+    assert fetch.part_path(dest).stat().st_size == 6000      # half of the old file, kept
+    new = b"new version!" * 1500
+    (served / "f.bin").write_bytes(new)                        # the server's copy changed
+    fetch.download(src, dest, [url], ("sha256", hashlib.sha256(new).hexdigest()),
+                   progress=False)
+    assert dest.read_bytes() == new                            # If-Range: a full new body
+    assert handler.ranges["f.bin"][-1] == "bytes=6000-"
+
+
+def test_parallel_byte_ranges_resume_each_range(tmp_path, server, monkeypatch):
+    served, handler = server
+    data = np.random.default_rng(0).bytes(300_001)
+    (served / "big.bin").write_bytes(data)
+    monkeypatch.setattr(fetch, "PARALLEL_MIN_BYTES", 0)
+    handler.truncate["big.bin"] = 1                            # one range breaks once
+    src = registry.SourceFile(name="big.bin", urls=("unused",), size=len(data))
+    dest = tmp_path / "root" / "big.bin"
+    fetch.download(src, dest, [fetch.mirror_url("big.bin", fetch.mirror_base())],
+                   ("sha256", hashlib.sha256(data).hexdigest()), progress=False, connections=3)
+    assert dest.read_bytes() == data
+    got = [r for r in handler.ranges["big.bin"] if r]
+    assert {"bytes=0-99999", "bytes=100000-199999", "bytes=200000-300000"} <= set(got)
+    assert len(got) == 4 and sorted(dest.parent.iterdir()) == [dest]   # one range resumed
+
+
+def test_the_progress_bar_starts_at_the_resumed_bytes(tmp_path, server, capsys):
+    served, _ = server
+    (served / "f.bin").write_bytes(bytes(3 << 20))
+    part = fetch.part_path(tmp_path / "f.bin")
+    part.write_bytes(bytes(2 << 20))
+    fetch._http_download(fetch.mirror_url("f.bin", fetch.mirror_base()), part, True, 5.0)
+    assert part.stat().st_size == 3 << 20
+    assert "f.bin (resuming at 2.0 MiB)" in capsys.readouterr().err
+
+
+def test_interrupt_during_download_keeps_the_part_file_for_the_next(tmp_path, capsys):
     src = registry.SourceFile(name="x.zip", urls=("http://127.0.0.1:9/x.zip",))
 
-    def transfer(url, dest, progress, timeout):
-        dest.write_bytes(b"half a file")
+    def transfer(url, part, progress, timeout):
+        part.write_bytes(b"half a file")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         fetch.download(src, tmp_path / "x.zip", list(src.urls), None, transfer=transfer)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".x.zip.part"]
+    assert "the next download resumes from there" in capsys.readouterr().err
 
 
-def test_a_killed_downloads_part_file_is_swept_by_the_next(tmp_path):
+def test_older_random_part_files_are_swept_by_the_next_download(tmp_path):
     src = registry.SourceFile(name="x.zip", urls=("http://127.0.0.1:9/x.zip",))
-    (tmp_path / ".x.zip.part-k1ll3d").write_bytes(b"half a file")   # SIGKILL skips cleanup
+    (tmp_path / ".x.zip.part-k1ll3d").write_bytes(b"half a file")   # older naming scheme
     (tmp_path / ".y.zip.part-other").write_bytes(b"another file's download")
 
-    def transfer(url, dest, progress, timeout):
-        dest.write_bytes(b"whole file")
+    def transfer(url, part, progress, timeout):
+        part.write_bytes(b"whole file")
 
     fetch.download(src, tmp_path / "x.zip", list(src.urls), None, transfer=transfer)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".y.zip.part-other", "x.zip"]
