@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from data_scripts.registry import Dataset, SourceFile, register
+from data_scripts.registry import NONE_PUBLISHED, Dataset, SourceFile, register
 
 _NCT_CLASSES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
 _NCT_CITATION = (
@@ -211,12 +211,13 @@ register(Dataset(
     files=(SourceFile(
         name="ICIAR2018_BACH_Challenge.zip",
         urls=("https://zenodo.org/records/3632035/files/ICIAR2018_BACH_Challenge.zip",),
-        # md5 as recorded in kaiko-ai/eva (earlier versions of .../classification/bach.py)
-        md5="8ae1801334aa943c44627c1eef3631b2",
-        checksum_source="md5 recorded in kaiko-ai/eva bach.py",
+        # No hash published by the authors or Zenodo's record page; an md5 once carried by
+        # kaiko-ai/eva's loader was later removed there, so none is trusted: a wrong value
+        # would delete a good 10.4 GB download and reject a copy placed by hand.
+        checksum_source=NONE_PUBLISHED,
     ),),
     converter="image_folders",
-    checksums="published md5 (kaiko-ai/eva)",
+    checksums=NONE_PUBLISHED + " (the first download records its sha256 in the data root)",
     mpp=0.42,
     split="none for the 400 labelled photos (the challenge test set is unlabelled); split 'all'",
     notes="2048x1536 px TIFF photos; the archive's WSI part is not laid out.",

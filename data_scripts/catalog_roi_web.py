@@ -52,11 +52,21 @@ register(Dataset(
         urls=("http://andrewjanowczyk.com/wp-static/IDC_regular_ps50_idx5.zip",
               "http://gleason.case.edu/webdata/jpi-dl-tutorial/IDC_regular_ps50_idx5.zip"),
         checksum_source=NONE_PUBLISHED,
+        alternatives=("archive.zip",),
     ),),
     converter="idc",
+    access_steps=(
+        "Both original URLs may be offline. The same patches are on Kaggle "
+        "(https://www.kaggle.com/datasets/paultimothymooney/breast-histopathology-images; a "
+        "free account): download its archive.zip, put "
+        "it in <root>/.downloads/idc-breast/ and run `ssmamba-lite data download idc-breast`: "
+        "its layout (patient folders, also nested under IDC_regular_ps50_idx5/) is read and "
+        "duplicate patches are laid out once."
+    ),
     checksums=NONE_PUBLISHED + " (the first download records its sha256 in the data root)",
     split="none official; labels.csv carries patient ids (162 slides) for patient-level splits",
-    notes="Also mirrored on Kaggle (paultimothymooney/breast-histopathology-images).",
+    notes="Also distributed on Kaggle as archive.zip (paultimothymooney/"
+          "breast-histopathology-images), accepted in place of IDC_regular_ps50_idx5.zip.",
 ))
 
 register(Dataset(
@@ -83,4 +93,8 @@ register(Dataset(
     ),
     checksums=NONE_PUBLISHED + " (the first download records its sha256 in the data root)",
     split="none official; split 'all' (768x768 px JPEG, 5,000 per class)",
+    notes="Augmented: the 25,000 images were generated from about 1,250 originals (750 lung, "
+          "500 colon, per arXiv:1912.12142) by rotations and flips, and no original "
+          "id is given. A random split puts augmented copies of one original on both sides and "
+          "overstates accuracy; treat results on it as optimistic.",
 ))

@@ -36,9 +36,10 @@ register(Dataset(
     ),
     checksums="checksums.md5 published with the data (see homepage)",
     magnification="40x (0.243 um/px at level 0, per the PCam README)",
-    split="official: 270 training slides (normal_*, tumor_*), 130 test slides (test_*)",
-    notes="Lymph-node slides: metastasis (tumor) or not (normal). Test labels are in "
-          "testing/reference.csv.",
+    split="official: 270 training slides (normal_*, tumor_*); test slides test_* (129 in "
+          "the public S3 bucket)",
+    notes="Lymph-node slides: metastasis (tumor) or not (normal). Test labels: "
+          "evaluation/reference.csv in the bucket (not testing/reference.csv).",
 ))
 
 register(Dataset(

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from data_scripts import fetch
@@ -84,6 +84,11 @@ def obtain(ds: Dataset, src: SourceFile, root: Path, opts: Options) -> tuple[Pat
     cache = root / DOWNLOADS / ds.name
     dest = cache / src.name
     recorded = RecordedChecksums(root)
+    other = next((cache / a for a in src.alternatives if (cache / a).is_file()), None)
+    if not dest.exists() and other is not None:           # another distribution, by hand
+        print(f"{ds.name}: using {other.name} in place of {src.name}")
+        src = replace(src, name=other.name, md5=None, sha256=None)
+        dest = other
     expected = _expected(ds, src, recorded)
     if dest.exists():  # kept from an earlier run, or placed by hand
         if expected is None:  # nothing published or recorded: record what is there
@@ -107,7 +112,8 @@ def obtain(ds: Dataset, src: SourceFile, root: Path, opts: Options) -> tuple[Pat
                                 connections=opts.connections)
     except (ChecksumError, fetch.DownloadError) as err:
         _remove_empty(cache, cache.parent)
-        raise InstallError(str(err)) from None
+        other = f" Or: {ds.access_steps}" if ds.access_steps and src.alternatives else ""
+        raise InstallError(f"{err}.{other}") from None
     if expected is None:
         _record(ds, src, root, hashes, dest.stat().st_size, url=urls[0])
     return dest, hashes

@@ -36,6 +36,9 @@ class SourceFile:
     sha256: str | None = None
     checksum_source: str = NONE_PUBLISHED  # where the hash above was published
     split: str | None = None  # the split this file feeds, where the archive is split-specific
+    # other names a copy placed by hand may carry (another distribution of the same images,
+    # e.g. Kaggle's archive.zip); its sha256 is recorded on first use, as for unpublished ones
+    alternatives: tuple[str, ...] = ()
 
     @property
     def has_checksum(self) -> bool:

@@ -97,6 +97,21 @@ def test_idc_zip_dedupes_and_keeps_patient(tmp_path, variant):
         ("idc_negative", "10253"), ("idc_positive", "10253"), ("idc_positive", "8863")]
 
 
+def test_idc_accepts_the_kaggle_archive_and_records_its_hash(tmp_path, variant, capsys):
+    ds = variant("idc-breast")
+    with zipfile.ZipFile(place(tmp_path, ds, "archive.zip"), "w") as zf:   # Kaggle's layout
+        for top in ("", "IDC_regular_ps50_idx5/"):                          # each patch twice
+            zf.writestr(f"{top}10253/0/10253_idx5_x1001_y1001_class0.png", png(3))
+            zf.writestr(f"{top}9036/1/9036_idx5_x1051_y2401_class1.png", png(6))
+    install(ds, tmp_path, Options(progress=False))
+    assert "idc-breast: using archive.zip in place of IDC_regular_ps50_idx5.zip" in \
+        capsys.readouterr().out
+    rows = labels(tmp_path, ds.name)
+    assert sorted((r["label"], r["patient_id"]) for r in rows) == [
+        ("idc_negative", "10253"), ("idc_positive", "9036")]
+    assert "archive.zip" in (tmp_path / RECORDED_NAME).read_text()
+
+
 def test_mhist_uses_the_official_partition(tmp_path, variant):
     ds = variant("mhist")
     with zipfile.ZipFile(place(tmp_path, ds, "images.zip"), "w") as zf:
