@@ -47,8 +47,8 @@ batch_size = 8           # bags per optimizer step
 device = "auto"          # "auto": the GPU if there is one, else the CPU
 seed = 0
 slide_path = "sample:cmu-small-region/cmu_small_region.svs"   # any .svs/.tif slide
-tile_size = 128          # tile side in pixels at the target magnification
-magnification = 10       # target magnification (the slide was scanned at 20x)
+tile_size = 128          # tile side in pixels at the target resolution
+tile_mpp = 1.0           # target µm/px (about 10x; the slide was scanned at 0.499 µm/px, 20x)
 checkpoint = "none"      # encoder folder or .safetensors file; none: random weights (baseline)
 model = "ssmamba_lite_cpu"      # the laptop-sized preset (a checkpoint brings its own config)
 bag_size = 4             # constructed benchmark: at most this many patches per bag
@@ -97,9 +97,11 @@ print("slide:", slide_path.resolve(), "\nfigures:", out.resolve())
 # ## 1. A slide, its tissue and its tiles
 #
 # `Slide` reads the file with OpenSlide (tifffile is the fallback). Level 0 is the full
-# resolution; the file records its microns per pixel (mpp) and objective power. A tile of
-# `tile_size` pixels at `magnification` covers `tile_size x d` level-0 pixels, with the
-# downsample d = (scan magnification) / (target magnification).
+# resolution; the file records its microns per pixel (mpp) and objective power. Tiles are cut
+# at a *physical* scale: a tile of `tile_size` pixels at `tile_mpp` µm/px covers
+# `tile_size x d` level-0 pixels, with the downsample d = tile_mpp / (the slide's mpp). A
+# cohort mixing 20x (about 0.5 µm/px) and 40x (about 0.25) scans then gets tiles of the same
+# size in µm; tiling every slide at its level 0 would not.
 #
 # **Tissue.** Stained tissue is coloured, glass is white or grey: on a small thumbnail we
 # threshold the *saturation* channel at the Otsu threshold (the value that best splits the
@@ -111,7 +113,7 @@ from ssmamba_lite.wsi.slide import Slide, target_downsample
 from ssmamba_lite.wsi.tiles import tile_coords, tissue_mask
 
 with Slide(slide_path) as slide:
-    d = target_downsample(slide, magnification=magnification)
+    d = target_downsample(slide, mpp=tile_mpp)
     tile_size0 = round(tile_size * d)
     thumb = slide.thumbnail(1024)
     mask = tissue_mask(thumb)
@@ -119,7 +121,7 @@ with Slide(slide_path) as slide:
     examples = [slide.read(x, y, tile_size0, tile_size) for x, y in coords[:: max(1, len(coords) // 6)][:6]]
     size0, mpp, mag = slide.size, slide.mpp, slide.magnification
 print(f"level 0: {size0[0]} x {size0[1]} px, {mpp} µm/px, scanned at {mag}x")
-print(f"tiles of {tile_size} px at {magnification}x = {tile_size0} level-0 px; "
+print(f"tiles of {tile_size} px at {tile_mpp} µm/px = {tile_size0} level-0 px; "
       f"{len(coords)} of them on tissue, tissue covers {mask.mean():.0%} of the thumbnail")
 
 # %%
@@ -145,7 +147,7 @@ fig, axes = plt.subplots(1, len(examples), figsize=(2 * len(examples), 2.2))
 for ax, tile in zip(np.atleast_1d(axes), examples):
     ax.imshow(tile)
     ax.axis("off")
-fig.suptitle(f"some tiles ({tile_size} px at {magnification}x)")
+fig.suptitle(f"some tiles ({tile_size} px at {tile_mpp} µm/px)")
 save(fig, "tile_examples")
 plt.show()
 
@@ -158,7 +160,7 @@ plt.show()
 # others still run. From the command line:
 #
 #     ssmamba-lite wsi extract --slides SLIDES_DIR --out FEATURES_DIR --checkpoint ENCODER \
-#         --tile-size 224 --magnification 20
+#         --tile-size 224          # at 0.5 µm/px, the default --mpp
 #
 # With `checkpoint = "none"` the encoder has random weights: fine for the mechanics, not a
 # result. The encoder's pooled output (`forward_head(..., pre_logits=True)`) is one vector of
@@ -170,7 +172,7 @@ from ssmamba_lite.wsi.features import extract_slides, load_tile_encoder, read_fe
 encoder = load_tile_encoder(checkpoint, model, seed=seed)
 t0 = time.time()
 report = extract_slides([slide_path], out / "slide_features", encoder, overwrite=True,
-                        tile_size=tile_size, magnification=magnification,
+                        tile_size=tile_size, mpp=tile_mpp,
                         image_size=image_size, batch_size=32, device=device,
                         encoder_name=f"{model}:{checkpoint}")
 slide_bag = read_features(out / "slide_features" / f"{slide_path.stem}.h5")
@@ -368,4 +370,5 @@ plt.show()
 #   benchmark numbers move away from the random-weights baseline?
 # * `epochs = 30`, other `seed`s: how stable are the two aggregators?
 # * `bag_size = 12`: larger bags with the same number of witnesses make the task harder.
-# * `magnification = 20`, `tile_size = 224`: more, finer tiles per slide.
+# * `tile_mpp = 0.5`, `tile_size = 224`: more, finer tiles per slide (the command line's
+#   default scale).

@@ -131,11 +131,60 @@ def test_cli_train_evaluate_with_heatmaps(tmp_path, capsys):
     assert main(["mil", "evaluate", *common, "--out", str(tmp_path / "ev"),
                  "--checkpoint", str(run)]) == 0
     assert len(list((tmp_path / "ev" / "heatmaps").glob("s*.png"))) == 12
-    assert "auroc" in capsys.readouterr().out
-    labels.write_text("slide,label\ns0,normal\nmissing_slide,normal\n")
+    out = capsys.readouterr().out
+    assert "test (never used to pick)" in out and "picked on validation" in out
+    labels.write_text("slide,label\ns0,normal\ns1,tumour\nmissing_slide,normal\n")
     assert main(["mil", "evaluate", *common, "--out", str(tmp_path / "ev2"),
+                 "--checkpoint", str(run)]) == 0                 # the others are evaluated
+    err = capsys.readouterr().err
+    assert "slide missing_slide of" in err and "missing_slide.h5" in err and "left out" in err
+    assert json.loads((tmp_path / "ev2" / "eval_metrics.json").read_text())["n"] == 2
+    labels.write_text("slide,label\nmissing_slide,normal\n")
+    assert main(["mil", "evaluate", *common, "--out", str(tmp_path / "ev3"),
                  "--checkpoint", str(run)]) == 1
-    assert "missing_slide.h5" in capsys.readouterr().err
+    assert "no slide of" in capsys.readouterr().err
     labels.write_text("name,label\ns0,normal\n")
     with pytest.raises(ValueError, match="labels.csv needs the columns slide,label"):
         mil_train.load_bags(feats, labels)
+
+
+def _bags(n_patients: int, slides_per_patient: int = 2, splits=None):
+    rng = np.random.default_rng(0)
+    bags = []
+    for p in range(n_patients):
+        for k in range(slides_per_patient):
+            i = p * slides_per_patient + k
+            bags.append(mil_train.Bag(f"s{i}", torch.from_numpy(rng.normal(
+                size=(int(rng.integers(3, 9)), 4)).astype(np.float32)), np.zeros((1, 2)),
+                label=p % 2, patient=f"p{p}", split=splits[i] if splits else None))
+    return bags
+
+
+def test_drawn_split_is_three_way_patient_disjoint_and_stratified():
+    bags = _bags(30)
+    split = mil_train.split_bags(bags, val_fraction=0.2, test_fraction=0.2, seed=3)
+    patients = {k: {b.patient for b in v} for k, v in split.items()}
+    assert not (patients["train"] & patients["val"] or patients["train"] & patients["test"]
+                or patients["val"] & patients["test"])
+    assert sum(len(v) for v in split.values()) == len(bags)
+    for k in ("val", "test"):
+        assert 4 <= len(patients[k]) <= 8, (k, len(patients[k]))       # about 6 of 30
+        assert {b.label for b in split[k]} == {0, 1}, k                # both classes
+
+
+def test_a_split_column_must_be_whole_valid_and_patient_disjoint():
+    with pytest.raises(ValueError, match="filled for 3 of 4 slides"):
+        mil_train.split_bags(_bags(2, splits=["train", "train", "val", None]))
+    with pytest.raises(ValueError, match="'validation' is not one of train, val, test"):
+        mil_train.split_bags(_bags(2, splits=["train", "train", "validation", "validation"]))
+    with pytest.raises(ValueError, match="patient p0 has slides in test and train"):
+        mil_train.split_bags(_bags(2, splits=["train", "test", "val", "val"]))
+
+
+def test_feature_statistics_stream_over_bags():
+    bags = _bags(5)
+    model = MILAggregator(MILConfig(in_dim=4, num_classes=2))
+    model.set_feature_stats(b.features for b in bags)             # a generator: one pass
+    every = torch.cat([b.features for b in bags])
+    torch.testing.assert_close(model.feature_mean, every.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.feature_std, every.std(0), rtol=1e-5, atol=1e-6)

@@ -164,3 +164,74 @@ def test_missing_slide_errors(tmp_path):
         Slide(tmp_path / "nope.svs")
     with pytest.raises(FileNotFoundError, match="missing_folder"):
         tiles.list_slides([tmp_path / "missing_folder"])
+
+
+def test_the_default_protocol_tiles_at_half_a_micron_and_names_a_slide_without_one(
+        slide_path, tmp_path, capsys):
+    """Defaults: tiles at 0.5 µm/px from each slide's own resolution; a slide file without
+    resolution metadata fails alone, in one line saying what to pass; --slide-mpp rescues it."""
+    import tifffile
+
+    folder, _ = make_encoder_folder(tmp_path)
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(slide_path, slides / "a_svs.svs")
+    with Slide(slide_path) as s:                              # the same pixels, no metadata
+        tifffile.imwrite(slides / "b_plain.tif", s.read(0, 0, 1024, 1024))
+    out = tmp_path / "features"
+    argv = ["wsi", "extract", "--slides", str(slides), "--out", str(out), "--checkpoint",
+            str(folder), "--tile-size", "64", "--batch-size", "64", "--device", "cpu",
+            "--workers", "0"]
+    assert main(argv + ["--mpp", "1.0"]) == 1
+    err = capsys.readouterr().err
+    assert "b_plain.tif records no microns per pixel: pass --slide-mpp" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_svs.h5", "extract_report.json"]
+    d = read_features(out / "a_svs.h5")
+    assert d["mpp"] == pytest.approx(0.499) and d["target_mpp"] == 1.0
+    assert d["tile_size0"] == round(64 * 1.0 / 0.499)        # 128 level-0 px = 64 µm
+    assert main(argv + ["--mpp", "1.0", "--slide-mpp", "0.499"]) == 0
+    b = read_features(out / "b_plain.h5")
+    assert b["tile_size0"] == 128 and len(b["coords"]) > 0
+    argv[3] = str(slides / "a_svs.svs")
+    assert main(argv + ["--overwrite", "--tile-size", "256", "--image-size", "32"]) == 0
+    d = read_features(out / "a_svs.h5")                       # the default: 0.5 µm/px
+    assert d["target_mpp"] == 0.5 and d["tile_size0"] == round(256 * 0.5 / 0.499)
+    with Slide(slide_path) as s, pytest.raises(ValueError, match="cannot be tiled finer"):
+        target_downsample(s, mpp=0.25)                        # finer than the scan: refused
+
+
+def test_tile_reading_workers_give_the_same_features(slide_path, tmp_path):
+    from ssmamba_lite.wsi.features import extract_slide
+
+    net = load_tile_encoder(None, model=MODEL)
+    kw = dict(tile_size=64, mpp=2.0, batch_size=8, device="cpu")
+    n0 = extract_slide(slide_path, tmp_path / "w0.h5", net, workers=0, **kw)
+    n2 = extract_slide(slide_path, tmp_path / "w2.h5", net, workers=2, **kw)
+    a, b = read_features(tmp_path / "w0.h5"), read_features(tmp_path / "w2.h5")
+    assert n0 == n2 > 8 and (a["coords"] == b["coords"]).all()
+    np.testing.assert_allclose(a["features"], b["features"], rtol=1e-5, atol=1e-6)
+
+
+def test_encoder_resize_is_antialiased():
+    """A 1-pixel checkerboard shrunk 4x is flat grey with antialiasing; without it, aliasing
+    leaves a pattern. The features of the two differ, and encode_tiles sees the flat one."""
+    import torch
+
+    from ssmamba_lite.wsi.features import encode_tiles
+
+    board = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
+    tiles = np.repeat(board[None, ..., None], 3, axis=-1)
+    seen = {}
+
+    class Probe(torch.nn.Module):
+        num_features = 3
+
+        def forward_features(self, x):
+            seen["x"] = x
+            return x
+
+        def forward_head(self, x, pre_logits=True):
+            return x.mean((2, 3))
+
+    encode_tiles(Probe(), tiles, "cpu", image_size=16)
+    assert seen["x"].shape[-1] == 16 and float(seen["x"].std()) < 0.05

@@ -51,8 +51,16 @@ def add_parser(subparsers) -> None:
     _encoder_args(p)
     p.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at the "
                    "target resolution")
-    p.add_argument("--magnification", type=float, default=None, help="e.g. 20 (default: level 0)")
-    p.add_argument("--mpp", type=float, default=None, help="microns per pixel, e.g. 0.5")
+    p.add_argument("--mpp", type=float, default=0.5,
+                   help="tiles' microns per pixel (default 0.5, about 20x), from each slide's "
+                        "own resolution")
+    p.add_argument("--magnification", type=float, default=None,
+                   help="an objective power instead of --mpp, e.g. 20")
+    p.add_argument("--slide-mpp", type=float, default=None,
+                   help="level-0 µm/px of slides whose files do not record it")
+    p.add_argument("--level0", action="store_true", help="tile at full resolution, whatever "
+                   "it is (mixed scanners then give different physical scales)")
+    p.add_argument("--workers", type=int, default=2, help="processes reading tiles")
     p.add_argument("--min-tissue", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=None,
@@ -70,7 +78,8 @@ def add_parser(subparsers) -> None:
                                ("dropout", float, 0.25), ("layers", int, 2),
                                ("d-state", int, 16), ("epochs", int, 20), ("lr", float, 2e-4),
                                ("weight-decay", float, 1e-4), ("batch-size", int, 1),
-                               ("val-fraction", float, 0.2), ("seed", int, 0)):
+                               ("val-fraction", float, 0.2), ("test-fraction", float, 0.2),
+                               ("seed", int, 0)):
         p.add_argument(f"--{name}", type=typ, default=default)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_train)
@@ -113,7 +122,8 @@ def _extract(args) -> int:
     encoder = load_tile_encoder(args.checkpoint, args.model, seed=args.seed)
     report = extract_slides(
         args.slides, args.out, encoder, overwrite=args.overwrite, tile_size=args.tile_size,
-        magnification=args.magnification, mpp=args.mpp, min_tissue=args.min_tissue,
+        magnification=args.magnification, mpp=None if args.level0 else args.mpp,
+        slide_mpp=args.slide_mpp, workers=args.workers, min_tissue=args.min_tissue,
         batch_size=args.batch_size, image_size=args.image_size, device=args.device,
         thumbnail_size=args.thumbnail_size, encoder_name=f"{args.model}:{args.checkpoint}")
     print(f"{len(report['done'])} slides extracted, {len(report['skipped'])} already done, "
@@ -128,21 +138,25 @@ def _train(args) -> int:
     from ssmamba_lite.wsi.mil import MILConfig
 
     bags, classes = mil_train.load_bags(args.features, args.labels)
-    split = mil_train.split_bags(bags, args.val_fraction, args.seed)
+    split = mil_train.split_bags(bags, args.val_fraction, args.test_fraction, args.seed)
+    print(", ".join(f"{k} {len(v)} slides of {len({b.patient for b in v})} patients"
+                    for k, v in split.items()))
     cfg = MILConfig(aggregator=args.aggregator, hidden=args.hidden, attn_dim=args.attn_dim,
                     dropout=args.dropout, layers=args.layers, d_state=args.d_state)
     tcfg = mil_train.MILTrainConfig(epochs=args.epochs, lr=args.lr,
                                     weight_decay=args.weight_decay, batch_size=args.batch_size,
-                                    val_fraction=args.val_fraction, seed=args.seed,
+                                    val_fraction=args.val_fraction,
+                                    test_fraction=args.test_fraction, seed=args.seed,
                                     device=args.device)
     result = mil_train.train_mil(split["train"], split["val"], classes, args.out, cfg, tcfg)
     best = result["best"]
-    print(f"best epoch {best['epoch']}" + (f": val {format_metrics(best['val'])}"
-                                            if "val" in best else ""))
+    print(f"epoch {best['epoch']} picked on validation" + (
+        f": val {format_metrics(best['val'])} (optimistic: the best of {len(result['history'])})"
+        if "val" in best else ""))
     if split["test"]:
         m = mil_train.evaluate_mil(args.out, split["test"], classes, f"{args.out}/test",
                                    device=args.device)
-        print(f"test {format_metrics(m)}")
+        print(f"test (never used to pick): {format_metrics(m)} -> {args.out}/test")
     return EXIT_OK
 
 

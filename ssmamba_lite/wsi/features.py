@@ -18,7 +18,7 @@ Glossary (slide.py and tiles.py have the rest)
 
 Cache file `<slide stem>.h5`: datasets `features` (n, C) float32, `coords` (n, 2) int64,
 `thumbnail` (h, w, 3) uint8; attributes slide, tile_size, tile_size0, level0_size (W0, H0),
-mpp, downsample, encoder. It is written to a temporary name and renamed when complete, so an
+mpp (the slide's level 0), target_mpp (the tiles'), downsample, encoder. It is written to a temporary name and renamed when complete, so an
 existing cache file is always whole: a second run skips it (resumable across slides).
 """
 
@@ -42,7 +42,7 @@ from ssmamba_lite.engine.checkpoint import (
 from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.engine.factory import model_from_config
 from ssmamba_lite.engine.transforms import MEAN, STD
-from ssmamba_lite.wsi.slide import Slide, SlideError, target_downsample
+from ssmamba_lite.wsi.slide import DEFAULT_MPP, Slide, SlideError, target_downsample
 from ssmamba_lite.wsi.tiles import list_slides, tile_coords, tissue_mask
 
 
@@ -79,14 +79,34 @@ def load_tile_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
 def encode_tiles(encoder: nn.Module, tiles: np.ndarray, device, image_size: int | None = None):
     """(batch, h, w, 3) uint8 RGB -> (batch, C) float32 pooled encoder features. Pixels are
     normalised with the encoder's `input_mean` / `input_std` (see load_tile_encoder)."""
-    x = torch.from_numpy(tiles).to(device).permute(0, 3, 1, 2).float() / 255  # (batch, 3, h, w)
-    if image_size and x.shape[-1] != image_size:
+    device = torch.device(device)
+    x = torch.as_tensor(tiles).to(device).permute(0, 3, 1, 2).float() / 255  # (batch, 3, h, w)
+    if image_size and x.shape[-1] != image_size:      # antialiased, like training's Resize
         x = nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                                      align_corners=False)
+                                      align_corners=False, antialias=True)
     mean = torch.tensor(getattr(encoder, "input_mean", MEAN), device=device).view(1, 3, 1, 1)
     std = torch.tensor(getattr(encoder, "input_std", STD), device=device).view(1, 3, 1, 1)
-    feats = encoder.forward_head(encoder.forward_features((x - mean) / std), pre_logits=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        feats = encoder.forward_head(encoder.forward_features((x - mean) / std), pre_logits=True)
     return feats.float().cpu()
+
+
+class SlideTiles(torch.utils.data.Dataset):
+    """The tiles at `coords` of one slide, read by DataLoader workers: each worker process
+    opens the slide once for itself (slide handles cannot be shared between processes)."""
+
+    def __init__(self, path, coords: np.ndarray, tile_size0: int, tile_size: int):
+        self.path, self.coords, self.size0, self.size = path, coords, tile_size0, tile_size
+        self._slide = None
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._slide is None:
+            self._slide = Slide(self.path)
+        x, y = self.coords[i]
+        return self._slide.read(int(x), int(y), self.size0, self.size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,28 +144,35 @@ def read_features(path) -> dict:
 
 
 def extract_slide(slide_path, out_path, encoder: nn.Module, tile_size: int = 224,
-                  magnification=None, mpp=None, min_tissue: float = 0.5, batch_size: int = 32,
-                  image_size: int | None = None, device="auto", thumbnail_size: int = 1024,
-                  encoder_name: str = "") -> int:
-    """Tile one slide, encode its tissue tiles, write `out_path`. Returns the number of tiles."""
+                  magnification=None, mpp=DEFAULT_MPP, slide_mpp=None, min_tissue: float = 0.5,
+                  batch_size: int = 32, image_size: int | None = None, device="auto",
+                  thumbnail_size: int = 1024, encoder_name: str = "", workers: int = 0) -> int:
+    """Tile one slide, encode its tissue tiles, write `out_path`. Returns the number of tiles.
+
+    Tiles are cut at `mpp` µm/px (default 0.5, about 20x) from the slide's own resolution
+    (`slide_mpp` for files that do not record it); `magnification` instead asks for an
+    objective power, and mpp=None with no magnification tiles level 0. `workers` processes
+    read tiles while the encoder runs (0: read in this process)."""
     device = resolve_device(device) if isinstance(device, str) else device
     encoder = encoder.to(device)
+    if magnification is not None:
+        mpp = None
     with Slide(slide_path) as slide:
-        d = target_downsample(slide, magnification, mpp)
+        d = target_downsample(slide, magnification, mpp, slide_mpp)
         tile_size0 = round(tile_size * d)
         thumb = slide.thumbnail(thumbnail_size)
         coords = tile_coords(slide.size, tile_size0, tissue_mask(thumb), min_tissue)
-        feats = []
-        for i in tqdm(range(0, len(coords), batch_size), desc=slide.path.name, leave=False,
-                      unit="batch"):
-            tiles = np.stack([slide.read(x, y, tile_size0, tile_size)
-                              for x, y in coords[i:i + batch_size]])
-            feats.append(encode_tiles(encoder, tiles, device, image_size))
-        dim = getattr(encoder, "num_features", 0)
-        features = torch.cat(feats).numpy() if feats else np.zeros((0, dim), np.float32)
-        write_features(out_path, features, coords, thumb, slide=str(slide.path),
-                       tile_size=tile_size, tile_size0=tile_size0, level0_size=slide.size,
-                       mpp=slide.mpp, downsample=d, encoder=encoder_name)
+        level0_mpp, size0 = slide.mpp or slide_mpp, slide.size
+    loader = torch.utils.data.DataLoader(
+        SlideTiles(slide_path, coords, tile_size0, tile_size), batch_size=batch_size,
+        num_workers=workers, collate_fn=np.stack, persistent_workers=False)
+    feats = [encode_tiles(encoder, tiles, device, image_size)
+             for tiles in tqdm(loader, desc=Path(slide_path).name, leave=False, unit="batch")]
+    dim = getattr(encoder, "num_features", 0)
+    features = torch.cat(feats).numpy() if feats else np.zeros((0, dim), np.float32)
+    write_features(out_path, features, coords, thumb, slide=str(slide_path),
+                   tile_size=tile_size, tile_size0=tile_size0, level0_size=size0,
+                   mpp=level0_mpp, target_mpp=mpp, downsample=d, encoder=encoder_name)
     return len(coords)
 
 
@@ -165,7 +192,8 @@ def extract_slides(slides, out_dir, encoder: nn.Module, overwrite: bool = False,
             continue
         try:
             report["done"][path.name] = extract_slide(path, target, encoder, **kwargs)
-        except (SlideError, ValueError, OSError) as err:
+        except (SlideError, ValueError, OSError, RuntimeError) as err:   # (RuntimeError: a
+            # tile-reading worker's failure) one line per slide; the others still run
             msg = str(err) if str(path) in str(err) else f"slide {path}: {err}"
             report["failed"][path.name] = msg
             tqdm.write(f"error: {msg}", file=sys.stderr)

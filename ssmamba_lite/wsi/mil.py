@@ -157,7 +157,16 @@ class MILAggregator(nn.Module):
 
 
     @torch.no_grad()
-    def set_feature_stats(self, tiles: torch.Tensor) -> None:
-        """μ, σ of the tile features (n_tiles, C) of the training bags."""
-        self.feature_mean.copy_(tiles.mean(0))
-        self.feature_std.copy_(tiles.std(0).clamp_min(1e-6))
+    def set_feature_stats(self, bags) -> None:
+        """μ, σ of the tile features of the training bags (an iterable of (n_i, C) tensors, or
+        one (n_tiles, C) tensor), accumulated bag by bag in float64: Σx, Σx², n, so no
+        concatenation of every tile is ever held in memory."""
+        bags = [bags] if isinstance(bags, torch.Tensor) else bags
+        n, s1, s2 = 0, 0.0, 0.0
+        for f in bags:
+            f = f.double()
+            n, s1, s2 = n + len(f), s1 + f.sum(0), s2 + (f * f).sum(0)
+        mean = s1 / n
+        var = (s2 - n * mean * mean).clamp_min(0) / max(n - 1, 1)   # unbiased, as Tensor.std
+        self.feature_mean.copy_(mean.float())
+        self.feature_std.copy_(var.sqrt().float().clamp_min(1e-6))

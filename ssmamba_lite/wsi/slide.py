@@ -110,7 +110,8 @@ class Slide:
             raise SlideError(f"cannot read slide {self.path} at ({x}, {y}), level {level}: "
                              f"{err}") from None
         if img.size != (out, out):
-            img = img.resize((out, out), Image.BILINEAR)
+            img = img.resize((out, out), Image.BILINEAR)   # Pillow filters the whole footprint:
+                                                           # antialiased, as training's resize
         return np.asarray(img)
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
@@ -148,24 +149,34 @@ def _float(v) -> float | None:
         return None
 
 
-def target_downsample(slide: Slide, magnification=None, mpp=None) -> float:
-    """d = target µm/px / level-0 µm/px (1 when neither is given)."""
+DEFAULT_MPP = 0.5      # µm/px: the physical scale tiles are cut at unless told otherwise
+
+
+def target_downsample(slide: Slide, magnification=None, mpp=None, slide_mpp=None) -> float:
+    """d = target µm/px / level-0 µm/px (1 when neither target is given: level 0).
+
+    The level-0 µm/px is the slide's metadata, else `slide_mpp` (what the user knows of a
+    file that does not record it); without either, a target in µm/px is an error that says
+    what to pass, so mixed 20x / 40x cohorts never end up tiled at different physical scales.
+    """
     if magnification is None and mpp is None:
         return 1.0
+    level0 = slide.mpp or slide_mpp
     if mpp is not None:
-        if slide.mpp is None:
-            raise ValueError(f"slide {slide.path} records no microns per pixel; use "
-                             f"magnification or tile at level 0")
-        d = mpp / slide.mpp
+        if level0 is None:
+            raise ValueError(f"slide {slide.path} records no microns per pixel: pass --slide-mpp "
+                             f"(its level-0 µm/px, e.g. 0.25 for a 40x scan), or "
+                             f"--magnification, or --level0 to tile at full resolution")
+        d = mpp / level0
     elif slide.magnification is not None:
         d = slide.magnification / magnification
-    elif slide.mpp is not None:
-        d = (10.0 / magnification) / slide.mpp
+    elif level0 is not None:
+        d = (10.0 / magnification) / level0
     else:
         raise ValueError(f"slide {slide.path} records neither magnification nor microns per "
-                         f"pixel; tile it at level 0 (no magnification/mpp)")
-    if d < 1 - 1e-3:
+                         f"pixel: pass --slide-mpp, or --level0 to tile at full resolution")
+    if d < 1 - 1e-2:
         raise ValueError(f"slide {slide.path} was scanned at {slide.magnification}x / "
-                         f"{slide.mpp} µm/px: it cannot be tiled finer (asked for "
+                         f"{level0} µm/px: it cannot be tiled finer (asked for "
                          f"magnification={magnification}, mpp={mpp})")
     return max(d, 1.0)

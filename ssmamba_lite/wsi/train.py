@@ -3,7 +3,9 @@
 Inputs: a folder of feature files `<slide>.h5` (features.py) and a labels CSV with columns
 `slide,label` (slide = file name without .h5) and optionally `patient_id` and `split`
 (train / val / test). Without a split column, whole patients (or slides, without patient ids)
-are held out for validation, so that no patient is on both sides.
+are drawn for test and validation, stratified by class, so that no patient is on two sides.
+Validation picks the epoch; the test split is evaluated once, with the picked weights, and
+is the number to report (the best validation score is optimistic: it was the one chosen).
 
 Training: AdamW on the cross-entropy of the slide labels, `batch_size` bags per step (padded,
 see mil.pad_bags), one validation pass per epoch; the checkpoint of the best validation AUROC
@@ -21,6 +23,7 @@ import csv
 import dataclasses
 import math
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +47,8 @@ class MILTrainConfig:
     lr: float = 2e-4
     weight_decay: float = 1e-4
     batch_size: int = 1              # bags per optimizer step
-    val_fraction: float = 0.2        # patients held out when the CSV has no split column
+    val_fraction: float = 0.2        # patients held out for epoch selection (no split column)
+    test_fraction: float = 0.2       # patients held out for the one final test
     seed: int = 0
     device: str = "auto"
 
@@ -63,37 +67,90 @@ class Bag:
 
 
 def load_bags(features_dir, labels_csv, classes: list[str] | None = None):
-    """Feature files + labels CSV -> (bags, classes). `classes` defaults to the sorted labels."""
+    """Feature files + labels CSV -> (bags, classes). `classes` defaults to the sorted labels.
+    A slide without a feature file, or whose file holds no tile, is named in one line and
+    left out; the others load."""
     rows = read_table(labels_csv, ("slide", "label"))
     classes = list(classes) if classes else sorted({r["label"] for r in rows})
-    bags = []
+    bags, missing = [], []
     for r in tqdm(rows, desc="bags", unit="bag", leave=False):
         file = Path(features_dir) / f"{r['slide']}.h5"
-        if not file.is_file():
-            raise FileNotFoundError(f"feature file {file} (slide {r['slide']} of {labels_csv}) "
-                                    f"does not exist: run `ssmamba-lite wsi extract` first")
         if r["label"] not in classes:
             raise ValueError(f"{labels_csv}: slide {r['slide']} has label {r['label']!r}, "
                              f"not one of the model's classes {classes}")
+        if not file.is_file():
+            missing.append(r["slide"])
+            tqdm.write(f"warning: slide {r['slide']} of {labels_csv} has no feature file "
+                       f"{file} (run `ssmamba-lite wsi extract`); left out", file=sys.stderr)
+            continue
         d = read_features(file)
         if len(d["features"]) == 0:
-            raise ValueError(f"feature file {file} holds no tiles (no tissue found?)")
+            tqdm.write(f"warning: feature file {file} holds no tiles (no tissue found?); "
+                       f"left out", file=sys.stderr)
+            continue
         bags.append(Bag(r["slide"], torch.from_numpy(d["features"]), d["coords"],
                         classes.index(r["label"]), r.get("patient_id") or r["slide"],
                         r.get("split") or None, file))
+    if not bags:
+        raise FileNotFoundError(f"no slide of {labels_csv} has a feature file in {features_dir}")
     return bags, classes
 
 
-def split_bags(bags: list[Bag], val_fraction: float = 0.2, seed: int = 0) -> dict:
-    """{"train", "val", "test"} lists: the CSV's split column, else whole patients drawn at
-    random (seeded) for validation."""
-    if all(b.split for b in bags):
-        return {s: [b for b in bags if b.split == s] for s in ("train", "val", "test")}
-    patients = sorted({b.patient for b in bags})
-    random.Random(seed).shuffle(patients)
-    val = set(patients[:math.ceil(val_fraction * len(patients))] if val_fraction > 0 else [])
-    return {"train": [b for b in bags if b.patient not in val],
-            "val": [b for b in bags if b.patient in val], "test": []}
+SPLITS = ("train", "val", "test")
+
+
+def split_bags(bags: list[Bag], val_fraction: float = 0.2, test_fraction: float = 0.2,
+               seed: int = 0) -> dict:
+    """{"train", "val", "test"} lists of bags. The CSV's split column when every row has one
+    (a partly filled column, another value, or a patient on two sides is an error); else whole
+    patients are drawn (seeded), stratified by class: first `test_fraction` of them for test,
+    then `val_fraction` of all for validation. Validation picks the epoch; test is only ever
+    evaluated once, with the picked weights."""
+    given = [b for b in bags if b.split]
+    if given:
+        if len(given) != len(bags):
+            empty = next(b for b in bags if not b.split)
+            raise ValueError(f"the split column is filled for {len(given)} of {len(bags)} "
+                             f"slides (slide {empty.name} has none): fill it for every slide, "
+                             f"or leave it empty for all to draw a patient split")
+        bad = sorted({b.split for b in bags} - set(SPLITS))
+        if bad:
+            raise ValueError(f"split {bad[0]!r} is not one of {', '.join(SPLITS)}")
+        sides: dict[str, set] = {}
+        for b in bags:
+            sides.setdefault(b.patient, set()).add(b.split)
+        both = sorted(p for p, s in sides.items() if len(s) > 1)
+        if both:
+            raise ValueError(f"patient {both[0]} has slides in {' and '.join(sorted(sides[both[0]]))}"
+                             f": a split must keep each patient on one side")
+        return {s: [b for b in bags if b.split == s] for s in SPLITS}
+    rest, test = _hold_out(bags, test_fraction, seed)
+    train, val = _hold_out(rest, val_fraction / max(1e-9, 1 - test_fraction), seed + 1)
+    return {"train": train, "val": val, "test": test}
+
+
+def _hold_out(bags: list[Bag], fraction: float, seed: int) -> tuple[list[Bag], list[Bag]]:
+    """(kept, held out): whole patients, about `fraction` of them, stratified by class when
+    every class has enough patients (scikit-learn's StratifiedGroupKFold), else at random."""
+    if fraction <= 0 or not bags:
+        return list(bags), []
+    patients = [b.patient for b in bags]
+    labels = [b.label for b in bags]
+    folds = max(2, round(1 / min(fraction, 0.5)))
+    per_class = min(len({p for p, y in zip(patients, labels) if y == c}) for c in set(labels))
+    if per_class >= folds:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed % 2**32)
+        _, held = next(split.split(np.zeros(len(bags)), labels, patients))
+        held_set = set(held.tolist())
+    else:
+        order = sorted(set(patients))
+        random.Random(seed).shuffle(order)
+        chosen = set(order[:math.ceil(fraction * len(order))])
+        held_set = {i for i, p in enumerate(patients) if p in chosen}
+    return ([b for i, b in enumerate(bags) if i not in held_set],
+            [b for i, b in enumerate(bags) if i in held_set])
 
 
 def _batches(bags: list[Bag], size: int, device):
@@ -136,7 +193,7 @@ def train_mil(train: list[Bag], val: list[Bag], classes: list[str], out_dir,
     torch.manual_seed(tcfg.seed)
     rng = random.Random(tcfg.seed)
     model = MILAggregator(cfg)
-    model.set_feature_stats(torch.cat([b.features for b in train]))
+    model.set_feature_stats(b.features for b in train)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     history, best, best_key = [], None, None
