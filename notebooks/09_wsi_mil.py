@@ -34,9 +34,10 @@
 #
 # **Honest limits.** We have one real slide (unlabelled), so slide-level *learning* is shown on
 # a **constructed benchmark**: bags of real IDC breast patches, one patient per bag, positive
-# iff the bag holds at least one IDC-positive patch. And unless you pass a trained
-# `checkpoint` (notebook 04 writes one), the encoder has **random weights**: its features are
-# a baseline for the mechanics, not a result.
+# iff the bag holds at least one IDC-positive patch. The encoder is pretrained here with MAMIM
+# on the tissue tiles of the slide itself (the paper's self-supervised-on-target idea, on a
+# slide), a few epochs on a few dozen tiles: enough to show the path, far from a trained
+# encoder. `checkpoint = "none"` gives random weights instead, a baseline for the mechanics.
 
 # %% tags=["parameters"]
 data_dir = "sample:idc-breast"   # labelled patches with patient ids (labels.csv): the benchmark
@@ -49,7 +50,9 @@ seed = 0
 slide_path = "sample:cmu-small-region/cmu_small_region.svs"   # any .svs/.tif slide
 tile_size = 128          # tile side in pixels at the target resolution
 tile_mpp = 1.0           # target µm/px (about 10x; the slide was scanned at 0.499 µm/px, 20x)
-checkpoint = "none"      # encoder folder or .safetensors file; none: random weights (baseline)
+checkpoint = "mamim"     # "mamim": pretrain here on the slide's own tiles (section 2); an
+                         # encoder folder or .safetensors file; "none": random weights
+pretrain_epochs = 8      # MAMIM on the slide's tissue tiles (checkpoint = "mamim")
 model = "ssmamba_lite_cpu"      # the laptop-sized preset (a checkpoint brings its own config)
 bag_size = 4             # constructed benchmark: at most this many patches per bag
 lr = 1e-3
@@ -152,7 +155,39 @@ save(fig, "tile_examples")
 plt.show()
 
 # %% [markdown]
-# ## 2. Tiles → features, cached per slide
+# ## 2. MAMIM on the slide's own tiles
+#
+# SSMamba's premise is self-supervised pretraining on the *target* data, with no external
+# dataset. For slides, the target data is the tissue of the slides themselves: `export_tiles`
+# cuts the tiles exactly as the extraction below will (same mask, grid, physical scale), and
+# MAMIM (notebook 04) learns to fill in their masked patches. No label is used; still, pass
+# only the slides the model may see (keep a test cohort out). From the command line:
+#
+#     ssmamba-lite wsi pretrain --slides TRAIN_SLIDES --out runs/wsi_mamim --epochs 10
+#     ssmamba-lite wsi extract --slides SLIDES --out FEATURES --checkpoint runs/wsi_mamim
+
+# %%
+from ssmamba_lite.wsi.pretrain import pretrain_on_slides
+
+if checkpoint == "mamim":
+    t0 = time.time()
+    mamim_history = pretrain_on_slides(
+        [slide_path], out / "slide_mamim", tile_size=tile_size, mpp=tile_mpp, model=model,
+        image_size=image_size, epochs=pretrain_epochs, batch_size=16, seed=seed, device=device,
+        progress=False)
+    checkpoint = str(out / "slide_mamim")
+    losses = [h["loss"] for h in mamim_history]
+    print(f"MAMIM on {len(coords)} tiles of the slide, {len(losses)} epochs in "
+          f"{time.time() - t0:.0f} s: masked-patch loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    fig, ax = plt.subplots(figsize=(4, 2.5))
+    ax.plot(range(1, len(losses) + 1), losses, marker="o")
+    ax.set_xlabel("epoch"), ax.set_ylabel("MAMIM loss (masked patches)")
+    ax.set_title("MAMIM on the slide's own tiles", fontsize=9)
+    save(fig, "slide_mamim_loss")
+    plt.show()
+
+# %% [markdown]
+# ## 3. Tiles → features, cached per slide
 #
 # `extract_slides` does section 1 for every slide of a folder, encodes the tiles in batches
 # and writes `<slide>.h5` (features, coordinates, thumbnail). A slide already extracted is
@@ -181,7 +216,7 @@ print(f"features {slide_bag['features'].shape}, coords {slide_bag['coords'].shap
       f"in {time.time() - t0:.1f} s")
 
 # %% [markdown]
-# ## 3. The aggregators
+# ## 4. The aggregators
 #
 # For a bag of tile features x_1..x_n (standardised with the training set's mean and standard
 # deviation), both aggregators compute
@@ -210,7 +245,7 @@ for aggregator in ("abmil", "mamba"):
     print(f"{aggregator:6s} {sum(p.numel() for p in net.parameters()):7,d} parameters")
 
 # %% [markdown]
-# ## 4. A constructed benchmark: bags of real IDC patches
+# ## 5. A constructed benchmark: bags of real IDC patches
 #
 # We have no labelled slides here, so we *construct* bags from `idc_breast` (50 x 50 px
 # patches, labelled IDC-negative / IDC-positive, with patient ids). For every patient:
@@ -334,10 +369,11 @@ plt.show()
 # %% [markdown]
 # **Reading it.** Nearly equal weights (about 1/n each) mean the aggregator has not learnt to
 # single out the witnesses and is closer to a plain average of the patches. That is common
-# with random-encoder features and a few epochs; try a trained `checkpoint` and more epochs.
+# with weak features (a few epochs of MAMIM on one slide's tiles, or random weights) and a few
+# epochs; try a trained `checkpoint` and more epochs.
 
 # %% [markdown]
-# ## 5. An attention heatmap over the slide
+# ## 6. An attention heatmap over the slide
 #
 # The trained aggregator runs on the slide's bag of tiles as on any other bag. Each tile is
 # coloured by the *rank* of its attention (blue low, red high) over the thumbnail; ranks
@@ -366,8 +402,9 @@ plt.show()
 # %% [markdown]
 # ## What to try
 #
-# * `checkpoint` = the encoder folder written by notebook 04 (MAMIM pretraining): do the
-#   benchmark numbers move away from the random-weights baseline?
+# * `checkpoint = "none"` (random weights) against the default `"mamim"`, and the encoder
+#   folder written by notebook 04 (MAMIM on IDC patches, the benchmark's own tissue): how far
+#   do the benchmark numbers move?
 # * `epochs = 30`, other `seed`s: how stable are the two aggregators?
 # * `bag_size = 12`: larger bags with the same number of witnesses make the task harder.
 # * `tile_mpp = 0.5`, `tile_size = 224`: more, finer tiles per slide (the command line's

@@ -235,3 +235,28 @@ def test_encoder_resize_is_antialiased():
 
     encode_tiles(Probe(), tiles, "cpu", image_size=16)
     assert seen["x"].shape[-1] == 16 and float(seen["x"].std()) < 0.05
+
+
+def test_mamim_on_the_slides_own_tiles_then_extract_with_it(slide_path, tmp_path, capsys):
+    """`wsi pretrain` cuts the slide's tissue tiles as `wsi extract` would, pretrains MAMIM on
+    them (the slide is its own group), and `wsi extract` then encodes with that encoder."""
+    run = tmp_path / "mamim"
+    assert main(["wsi", "pretrain", "--slides", str(slide_path), "--out", str(run),
+                 "--tile-size", "64", "--mpp", "2.0", "--max-tiles-per-slide", "24",
+                 "--model", MODEL, "--epochs", "1", "--batch-size", "8", "--device", "cpu"]) == 0
+    assert "next: ssmamba-lite wsi extract --checkpoint" in capsys.readouterr().out
+    rows = (run / "tiles" / "images.csv").read_text().splitlines()
+    assert rows[0] == "path,patient_id" and len(rows) == 25
+    assert rows[1].startswith("cmu_small_region/") and rows[1].endswith(",cmu_small_region")
+    tile = np.asarray(Image.open(run / "tiles" / rows[1].split(",")[0]))
+    assert tile.shape == (64, 64, 3)
+    seen = json.loads((run / "pretrain_patients.json").read_text())
+    assert seen == {"images": 24, "patients": ["cmu_small_region"]}
+    out = tmp_path / "features"
+    assert main(["wsi", "extract", "--slides", str(slide_path), "--out", str(out),
+                 "--checkpoint", str(run), "--tile-size", "64", "--mpp", "2.0",
+                 "--device", "cpu", "--workers", "0"]) == 0
+    d = read_features(out / "cmu_small_region.h5")
+    x, y = (int(v) for v in rows[1].split(",")[0].split("/")[1][:-4].split("_"))
+    assert [x, y] in d["coords"].tolist()                     # the same grid
+    assert d["features"].shape[1] == 128 and np.isfinite(d["features"]).all()

@@ -1,5 +1,6 @@
 """`ssmamba-lite wsi ...` and `ssmamba-lite mil ...` sub-commands (whole-slide images).
 
+    wsi pretrain       MAMIM on the tissue tiles of the target slides themselves
     wsi extract        slides -> tissue tiles -> encoder features, one <slide>.h5 per slide
     mil train          feature files + labels CSV -> a trained ABMIL / Mamba-MIL aggregator
     mil evaluate       a trained aggregator on feature files -> metrics, predictions, heatmaps
@@ -49,25 +50,30 @@ def add_parser(subparsers) -> None:
     p.add_argument("--slides", nargs="+", required=True, help="slide files and/or folders")
     p.add_argument("--out", required=True, help="folder for <slide>.h5 feature files")
     _encoder_args(p)
-    p.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at the "
-                   "target resolution")
-    p.add_argument("--mpp", type=float, default=0.5,
-                   help="tiles' microns per pixel (default 0.5, about 20x), from each slide's "
-                        "own resolution")
-    p.add_argument("--magnification", type=float, default=None,
-                   help="an objective power instead of --mpp, e.g. 20")
-    p.add_argument("--slide-mpp", type=float, default=None,
-                   help="level-0 µm/px of slides whose files do not record it")
-    p.add_argument("--level0", action="store_true", help="tile at full resolution, whatever "
-                   "it is (mixed scanners then give different physical scales)")
+    _scale_args(p)
     p.add_argument("--workers", type=int, default=2, help="processes reading tiles")
-    p.add_argument("--min-tissue", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=None,
                    help="resize tiles to this before the encoder (default: tile size)")
     p.add_argument("--thumbnail-size", type=int, default=1024)
     p.add_argument("--overwrite", action="store_true", help="redo slides already extracted")
     p.set_defaults(func=_extract)
+
+    p = wsub.add_parser("pretrain", help="MAMIM on the tissue tiles of the slides themselves "
+                        "(then: wsi extract --checkpoint OUT)")
+    p.add_argument("--slides", nargs="+", required=True,
+                   help="slide files and/or folders (only those MAMIM may see)")
+    p.add_argument("--out", required=True, help="run folder: tiles/, encoder.safetensors, ...")
+    _scale_args(p)
+    p.add_argument("--max-tiles-per-slide", type=int, default=0, help="0: every tissue tile")
+    p.add_argument("--model", default="ssmamba_lite_tiny")
+    p.add_argument("--image-size", type=int, default=None, help="default: the tile size")
+    for name, typ, default in (("epochs", int, 10), ("batch-size", int, 32),
+                               ("lr", float, 1.5e-3), ("mask-ratio", float, 0.6),
+                               ("max-steps-per-epoch", int, 0), ("seed", int, 0)):
+        p.add_argument(f"--{name}", type=typ, default=default)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_pretrain)
 
     mil = subparsers.add_parser("mil", help="slide-level multiple-instance learning")
     msub = mil.add_subparsers(dest="mil_command", required=True)
@@ -109,6 +115,21 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=_patch_bags)
 
 
+def _scale_args(p) -> None:
+    p.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at the "
+                   "target resolution")
+    p.add_argument("--mpp", type=float, default=0.5,
+                   help="tiles' microns per pixel (default 0.5, about 20x), from each slide's "
+                        "own resolution")
+    p.add_argument("--magnification", type=float, default=None,
+                   help="an objective power instead of --mpp, e.g. 20")
+    p.add_argument("--slide-mpp", type=float, default=None,
+                   help="level-0 µm/px of slides whose files do not record it")
+    p.add_argument("--level0", action="store_true", help="tile at full resolution, whatever "
+                   "it is (mixed scanners then give different physical scales)")
+    p.add_argument("--min-tissue", type=float, default=0.5)
+
+
 def _mil_data_args(p) -> None:
     p.add_argument("--features", required=True, help="folder of <slide>.h5 feature files")
     p.add_argument("--labels", required=True, help="CSV: slide,label[,patient_id][,split]")
@@ -129,6 +150,24 @@ def _extract(args) -> int:
     print(f"{len(report['done'])} slides extracted, {len(report['skipped'])} already done, "
           f"{len(report['failed'])} failed (named above) -> {args.out}")
     return EXIT_FAIL if report["failed"] else EXIT_OK
+
+
+@_one_line_errors
+def _pretrain(args) -> int:
+    from ssmamba_lite.wsi.pretrain import pretrain_on_slides
+
+    history = pretrain_on_slides(
+        args.slides, args.out, tile_size=args.tile_size, mpp=None if args.level0 else args.mpp,
+        slide_mpp=args.slide_mpp, magnification=args.magnification, min_tissue=args.min_tissue,
+        max_tiles_per_slide=args.max_tiles_per_slide, model=args.model,
+        image_size=args.image_size or args.tile_size, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, mask_ratio=args.mask_ratio,
+        max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed, device=args.device)
+    last = history[-1] if history else {}
+    print(f"MAMIM on the slides' tiles: {len(history)} epoch(s), last loss "
+          f"{last.get('loss', float('nan')):.4f} -> {args.out} "
+          f"(next: ssmamba-lite wsi extract --checkpoint {args.out} ...)")
+    return EXIT_OK
 
 
 @_one_line_errors
