@@ -7,6 +7,9 @@ Why a kernel? Every pure-PyTorch formulation materialises (batch, D, L, N) tenso
 by memory traffic. Here each (batch, channel) row walks L once and keeps only its N-vector state
 h in a small local array: memory traffic is just the inputs and outputs.
 
+Both passes run rows in parallel: the forward one job per (batch, channel) row, the backward
+one job per (batch item, block of channels), so a batch of one uses every thread too.
+
 Backward (reverse-mode, per row; g_t = ∂loss/∂h_t, carried backwards in time):
     g_t      = C_t dy_t + Ā_{t+1} ⊙ g_{t+1}           (g_L starts from the last state's gradient)
     ∂C_t     = dy_t h_t
@@ -70,24 +73,28 @@ def _scan_forward(u, delta, A, B, C, chunk):
 
 
 @njit(parallel=True, cache=True)
-def _scan_backward(u, delta, A, B, C, ckpt, dy, dlast, chunk):
+def _scan_backward(u, delta, A, B, C, ckpt, dy, dlast, chunk, parts):
     batch, dim, L = u.shape
     N = A.shape[1]
     nchunks = ckpt.shape[2]
     per_gB, per_gC = dim // B.shape[1], dim // C.shape[1]
     du = np.empty_like(u)
     ddelta = np.empty_like(u)
-    # Per-batch accumulators so that parallel threads (one per batch item) never share memory.
+    # One job per (batch item, block of channels): `parts` blocks per item, so that a batch of
+    # one still fills the threads. Channels of a block share B and C (same group), so each job
+    # accumulates ∂B, ∂C in its own slab, summed over the blocks at the end: no two threads
+    # ever write the same memory. ∂A is per channel, hence per job already.
     dA = np.zeros((batch, dim, N), u.dtype)
-    dB = np.zeros((batch, B.shape[1], B.shape[2], N), u.dtype)
-    dC = np.zeros((batch, C.shape[1], C.shape[2], N), u.dtype)
-    for pb in prange(batch):
-        b = np.int64(pb)                                      # (prange counts in uint64)
+    dBp = np.zeros((batch * parts, B.shape[1], B.shape[2], N), u.dtype)
+    dCp = np.zeros((batch * parts, C.shape[1], C.shape[2], N), u.dtype)
+    for job in prange(batch * parts):
+        b, p = np.int64(job) // parts, np.int64(job) % parts   # (prange counts in uint64)
         bB, bC = min(b, B.shape[0] - 1), min(b, C.shape[0] - 1)
+        dB, dC = dBp[np.int64(job)], dCp[np.int64(job)]
         hs = np.empty((chunk + 1, N), u.dtype)   # h_{t0-1} .. h_{t1-1} of one chunk
         abar = np.empty((chunk, N), u.dtype)     # Ā_t of one chunk
         g = np.empty(N, u.dtype)
-        for d in range(dim):
+        for d in range(p * dim // parts, (p + 1) * dim // parts):
             gB, gC = d // per_gB, d // per_gC
             g[:] = dlast[b, d]
             for c in range(nchunks - 1, -1, -1):
@@ -111,9 +118,9 @@ def _scan_backward(u, delta, A, B, C, ckpt, dy, dlast, chunk):
                     ddt = 0.0
                     for n in range(N):
                         gn = g[n] + C[bC, gC, tC, n] * dyt               # g_t
-                        dC[b, gC, tC, n] += dyt * hs[i + 1, n]           # ∂C_t = dy_t h_t
+                        dC[gC, tC, n] += dyt * hs[i + 1, n]              # ∂C_t = dy_t h_t
                         Bn = B[bB, gB, tB, n]
-                        dB[b, gB, tB, n] += gn * dt * ut                 # ∂B_t = g_t Δ_t u_t
+                        dB[gB, tB, n] += gn * dt * ut                    # ∂B_t = g_t Δ_t u_t
                         du_t += gn * Bn * dt                             # ∂u_t
                         da = gn * hs[i, n] * abar[i, n]                  # ∂Ā_t · Ā_t
                         ddt += gn * Bn * ut + da * A[d, n]               # ∂Δ_t
@@ -121,7 +128,14 @@ def _scan_backward(u, delta, A, B, C, ckpt, dy, dlast, chunk):
                         g[n] = gn * abar[i, n]                           # Ā_t g_t -> step t-1
                     du[b, d, t] = du_t
                     ddelta[b, d, t] = ddt
+    dB = dBp.reshape(batch, parts, B.shape[1], B.shape[2], N).sum(axis=1)
+    dC = dCp.reshape(batch, parts, C.shape[1], C.shape[2], N).sum(axis=1)
     return du, ddelta, dA, dB, dC
+
+
+def backward_parts(batch: int, dim: int) -> int:
+    """Channel blocks per batch item in the backward pass: enough jobs for every thread."""
+    return max(1, min(dim, -(-numba.get_num_threads() // batch)))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -156,7 +170,7 @@ def scan_cpu_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
     """Gradients of u, delta, A (per batch item), B and C (kernel layout, per batch item)."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     out = _scan_backward(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(ckpt), _np(dy),
-                         _np(dlast), CHUNK)
+                         _np(dlast), CHUNK, backward_parts(u.shape[0], u.shape[1]))
     return tuple(torch.from_numpy(g) for g in out)
 
 
