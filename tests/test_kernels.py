@@ -87,11 +87,11 @@ def test_numba_backward_is_the_same_for_any_channel_blocking(bc):
     A = t["A"].double()
     Bk, Ck = kernel_layout(t["B"], torch.float64), kernel_layout(t["C"], torch.float64)
     arrays = [x.detach().contiguous().numpy() for x in (t["u"], t["delta"], A, Bk, Ck)]
-    _, _, ckpt = scan_cpu._scan_forward(*arrays, scan_cpu.CHUNK)
+    _, _, ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK)
     rng = np.random.default_rng(0)
     dy, dlast = rng.normal(size=arrays[0].shape), rng.normal(size=(1, 8, 4))
-    one = scan_cpu._scan_backward(*arrays, ckpt, dy, dlast, scan_cpu.CHUNK, 1)
+    one = scan_cpu.backward_kernel(*arrays, ckpt, dy, dlast, scan_cpu.CHUNK, 1)
     for parts in (3, 8):
-        other = scan_cpu._scan_backward(*arrays, ckpt, dy, dlast, scan_cpu.CHUNK, parts)
+        other = scan_cpu.backward_kernel(*arrays, ckpt, dy, dlast, scan_cpu.CHUNK, parts)
         for a, b in zip(one, other):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -43,7 +43,8 @@ CHUNK = 64  # checkpoint interval of the backward pass
 
 
 @njit(parallel=True, cache=True)
-def _scan_forward(u, delta, A, B, C, chunk):
+def forward_kernel(u, delta, A, B, C, chunk):
+    """NumPy in, NumPy out: y, last state and chunk checkpoints (see the operators below)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     nchunks = (L + chunk - 1) // chunk
@@ -73,7 +74,9 @@ def _scan_forward(u, delta, A, B, C, chunk):
 
 
 @njit(parallel=True, cache=True)
-def _scan_backward(u, delta, A, B, C, ckpt, dy, dlast, chunk, parts):
+def backward_kernel(u, delta, A, B, C, ckpt, dy, dlast, chunk, parts):
+    """NumPy in, NumPy out: du, dΔ, dA (per batch item), dB, dC; `parts` channel blocks per
+    batch item (any value gives the same result)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     nchunks = ckpt.shape[2]
@@ -150,7 +153,7 @@ def scan_cpu_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: t
     """y (batch, D, L), last state (batch, D, N) and the chunk checkpoints of the states
     (batch, D, L / CHUNK, N); every input in the compute dtype, B and C in kernel layout."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    y, last, ckpt = _scan_forward(_np(u), _np(delta), _np(A), _np(B), _np(C), CHUNK)
+    y, last, ckpt = forward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), CHUNK)
     return torch.from_numpy(y), torch.from_numpy(last), torch.from_numpy(ckpt)
 
 
@@ -169,7 +172,7 @@ def scan_cpu_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
                                                     torch.Tensor, torch.Tensor]:
     """Gradients of u, delta, A (per batch item), B and C (kernel layout, per batch item)."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    out = _scan_backward(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(ckpt), _np(dy),
+    out = backward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(ckpt), _np(dy),
                          _np(dlast), CHUNK, backward_parts(u.shape[0], u.shape[1]))
     return tuple(torch.from_numpy(g) for g in out)
 
