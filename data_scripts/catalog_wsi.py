@@ -1,8 +1,9 @@
 """Registry entries: whole-slide sets, and tile sets whose access needs a form.
 
 These have no scriptable public archive. Each entry spells out the access steps; where the
-files can be laid out once you hold them (MHIST), `data download` does it from
-`<root>/.downloads/<name>/` or from your mirror.
+files can be laid out once you hold them (MHIST, Chaoyang), `data download` does it from
+`<root>/.downloads/<name>/` or from your mirror; synced slides (CAMELYON16) get their
+labels.csv from `data layout NAME`, in place.
 """
 
 from __future__ import annotations
@@ -26,20 +27,24 @@ register(Dataset(
         "GigaScience 2018;7(6):giy065."
     ),
     homepage="https://camelyon17.grand-challenge.org/Data/",
+    layout="camelyon16",
     access="tool",
     access_steps=(
         "Several hundred GB of pyramidal TIFF. Public mirrors: AWS Registry of Open Data (no account): "
         "aws s3 sync --no-sign-request s3://camelyon-dataset/CAMELYON16/ <root>/camelyon16/ ; "
         "GigaScience database; Google Drive and Baidu Pan (links on the homepage). "
         "Then check the slides with the checksums.md5 file shipped with the data: "
-        "cd <root>/camelyon16 && md5sum -c checksums.md5"
+        "cd <root>/camelyon16 && md5sum -c checksums.md5 ; and write labels.csv (slide,label,"
+        "patient_id,split; nothing copied): ssmamba-lite data layout camelyon16 --root <root>"
     ),
     checksums="checksums.md5 published with the data (see homepage)",
     magnification="40x (0.243 um/px at level 0, per the PCam README)",
     split="official: 270 training slides (normal_*, tumor_*); test slides test_* (129 in "
           "the public S3 bucket)",
     notes="Lymph-node slides: metastasis (tumor) or not (normal). Test labels: "
-          "evaluation/reference.csv in the bucket (not testing/reference.csv).",
+          "evaluation/reference.csv in the bucket (not testing/reference.csv). `data layout` "
+          "reads training/{normal,tumor}/ and testing/images/, or the flat images/ folder that "
+          "public scripts list in the bucket; no patient id is published (patient_id = slide).",
 ))
 
 register(Dataset(
@@ -56,6 +61,7 @@ register(Dataset(
         "2012;489:519-525."
     ),
     homepage="https://portal.gdc.cancer.gov/",
+    options=MappingProxyType({"gdc_projects": ("TCGA-LUAD", "TCGA-LUSC")}),
     access="tool",
     access_steps=(
         "1) ssmamba-lite data gdc-manifest --out <root>/tcga-nsclc/gdc_manifest.txt "
@@ -114,14 +120,19 @@ register(Dataset(
         "Histopathology Image Classification. IEEE Trans Med Imaging, 2021."
     ),
     homepage="https://bupt-ai-cz.github.io/HSA-NRL/",
+    files=(SourceFile(name="chaoyang.zip", checksum_source=NONE_PUBLISHED,
+                      alternatives=("chaoyang.tar.gz", "chaoyang.tar")),),
+    converter="chaoyang",
     access="form",
     access_steps=(
         "Request access on https://bupt-ai-cz.github.io/HSA-NRL/ (form). The release holds "
-        "512x512 px patches with train/test lists in JSON (label 0 normal, 1 serrated, "
-        "2 adenocarcinoma, 3 adenoma). Its licence forbids redistribution, so keep it local; "
-        "no automatic layout is provided here."
+        "512x512 px patches with train/test lists train.json and test.json (entries name, "
+        "label: 0 normal, 1 serrated, 2 adenocarcinoma, 3 adenoma). Its file name is not "
+        "confirmed here: save the archive as <root>/.downloads/chaoyang/chaoyang.zip (or "
+        "chaoyang.tar.gz) and run ssmamba-lite data download chaoyang. Its licence forbids "
+        "redistribution, so keep it local."
     ),
-    checksums=NONE_PUBLISHED,
+    checksums=NONE_PUBLISHED + " (the first run records its sha256 in the data root)",
     split="official: train 4,021 / test 2,139 patches (per the authors)",
     notes="Classes: normal, serrated, adenocarcinoma, adenoma; labels are known to be noisy.",
 ))

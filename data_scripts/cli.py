@@ -5,7 +5,8 @@
     ssmamba-lite data download NAME [--root DIR] [--keep-archives] [--retries N] [--no-progress]
                                [--connections K]   (a broken download resumes where it stopped)
     ssmamba-lite data verify NAME [--root DIR]
-    ssmamba-lite data gdc-manifest --out FILE [--project TCGA-LUAD --project TCGA-LUSC]
+    ssmamba-lite data layout NAME [--root DIR]   (labels.csv over files already in <root>/NAME/)
+    ssmamba-lite data gdc-manifest --out FILE [--dataset tcga-rcc | --project TCGA-LUAD ...]
 
 `--root` defaults to $SSMAMBA_DATA; $SSMAMBA_DATA_MIRROR replaces every download URL with
 `<mirror>/<file name>`. Every failure is one line on stderr and a non-zero exit code.
@@ -55,10 +56,18 @@ def add_parser(subparsers):
     vf.add_argument("--root", help="data root (default: $SSMAMBA_DATA)")
     vf.set_defaults(func=_verify)
 
+    lo = sub.add_parser("layout", help="write labels.csv for a set already in <root>/NAME/ "
+                        "(synced slides, RoI trees); copies nothing")
+    lo.add_argument("name", help="registry name (see `data list`)")
+    lo.add_argument("--root", help="data root (default: $SSMAMBA_DATA)")
+    lo.set_defaults(func=_layout)
+
     gm = sub.add_parser("gdc-manifest", help="GDC manifest + labels.csv for TCGA diagnostic slides")
     gm.add_argument("--out", required=True, help="manifest file to write (labels.csv goes beside)")
     gm.add_argument("--project", action="append", dest="projects",
                     help="GDC project id, repeatable (default: TCGA-LUAD and TCGA-LUSC)")
+    gm.add_argument("--dataset", help="a TCGA registry entry (tcga-nsclc, tcga-rcc, tcga-brca): "
+                    "its projects and labels")
     gm.add_argument("--api", default=None, help="GDC API base URL (default: the public GDC)")
     gm.set_defaults(func=_gdc_manifest)
     return sub
@@ -171,11 +180,34 @@ def _verify(args) -> int:
     return EXIT_OK
 
 
+def _layout(args) -> int:
+    from data_scripts.install import InstallError, default_root
+    from data_scripts.layouts import LayoutError, layout
+
+    try:
+        ds = _resolve(args.name)
+        print(layout(ds, default_root(args.root)))
+        print(f"licence: {ds.licence}\ncite: {ds.citation}")
+    except (LookupError, InstallError, LayoutError) as err:
+        return _fail(str(err))
+    except OSError as err:
+        return _fail(f"{err.strerror or err}: {err.filename or args.root}")
+    return EXIT_OK
+
+
 def _gdc_manifest(args) -> int:
     from data_scripts import gdc
 
+    projects, diagnoses = tuple(args.projects or gdc.NSCLC), None
     try:
-        print(gdc.make_manifest(args.out, tuple(args.projects or gdc.NSCLC), args.api or gdc.GDC_API))
-    except gdc.GDCError as err:
+        if args.dataset:
+            ds = _resolve(args.dataset)
+            if "gdc_projects" not in ds.options:
+                raise LookupError(f"{ds.name} is not a GDC dataset (try tcga-nsclc, tcga-rcc, "
+                                  f"tcga-brca)")
+            projects = tuple(args.projects or ds.options["gdc_projects"])  # type: ignore[arg-type]
+            diagnoses = ds.options.get("gdc_diagnoses")
+        print(gdc.make_manifest(args.out, projects, args.api or gdc.GDC_API, diagnoses))
+    except (LookupError, gdc.GDCError) as err:
         return _fail(str(err))
     return EXIT_OK

@@ -235,3 +235,6 @@ CONVERTERS: dict[str, Callable[[Dataset, dict[str, Path], Path, Path], list[Row]
     "idc": idc,
     "mhist": mhist,
 }
+
+# SICAPv2 and Chaoyang live in convert_families.py, which adds them to CONVERTERS
+from data_scripts import convert_families  # noqa: E402,F401

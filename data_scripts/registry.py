@@ -6,7 +6,9 @@ published; where none is published the entry says `NONE_PUBLISHED` and the first
 records the sha256 it saw in the data root (trust on first use, see `checksums.py`).
 
 The entries themselves live in `catalog_roi.py` (tile sets on Zenodo), `catalog_roi_web.py`
-(tile sets on project pages) and `catalog_wsi.py` (whole-slide sets and sets behind a form).
+(tile sets on project pages), `catalog_wsi.py` (whole-slide sets and sets behind a form) and
+`catalog_families.py` (more of the SSMamba paper's families: SICAPv2, BRACS, CAMELYON17,
+TCGA-RCC, TCGA-BRCA, PANDA).
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ class Dataset:
     homepage: str
     files: tuple[SourceFile, ...] = ()
     converter: str | None = None
+    # names a function in `layouts.LAYOUTS`: `data layout NAME` writes labels.csv over files
+    # already in <root>/<name>/ (slides, or tile trees too large to pack), copying nothing
+    layout: str | None = None
     options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     access: str = "direct"
     access_steps: str = ""
@@ -114,11 +119,10 @@ def _load_catalogs() -> None:
     global _CATALOGS_LOADED
     if not _CATALOGS_LOADED:
         _CATALOGS_LOADED = True
-        from data_scripts import (  # noqa: F401  (importing them registers their entries)
-            catalog_roi,
-            catalog_roi_web,
-            catalog_wsi,
-        )
+        import importlib
+
+        for module in ("catalog_roi", "catalog_roi_web", "catalog_wsi", "catalog_families"):
+            importlib.import_module(f"data_scripts.{module}")  # importing registers the entries
 
 
 def names() -> list[str]:

@@ -180,7 +180,8 @@ def test_registry_entries_are_complete_and_honest():
     names = registry.names()
     for required in ("nct-crc-he-100k", "kather2016", "pcam", "pathmnist", "pathmnist-64",
                      "pathmnist-128", "pathmnist-224", "breakhis", "lc25000", "idc-breast",
-                     "bach", "mhist", "chaoyang", "camelyon16", "tcga-nsclc"):
+                     "bach", "mhist", "chaoyang", "camelyon16", "tcga-nsclc", "sicapv2", "bracs",
+                     "bracs-wsi", "camelyon17", "panda", "tcga-rcc", "tcga-brca"):
         assert required in names
     for ds in registry.all_datasets():
         assert ds.licence.strip() and ds.citation.strip() and ds.homepage.startswith("http"), ds.name
@@ -200,6 +201,18 @@ def test_registry_entries_are_complete_and_honest():
             for url in f.urls:  # the mirror rule keeps the file name: it must be the URL's
                 assert fetch.url_filename(url) == f.name, (ds.name, url)
     assert registry.get("kather2016").files[0].sha256.startswith("936d0b95")
+
+
+def test_every_converter_and_layout_named_by_an_entry_exists():
+    from data_scripts.convert import CONVERTERS
+    from data_scripts.layouts import LAYOUTS
+
+    for ds in registry.all_datasets():
+        assert ds.converter is None or ds.converter in CONVERTERS, ds.name
+        assert ds.layout is None or ds.layout in LAYOUTS, ds.name
+        if ds.layout:
+            assert f"data layout {ds.name}" in ds.access_steps, ds.name
+    assert registry.get("camelyon16").layout == "camelyon16"
 
 
 def test_list_prints_a_table(capsys):
@@ -539,6 +552,73 @@ def test_gdc_manifest_from_a_local_api(tmp_path):
         labels = list(csv.DictReader(fh))
     assert [r["label"] for r in labels] == ["LUAD", "LUSC", "LUAD"]
     assert labels[1]["patient_id"] == "TCGA-01" and labels[1]["path"].startswith("slides/uuid-1/")
+
+
+def fake_gdc(hits: list[dict], bodies: list):
+    """A local stand-in for POST <api>/files: pages of `hits`; each request body is kept."""
+    class Api(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            bodies.append(body)
+            start, size = int(body["from"]), int(body["size"])
+            payload = json.dumps({"data": {"hits": hits[start:start + size],
+                                           "pagination": {"total": len(hits)}}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def test_gdc_manifest_rcc_by_project_and_brca_by_diagnosis(tmp_path, capsys):
+    def hit(i, project, *diagnoses):
+        case = {"submitter_id": f"TCGA-{i:02d}", "project": {"project_id": project}}
+        if diagnoses:
+            case["diagnoses"] = [{"primary_diagnosis": d} for d in diagnoses]
+        return {"file_id": f"uuid-{i}", "file_name": f"TCGA-{i:02d}-01Z-00-DX1.abc.svs",
+                "md5sum": "cd" * 16, "file_size": 2000, "state": "released", "cases": [case]}
+
+    rcc = [hit(1, "TCGA-KIRC"), hit(2, "TCGA-KIRP"), hit(3, "TCGA-KICH")]
+    idc, ilc = "Infiltrating duct carcinoma, NOS", "Lobular carcinoma, NOS"
+    mixed = "Infiltrating duct and lobular carcinoma"
+    brca = [hit(4, "TCGA-BRCA", idc), hit(5, "TCGA-BRCA", ilc), hit(6, "TCGA-BRCA", mixed),
+            hit(7, "TCGA-BRCA", mixed), hit(8, "TCGA-BRCA", idc, ilc), hit(9, "TCGA-BRCA")]
+    for hits, name in ((rcc, "tcga-rcc"), (brca, "tcga-brca")):
+        bodies: list = []
+        httpd, api = fake_gdc(hits, bodies)
+        try:
+            out = tmp_path / name / "gdc_manifest.txt"
+            assert cli("gdc-manifest", "--dataset", name, "--out", str(out), "--api", api) == 0
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+        summary = capsys.readouterr().out
+        with open(out.with_name("labels.csv")) as fh:
+            rows = list(csv.DictReader(fh))
+        projects = bodies[0]["filters"]["content"][0]["content"]["value"]
+        if name == "tcga-rcc":
+            assert projects == ["TCGA-KIRC", "TCGA-KIRP", "TCGA-KICH"]
+            assert [r["label"] for r in rows] == ["KIRC", "KIRP", "KICH"]
+            assert "diagnoses" not in bodies[0]["fields"] and "left out" not in summary
+        else:
+            assert projects == ["TCGA-BRCA"] and "cases.diagnoses.primary_diagnosis" in \
+                bodies[0]["fields"]
+            assert [(r["slide"], r["label"], r["patient_id"], r["split"]) for r in rows] == [
+                ("TCGA-04-01Z-00-DX1.abc", "IDC", "TCGA-04", ""),
+                ("TCGA-05-01Z-00-DX1.abc", "ILC", "TCGA-05", "")]
+            assert rows[0]["primary_diagnosis"] == idc
+            assert "2 slides (IDC 1, ILC 1)" in summary and "left out 4 slides" in summary
+            assert f"{mixed}: 2" in summary and "several diagnoses" in summary
+            assert "no primary_diagnosis: 1" in summary
+            assert len(out.read_text().splitlines()) == 3  # left-out slides are not fetched
+    assert cli("gdc-manifest", "--dataset", "pcam", "--out", str(tmp_path / "m.txt")) == 1
+    assert "not a GDC dataset" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the sample
