@@ -23,8 +23,8 @@
 # with its own scan parameters, and fuses the results. Its **Local Perception Residual** (LPR)
 # adds a small depthwise convolution in front of every block.
 #
-# **Why.** On a row-by-row path the pixel right *below* a token is $W$ steps away and the one
-# *above* is never seen (it comes later). More directions fix "never seen"; coarser scales
+# **Why.** On a row-by-row path the pixel right *above* a token was read $W$ steps earlier
+# (seen, through $W$ steps of decay) and the one *below* is never seen (it comes later). More directions fix "never seen"; coarser scales
 # (the map pooled by 2, 4) make far-away tokens a few steps away. And a scan, however many
 # directions, mixes tokens along lines; the fine texture of nuclei lives in small 2D
 # neighbourhoods, which a 3x3 convolution sees at once.
@@ -196,15 +196,19 @@ plt.show()
 #
 # - **LPR** alone: $x + \mathrm{DWConv}_{3\times 3}(x)$ — a 3x3 patch.
 # - **DMS, 1 direction, 1 scale**: row-major only. Everything *before* the centre on the path
-#   (the rows above, the left part of its row), widened by one pixel by the 3x3 convolution DMS
-#   runs before its scans; nothing below.
+#   (the rows above, the left part of its row), widened by one pixel in every direction by the
+#   3x3 convolution DMS runs before its scans: so the row just *below* the centre counts too,
+#   through that convolution, but nothing two rows below.
 # - **DMS, 4 directions**: forwards and backwards along rows and columns. Every token can now
 #   reach the centre, but the strongest paths are the centre's own row and column: the state
 #   decays a little at every step, and a token one row away is $W$ steps away on a row path.
 # - **DMS, 4 directions, scales 1 and 2**: adds a coarse path (2x2 blocks) that reaches
 #   further in fewer steps.
-# - **LPR then DMS (1 direction)**: the local patch comes first, so even the causal scan sees
-#   a ring of neighbours below.
+# - **LPR then DMS (1 direction)**: LPR's 3x3 patch comes first and widens the reach by one
+#   more pixel: two rows below the centre now count.
+#
+# The table after the figure measures each of these statements, and the cell after it says
+# which hold in this run.
 
 # %%
 from ssmamba_lite.course.analysis import effective_receptive_field
@@ -241,18 +245,25 @@ plt.show()
 
 # %% [markdown]
 # Numbers for the same pictures: the share of the input positions with a visible influence
-# (ERF above 0.1% of its maximum), and how much the tokens below the centre matter.
+# (ERF above 0.1% of its maximum), and how much the tokens one and two rows below the centre
+# matter (relative to the ERF's maximum).
 
 # %%
 import pandas as pd
 
 c = image_size // 2
 table = pd.DataFrame([{"module": k, "area above 0.1% of max": float((v > 1e-3).float().mean()),
-                       "ERF of the token below": float(v[c + 1, c]),
-                       "ERF 3 rows below": float(v[min(c + 3, image_size - 1), c])}
+                       "ERF 1 row below": float(v[c + 1, c]),
+                       "ERF 2 rows below": float(v[min(c + 2, image_size - 1), c])}
                       for k, v in erfs.items()])
 table.to_csv(out / "erf_table.csv", index=False)
 table.round(4)
+
+# %%
+# The statements of the list above, checked on these numbers ("visible": above 0.1% of max).
+for k in table.itertuples():
+    reach = [f"{r} below" for r, v in (("1 row", k[3]), ("2 rows", k[4])) if v > 1e-3]
+    print(f"{k.module:24s} sees {', '.join(reach) if reach else 'nothing below'}")
 
 # %% [markdown]
 # ## 4. What LPR adds
@@ -265,8 +276,19 @@ table.round(4)
 # 2. **Position.** A convolution with zero padding knows where the image border is, so the
 #    tokens carry their position into the scans; the network needs no position table and
 #    takes any image size.
-# 3. **A safe start.** As a residual, a small filter leaves $x$ almost unchanged at the
-#    start of training, and the signal always has a direct path.
+# 3. **A direct path.** As a residual, the signal always reaches the next stage unchanged
+#    through the $x$ term. It does *not* start close to the identity with PyTorch's default
+#    initialisation: the cell below measures $\lVert\mathrm{DWConv}(x)\rVert / \lVert x
+#    \rVert$ at initialisation (zero-initialising the filter, or a small layer scale, would
+#    make it start as the identity).
+
+# %%
+lpr = LocalPerceptionResidual(channels).to(dev)
+x = torch.randn(max(1, batch_size), channels, image_size, image_size, device=dev)
+with torch.no_grad():
+    ratio = (lpr.dwconv(x).norm() / x.norm()).item()
+print(f"at initialisation, |DWConv(x)| / |x| = {ratio:.2f}: LPR(x) = x + DWConv(x) is "
+      + ("close to" if ratio < 0.1 else "far from") + " the identity")
 
 # %% [markdown]
 # ### Exercise 2 (2 points): the LPR block
