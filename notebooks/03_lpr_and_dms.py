@@ -150,8 +150,7 @@ print("my_scan_order: checks passed")
 # $$y = \sum_{s,k} w_{s,k}\; \mathrm{up}_s\!\left(\mathrm{order}_k^{-1}\, \mathrm{S6}_k\,
 # \mathrm{order}_k\, \mathrm{pool}_s(x)\right).$$
 #
-# Pick a direction and a scale: the path is drawn below the controls, and in JupyterLab moving
-# a control redraws it.
+# Pick a direction and a scale: in JupyterLab, moving a control draws the path below it.
 
 # %%
 import ipywidgets as widgets

@@ -146,6 +146,7 @@ def test_the_site_has_every_notebook_with_its_figures(site, browser):
         figures += state["n"]
         if "03_lpr_and_dms" in url:
             assert "Interactive in JupyterLab (controls: direction = 0" in state["text"]
+            assert "move a control there to draw its figure" in state["text"]
             browser.save_screenshot(str(SHOTS / "book_03_lpr_and_dms.png"))
     assert figures >= len(pages)
     index = (root / "search" / "search_index.json").read_text()
@@ -240,16 +241,20 @@ def test_the_explorer_redraws_when_its_slider_moves(lab, browser, stem):
                                          "jupyterapp.commands.isEnabled('notebook:run-all-cells'))"),
           60, "JupyterLab's run-all command")
     browser.execute_script("jupyterapp.commands.execute('notebook:run-all-cells')")
-    first = _wait(lambda: browser.execute_script(_SLIDER_IMAGE), 240,
-                  f"{stem}'s explorer and its first figure")
+    empty = _wait(lambda: browser.execute_script(_SLIDER_IMAGE) is not None, 240,
+                  f"{stem}'s explorer")
+    assert empty and browser.execute_script(_SLIDER_IMAGE) == ""    # draws on a move only
     handle = browser.find_element(
         By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .widget-slider .noUi-handle")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", handle)
     handle.click()
     handle.send_keys(Keys.ARROW_RIGHT)
+    first = _wait(lambda: browser.execute_script(_SLIDER_IMAGE), 120,
+                  f"{stem}'s figure after the slider moved")
+    handle.send_keys(Keys.ARROW_RIGHT)
     second = _wait(lambda: (s := browser.execute_script(_SLIDER_IMAGE)) and s != first and s,
-                   120, f"{stem}'s figure to change after the slider moved")
-    assert second.startswith("data:image/png")
+                   120, f"{stem}'s figure to change after the slider moved again")
+    assert first.startswith("data:image/png") and second.startswith("data:image/png")
     browser.save_screenshot(str(SHOTS / f"lab_{stem}.png"))
     errors = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type="
                                                     "'application/vnd.jupyter.stderr']")

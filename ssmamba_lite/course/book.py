@@ -12,9 +12,10 @@ inline PNG, tables, printed numbers. (Jupyter Book 1 on Sphinx + MyST-NB would d
 with more machinery; Jupyter Book 2 runs on Node.)
 
 Widgets: a headless run stores the widgets' state in the notebook; each widget view is
-replaced by what its Output areas held when the run ended (the first figure of an explorer,
-course/figures.py) and one line naming the controls and their values. The controls themselves
-work in JupyterLab, which tests/test_browser.py checks in a real browser.
+replaced by one line naming its controls and their values, followed by whatever its Output
+areas held when the run ended (the course's explorers draw only when a control moves; their
+notebooks draw the same figures statically in other cells). The controls work in JupyterLab, which
+tests/test_browser.py checks in a real browser.
 
 The landing page is the README's introduction, quick start and course table; the site lands
 in build/book/ (open build/book/index.html, or serve it: `python -m http.server -d build/book`).
@@ -86,10 +87,12 @@ def static_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             controls = [f"{m['state']['description']} = {m['state']['value']!r}"
                         for m in models if m["state"].get("description")
                         and "value" in m["state"]]
+            figures = any(m.get("model_name") == "OutputModel" and m["state"].get("outputs")
+                          for m in models)
             note = ("Interactive in JupyterLab" + (f" (controls: {', '.join(controls)})"
                                                   if controls else "")
-                    + (": the figure as the run left it." if models else
-                       ": run the notebook to use it (no widget state was saved)."))
+                    + (": the figure as the run left it." if figures else
+                       ": move a control there to draw its figure."))
             outputs.append(nbformat.v4.new_output("display_data", data={
                 "text/markdown": f"*{note}*", "text/plain": note}))
             for m in models:

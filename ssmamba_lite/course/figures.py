@@ -206,13 +206,12 @@ def reconstruction_figure(masked, result, original, n: int = 8, mean=0.5, std=0.
 
 
 def explorer(draw, **controls):
-    """Controls (ipywidgets) with `draw(**values)`'s figure below them, redrawn whenever one
-    changes.
+    """Controls (ipywidgets) that redraw `draw(**values)` below them whenever one changes.
 
-    The first figure is drawn as the cell runs, inside the widget's Output area, so a
-    headless run (papermill) stores it in the notebook's widget state, where `ssmamba-lite
-    book` finds it for the static site. Callbacks only run when a control moves, in a live
-    kernel (JupyterLab); a headless run never waits on one.
+    Nothing is drawn when the cell runs, only when a control moves (in a live kernel:
+    JupyterLab). Drawing into an Output widget while a headless run (papermill, nbclient)
+    executes the cell can stall it, so a headless run never does; make the static figure in
+    a separate cell, as the course notebooks do (the website shows that one).
     """
     import ipywidgets as widgets
     from IPython.display import clear_output, display
@@ -228,5 +227,4 @@ def explorer(draw, **controls):
         c.observe(redraw, names="value")
     box = widgets.VBox([widgets.HBox(list(controls.values())), out])
     display(box)
-    redraw()
     return box
