@@ -52,7 +52,7 @@ tile_size = 128          # tile side in pixels at the target resolution
 tile_mpp = 1.0           # target µm/px (about 10x; the slide was scanned at 0.499 µm/px, 20x)
 checkpoint = "mamim"     # "mamim": pretrain here on the slide's own tiles (section 2); an
                          # encoder folder or .safetensors file; "none": random weights
-pretrain_epochs = 8      # MAMIM on the slide's tissue tiles (checkpoint = "mamim")
+pretrain_epochs = 8      # MAMIM epochs on the tissue tiles of the slide (checkpoint mamim)
 model = "ssmamba_lite_cpu"      # the laptop-sized preset (a checkpoint brings its own config)
 bag_size = 4             # constructed benchmark: at most this many patches per bag
 lr = 1e-3
