@@ -65,15 +65,16 @@ register(Dataset(
           "the slide-to-patient map (wsi_labels.xlsx) is not read here.",
 ))
 
+_BRACS = dict(licence="CC BY-NC 4.0 (as recorded by kaiko-ai/eva; see the BRACS site)",
+              citation=_BRACS_CITATION, homepage="https://www.bracs.icar.cnr.it/")
+
 register(Dataset(
     name="bracs",
     title="BRACS RoI: breast carcinoma subtyping regions of interest",
     kind="roi",
     task="7-class breast lesion subtype (RoI)",
     classes=("0_N", "1_PB", "2_UDH", "3_FEA", "4_ADH", "5_DCIS", "6_IC"),
-    licence="CC BY-NC 4.0 (as recorded by kaiko-ai/eva; see the BRACS site)",
-    citation=_BRACS_CITATION,
-    homepage="https://www.bracs.icar.cnr.it/",
+    **_BRACS,
     layout="bracs_roi",
     access="manual",
     access_steps=_BRACS_STEPS.format(what="RoI", name="bracs",
@@ -94,9 +95,7 @@ register(Dataset(
     kind="wsi",
     task="slide-level 7-class breast lesion subtype",
     classes=("N", "PB", "UDH", "FEA", "ADH", "DCIS", "IC"),
-    licence="CC BY-NC 4.0 (as recorded by kaiko-ai/eva; see the BRACS site)",
-    citation=_BRACS_CITATION,
-    homepage="https://www.bracs.icar.cnr.it/",
+    **_BRACS,
     layout="bracs_wsi",
     access="manual",
     access_steps=_BRACS_STEPS.format(what="WSI", name="bracs-wsi",

@@ -518,27 +518,8 @@ def test_gdc_manifest_from_a_local_api(tmp_path):
              "cases": [{"submitter_id": f"TCGA-0{i}", "project": {"project_id": p}}]}
             for i, p in enumerate(["TCGA-LUAD", "TCGA-LUSC", "TCGA-LUAD"])]
     bodies = []
-
-    class Api(SimpleHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            bodies.append(body)
-            start, size = int(body["from"]), int(body["size"])
-            payload = json.dumps({"data": {"hits": hits[start:start + size],
-                                           "pagination": {"total": len(hits)}}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    httpd, api = fake_gdc(hits, bodies)
     try:
-        api = f"http://127.0.0.1:{httpd.server_address[1]}"
         summary = gdc.make_manifest(tmp_path / "m.txt", gdc.NSCLC, api)
         found = gdc.query_slides(gdc.NSCLC, api, page=2)
     finally:
