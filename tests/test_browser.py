@@ -121,9 +121,12 @@ def site(tmp_path_factory):
 def _page_state(browser) -> dict:
     return browser.execute_script("""
         const imgs = [...document.querySelectorAll('article img')];
-        return {complete: imgs.every(i => i.complete), n: imgs.length,
+        // parsed to the end (the footer is the last element) and every image decoded
+        const parsed = document.readyState === 'complete' && !!document.querySelector('footer');
+        return {complete: parsed && imgs.every(i => i.complete), n: imgs.length,
                 broken: imgs.filter(i => i.naturalWidth === 0).length,
                 text: document.body.innerText,
+                source: document.body.textContent,   // all text, whatever the layout
                 nav: [...document.querySelectorAll('nav a.md-nav__link[href$=".html"]')]
                      .map(a => a.href)};""")
 
@@ -131,8 +134,8 @@ def _page_state(browser) -> dict:
 def test_the_site_has_every_notebook_with_its_figures(site, browser):
     base, root = site
     browser.get(base + "index.html")
-    state = _page_state(browser)
-    assert "Quick start" in state["text"] and "03_lpr_and_dms" in state["text"]
+    state = _wait(lambda: (s := _page_state(browser))["complete"] and s, 30, "the landing page")
+    assert "Quick start" in state["source"] and "03_lpr_and_dms" in state["source"]
     pages = list(dict.fromkeys(u for u in state["nav"] if "/notebooks/" in u))
     assert [u.rsplit("/", 1)[1] for u in pages] == [f"{nb.stem}.html" for nb in COURSE]
     figures = 0
@@ -141,12 +144,12 @@ def test_the_site_has_every_notebook_with_its_figures(site, browser):
         state = _wait(lambda: (s := _page_state(browser))["complete"] and s, 30,
                       f"the images of {url}")
         assert state["broken"] == 0, f"{url}: {state['broken']} of {state['n']} images broken"
-        assert TRACEBACK not in state["text"], f"{url} shows a Python traceback"
-        assert state["text"].count("\n") > 20, f"{url} is nearly empty"
+        assert TRACEBACK not in state["source"], f"{url} shows a Python traceback"
+        assert state["source"].count("\n") > 20, f"{url} is nearly empty"
         figures += state["n"]
         if "03_lpr_and_dms" in url:
-            assert "Interactive in JupyterLab (controls: direction = 0" in state["text"]
-            assert "move a control there to draw its figure" in state["text"]
+            assert "Interactive in JupyterLab (controls: direction = 0" in state["source"]
+            assert "move a control there to draw its figure" in state["source"]
             browser.save_screenshot(str(SHOTS / "book_03_lpr_and_dms.png"))
     assert figures >= len(pages)
     index = (root / "search" / "search_index.json").read_text()
