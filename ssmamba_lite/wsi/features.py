@@ -108,6 +108,11 @@ class SlideTiles(torch.utils.data.Dataset):
         x, y = self.coords[i]
         return self._slide.read(int(x), int(y), self.size0, self.size)
 
+    def close(self) -> None:
+        if self._slide is not None:
+            self._slide.close()
+            self._slide = None
+
 
 # ---------------------------------------------------------------------------------------------
 # Feature extraction and the cache.
@@ -163,11 +168,14 @@ def extract_slide(slide_path, out_path, encoder: nn.Module, tile_size: int = 224
         thumb = slide.thumbnail(thumbnail_size)
         coords = tile_coords(slide.size, tile_size0, tissue_mask(thumb), min_tissue)
         level0_mpp, size0 = slide.mpp or slide_mpp, slide.size
-    loader = torch.utils.data.DataLoader(
-        SlideTiles(slide_path, coords, tile_size0, tile_size), batch_size=batch_size,
-        num_workers=workers, collate_fn=np.stack, persistent_workers=False)
-    feats = [encode_tiles(encoder, tiles, device, image_size)
-             for tiles in tqdm(loader, desc=Path(slide_path).name, leave=False, unit="batch")]
+    tiles_of_slide = SlideTiles(slide_path, coords, tile_size0, tile_size)
+    loader = torch.utils.data.DataLoader(tiles_of_slide, batch_size=batch_size,
+                                         num_workers=workers, collate_fn=np.stack)
+    try:
+        feats = [encode_tiles(encoder, tiles, device, image_size)
+                 for tiles in tqdm(loader, desc=Path(slide_path).name, leave=False, unit="batch")]
+    finally:
+        tiles_of_slide.close()                            # opened here when workers == 0
     dim = getattr(encoder, "num_features", 0)
     features = torch.cat(feats).numpy() if feats else np.zeros((0, dim), np.float32)
     write_features(out_path, features, coords, thumb, slide=str(slide_path),
