@@ -148,6 +148,17 @@ def read_features(path) -> dict:
     return out
 
 
+def tile_grid(slide: Slide, tile_size: int, magnification=None, mpp=DEFAULT_MPP,
+              slide_mpp=None, min_tissue: float = 0.5, thumbnail_size: int = 1024):
+    """The tiles of `slide` that extraction encodes (and `wsi pretrain` exports): downsample
+    d, tile side in level-0 pixels, thumbnail, and level-0 (x, y) of the tissue tiles."""
+    d = target_downsample(slide, magnification, mpp, slide_mpp)
+    tile_size0 = round(tile_size * d)
+    thumb = slide.thumbnail(thumbnail_size)
+    return d, tile_size0, thumb, tile_coords(slide.size, tile_size0, tissue_mask(thumb),
+                                             min_tissue)
+
+
 def extract_slide(slide_path, out_path, encoder: nn.Module, tile_size: int = 224,
                   magnification=None, mpp=DEFAULT_MPP, slide_mpp=None, min_tissue: float = 0.5,
                   batch_size: int = 32, image_size: int | None = None, device="auto",
@@ -160,13 +171,10 @@ def extract_slide(slide_path, out_path, encoder: nn.Module, tile_size: int = 224
     read tiles while the encoder runs (0: read in this process)."""
     device = resolve_device(device) if isinstance(device, str) else device
     encoder = encoder.to(device)
-    if magnification is not None:
-        mpp = None
+    mpp = None if magnification is not None else mpp
     with Slide(slide_path) as slide:
-        d = target_downsample(slide, magnification, mpp, slide_mpp)
-        tile_size0 = round(tile_size * d)
-        thumb = slide.thumbnail(thumbnail_size)
-        coords = tile_coords(slide.size, tile_size0, tissue_mask(thumb), min_tissue)
+        d, tile_size0, thumb, coords = tile_grid(slide, tile_size, magnification, mpp,
+                                                 slide_mpp, min_tissue, thumbnail_size)
         level0_mpp, size0 = slide.mpp or slide_mpp, slide.size
     tiles_of_slide = SlideTiles(slide_path, coords, tile_size0, tile_size)
     loader = torch.utils.data.DataLoader(tiles_of_slide, batch_size=batch_size,

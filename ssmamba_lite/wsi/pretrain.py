@@ -6,8 +6,8 @@
 
     ssmamba-lite wsi pretrain --slides TRAIN_SLIDES --out runs/wsi_mamim --epochs 10
 
-Tiles are cut exactly as `wsi extract` cuts them (features.py: same tissue mask, grid,
-physical scale and resize), so the encoder sees at pretraining what it encodes later. Each
+Tiles are cut exactly as `wsi extract` cuts them (the same `features.tile_grid`: tissue
+mask, grid, physical scale; the same Slide.read resize), so the encoder sees at pretraining what it encodes later. Each
 slide is its own group (images.csv `patient_id` = slide name), recorded in
 pretrain_patients.json. Pass only the slides MAMIM may see: no labels are used, but a slide
 meant as an untouched test set should stay out.
@@ -23,8 +23,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ssmamba_lite.engine.checkpoint import atomic_write
-from ssmamba_lite.wsi.slide import DEFAULT_MPP, Slide, target_downsample
-from ssmamba_lite.wsi.tiles import list_slides, tile_coords, tissue_mask
+from ssmamba_lite.wsi.features import tile_grid
+from ssmamba_lite.wsi.slide import DEFAULT_MPP, Slide
+from ssmamba_lite.wsi.tiles import list_slides
 
 
 def export_tiles(slides, out_dir, tile_size: int = 224, mpp=DEFAULT_MPP, slide_mpp=None,
@@ -34,15 +35,12 @@ def export_tiles(slides, out_dir, tile_size: int = 224, mpp=DEFAULT_MPP, slide_m
     (path, patient_id = slide stem). `max_tiles_per_slide` > 0 keeps that many, drawn with
     `seed`. Returns the images.csv path (written last, so a complete folder has one)."""
     out_dir = Path(out_dir)
-    if magnification is not None:
-        mpp = None
+    mpp = None if magnification is not None else mpp
     rows = []
     for path in tqdm(list_slides(slides), desc="slides", unit="slide"):
         with Slide(path) as slide:
-            d = target_downsample(slide, magnification, mpp, slide_mpp)
-            size0 = round(tile_size * d)
-            coords = tile_coords(slide.size, size0, tissue_mask(slide.thumbnail(thumbnail_size)),
-                                 min_tissue)
+            _, size0, _, coords = tile_grid(slide, tile_size, magnification, mpp, slide_mpp,
+                                            min_tissue, thumbnail_size)
             if 0 < max_tiles_per_slide < len(coords):
                 pick = np.random.default_rng(seed).choice(len(coords), max_tiles_per_slide,
                                                           replace=False)
