@@ -169,7 +169,7 @@ def _parallel_download(url: str, part: Path, size: int, connections: int, progre
     pieces = [part.with_name(f"{part.name}.{i}") for i in range(connections)]
     if part.exists() and part.stat().st_size:                 # started over one connection
         part.unlink()
-    have = sum(p.stat().st_size for p in pieces if p.exists())
+    have = _size(part)                                        # the pieces' bytes
     bar = _progress_bar(part.name[1:-5], size, have, progress)
     lock = threading.Lock()
 
@@ -307,9 +307,9 @@ def _wait_seconds(err: BaseException, backoff: float, attempt: int) -> float:
 def _check_size(src: SourceFile, part: Path) -> None:
     """A part file short of the published size is a broken transfer (resumed next try); one
     longer than it cannot be the file and is deleted."""
-    if src.size is None or _size(part) == src.size:
-        return
     got = _size(part)
+    if src.size is None or got == src.size:
+        return
     if got > src.size:
         _discard(part)
     raise DownloadError(f"{src.name}: got {got} bytes, the published size is {src.size}")
