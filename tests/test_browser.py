@@ -25,9 +25,14 @@ import nbformat
 import pytest
 
 from ssmamba_lite.course import book, runner
-from ssmamba_lite.engine.data import sample_dir
 from tests.conftest import REPO
-from tests.test_notebooks import BUILD, CLASS_FOLDERS, COURSE, small_parameters
+from tests.test_notebooks import (
+    BUILD,
+    CLASS_FOLDERS,
+    COURSE,
+    copy_class_folders,
+    small_parameters,
+)
 
 SHOTS = REPO / "build" / "screenshots"
 TRACEBACK = "Traceback (most recent call last)"
@@ -89,10 +94,7 @@ def _executed_course(tmp: Path) -> Path:
             for o in c.get("outputs", []))
     if all(map(fresh, COURSE)):
         return BUILD
-    folders = tmp / "class_folders"
-    for image in sample_dir("kather2016").glob("*/*.png"):
-        (folders / image.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(image, folders / image.parent.name / image.name)
+    folders = copy_class_folders(tmp / "class_folders")
     out = tmp / "executed"
     for nb in COURSE:
         params = small_parameters(nb)

@@ -151,14 +151,18 @@ def _timings_file() -> Path:
     return BUILD / "timings.json"
 
 
-@pytest.fixture(scope="module")
-def class_folders(tmp_path_factory) -> Path:
-    """Kather 2016 as plain class folders (8 classes, 150 and 224 px; no labels.csv)."""
-    root = tmp_path_factory.mktemp("class_folders")
+def copy_class_folders(root: Path) -> Path:
+    """Kather 2016 as plain class folders under `root` (8 classes, 150 and 224 px; no
+    labels.csv)."""
     for image in sample_dir("kather2016").glob("*/*.png"):
-        (root / image.parent.name).mkdir(exist_ok=True)
+        (root / image.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(image, root / image.parent.name / image.name)
     return root
+
+
+@pytest.fixture(scope="module")
+def class_folders(tmp_path_factory) -> Path:
+    return copy_class_folders(tmp_path_factory.mktemp("class_folders"))
 
 
 @pytest.mark.slow
