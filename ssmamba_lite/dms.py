@@ -151,8 +151,8 @@ class DirectionalScan(nn.Module):
     less scanning, and the directions' outputs are concatenated instead of summed.
     """
 
-    def __init__(self, d_inner: int, directions=4, d_state: int = 16, dt_rank: int = 4,
-                 window: int = 4, split: bool = False, dt_min: float = 1e-3, dt_max: float = 0.1,
+    def __init__(self, d_inner: int, directions=4, d_state: int = 8, dt_rank: int = 4,
+                 window: int = 4, split: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1,
                  scan_backend: str = "auto"):
         super().__init__()
         self.directions = resolve_directions(directions)
@@ -206,9 +206,9 @@ class DirectionalMultiScale(nn.Module):
     convolution). window: tile size of orders 4..7.
     """
 
-    def __init__(self, dim: int, directions=4, scales=(1, 2), d_state: int = 16,
+    def __init__(self, dim: int, directions=4, scales=(1, 2), d_state: int = 8,
                  expand: float = 1.0, dt_rank="auto", d_conv: int = 3, window: int = 4,
-                 split: bool = False, fuse: str = "weights", scan_backend: str = "auto"):
+                 split: bool = True, fuse: str = "weights", scan_backend: str = "auto"):
         super().__init__()
         self.directions = resolve_directions(directions)
         self.scales = tuple(int(s) for s in scales)

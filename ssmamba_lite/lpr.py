@@ -23,6 +23,12 @@ Glossary (code name -> math; shapes in brackets)
     act          optional activation of the branch (GELU)
 
     LPR(x) = x + act(norm(DWConv_k(x)))                               (batch, C, H, W)
+
+Start: the depthwise filters and biases start at zero (`zero_init`, the default), so at
+initialisation LPR(x) = x exactly: the block starts as the identity and training grows the
+local branch (the gradient of the loss with respect to a filter tap is the correlation of the
+input with the incoming gradient, which is not zero). PyTorch's default initialisation
+(`zero_init=False`) instead gives |DWConv(x)| of about 0.6 |x| from the first step.
 """
 
 from __future__ import annotations
@@ -39,14 +45,20 @@ class LocalPerceptionResidual(nn.Module):
     dim: channels C. kernel_size: k (odd, so that "same" padding keeps H and W).
     norm: add a BatchNorm2d on the branch. act: add a GELU on the branch.
     Defaults (plain DWConv, no norm, no activation) are CMT's local perception unit.
+    zero_init: filters and bias start at 0, so LPR starts as the identity (see the docstring
+    of the module); False keeps PyTorch's default initialisation.
     """
 
-    def __init__(self, dim: int, kernel_size: int = 3, norm: bool = False, act: bool = False):
+    def __init__(self, dim: int, kernel_size: int = 3, norm: bool = False, act: bool = False,
+                 zero_init: bool = True):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"LocalPerceptionResidual: kernel_size must be odd, got {kernel_size}")
         self.dim, self.kernel_size = dim, kernel_size
         self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        if zero_init:                                       # LPR(x) = x + 0 at the start
+            nn.init.zeros_(self.dwconv.weight)
+            nn.init.zeros_(self.dwconv.bias)
         self.norm = nn.BatchNorm2d(dim) if norm else nn.Identity()
         self.act = nn.GELU() if act else nn.Identity()
 

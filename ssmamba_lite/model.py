@@ -74,6 +74,7 @@ class SSMambaConfig:
     scales: tuple = (1, 2)
     use_lpr: bool = True
     lpr_kernel: int = 3
+    lpr_zero_init: bool = True       # LPR starts as the identity (False: PyTorch's default init)
     ssm_expand: float = 1.0          # D = ssm_expand * C inside DMS and mamba1d
     split_channels: bool = True      # DMS: direction k scans its own D/K channels
     conv_kernel: int = 7             # kernel of the "conv" mixer
@@ -130,7 +131,8 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, mixer: str, cfg: SSMambaConfig, d_state: int, drop_path: float):
         super().__init__()
-        self.lpr = LocalPerceptionResidual(dim, cfg.lpr_kernel) if cfg.use_lpr else nn.Identity()
+        self.lpr = (LocalPerceptionResidual(dim, cfg.lpr_kernel, zero_init=cfg.lpr_zero_init)
+                    if cfg.use_lpr else nn.Identity())
         self.norm1 = LayerNorm2d(dim)
         self.mixer = make_mixer(mixer, dim, d_state, directions=cfg.directions, scales=cfg.scales,
                                 expand=cfg.ssm_expand, split=cfg.split_channels,

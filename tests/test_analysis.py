@@ -27,7 +27,8 @@ matplotlib.use("Agg")
 
 def test_erf_of_a_3x3_convolution_is_a_3x3_patch():
     torch.manual_seed(0)
-    erf = effective_receptive_field(LocalPerceptionResidual(4), torch.randn(1, 4, 9, 9))
+    erf = effective_receptive_field(LocalPerceptionResidual(4, zero_init=False),
+                                   torch.randn(1, 4, 9, 9))
     assert erf.shape == (9, 9) and erf.max() == 1
     support = (erf > 0).nonzero()
     assert support.min(0).values.tolist() == [3, 3] and support.max(0).values.tolist() == [5, 5]
