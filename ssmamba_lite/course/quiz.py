@@ -13,7 +13,9 @@ case- and space-insensitively.
 
 In the graded notebooks a question is an nbgrader exercise like any other: the answer cell is
 a solution cell, the `check` call sits in its test cell, and a wrong or missing answer scores 0.
-Course authors make a digest with `digest(answer, decimals)` (or `python -m
+An answer cell starts with `q1 = None`; an unanswered question (None or ...) raises
+NotImplementedError, which the autograder reports as "not attempted", and a wrong answer an
+AssertionError. Course authors make a digest with `digest(answer, decimals)` (or `python -m
 ssmamba_lite.course.quiz ANSWER [DECIMALS]`).
 """
 
@@ -45,10 +47,10 @@ def digest(answer, decimals: int | None = None) -> str:
 
 def check(question: str, answer, expected: str, decimals: int | None = None) -> bool:
     """Print "<question>: correct" and return True when `answer` has the `expected` digest;
-    raise an AssertionError that names the question otherwise (also when it is unanswered:
-    None or ...)."""
+    raise an AssertionError that names the question when it does not, a NotImplementedError
+    when it is unanswered (None or ...)."""
     if answer is None or answer is Ellipsis:
-        raise AssertionError(f"{question}: not answered yet")
+        raise NotImplementedError(f"{question}: not answered yet")
     try:
         mine = digest(answer, decimals)
     except ValueError as err:
