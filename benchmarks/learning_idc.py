@@ -90,7 +90,8 @@ def run_split(args, split_seed: int, done: dict, log) -> None:
     if {"mamim+sft", "probe"} & set(args.arms) and not (mamim / "encoder.safetensors").is_file():
         t = time.perf_counter()
         pretrain(PretrainConfig(data=str(root / "data" / "pool"), out=str(mamim),
-                                model=args.model, epochs=args.pretrain_epochs, lr=args.pretrain_lr,
+                                model=args.model, model_args=args.model_args,
+                                epochs=args.pretrain_epochs, lr=args.pretrain_lr,
                                 mask_ratio=args.mask_ratio, **common))
         log({"split_seed": split_seed, "arm": "mamim", "seconds": time.perf_counter() - t})
     for frac in args.label_fractions:
@@ -106,6 +107,7 @@ def run_split(args, split_seed: int, done: dict, log) -> None:
                 data=str(root / "data"), out=str(root / f"{arm}-labels{frac:g}"), epochs=epochs,
                 lr=args.lr, label_fraction=frac, split_seed=split_seed,
                 model="resnet18" if arm == "resnet18" else args.model,
+                model_args={} if arm == "resnet18" else args.model_args,
                 init=str(mamim) if from_mamim else "scratch", linear_probe=arm == "probe",
                 layer_decay=args.layer_decay if arm == "mamim+sft" else 1.0,
                 ema_decay=args.ema_decay if arm == "mamim+sft" else 0.0, **common)
@@ -170,6 +172,8 @@ def main(argv=None) -> None:
     ap.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--seed", type=int, default=0, help="training seed of every run")
     ap.add_argument("--model", default="ssmamba_lite_cpu")
+    ap.add_argument("--model-args", type=json.loads, default={},
+                    help='SSMambaConfig overrides as JSON, e.g. \'{"lpr_zero_init": false}\'')
     ap.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs of every arm")
     ap.add_argument("--pretrain-epochs", type=int, default=8)
     ap.add_argument("--pretrain-lr", type=float, default=1.5e-3)
