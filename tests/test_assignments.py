@@ -92,6 +92,48 @@ def test_the_check_helpers_say_what_is_wrong():
         exercises.assert_equal(torch.tensor([0, 1, 9, 3]), torch.arange(4), "order")
 
 
+def test_forbidden_blocks_library_functions_however_they_were_imported():
+    from sklearn.metrics import roc_auc_score as sk_auc
+
+    import ssmamba_lite
+    from ssmamba_lite.dms import scan_order as my_alias
+    from ssmamba_lite.kernels.scan_cpu import forward_kernel
+    from ssmamba_lite.lpr import LocalPerceptionResidual
+    from ssmamba_lite.scan import selective_scan_reference
+
+    made_before = LocalPerceptionResidual(2)
+    x = torch.randn(1, 2, 3, 3)
+    u, delta = torch.randn(1, 2, 5), torch.rand(1, 2, 5)
+    A, B, C = -torch.rand(2, 3), torch.randn(1, 3, 5), torch.randn(1, 3, 5)
+    before = (my_alias(3, 4, 1), selective_scan_reference(u, delta, A, B, C))
+    calls = {
+        "ssmamba_lite.dms.scan_order": lambda: my_alias(3, 4, 1),
+        "ssmamba_lite.lpr.LocalPerceptionResidual": lambda: made_before(x),
+        "sklearn.metrics._ranking.roc_auc_score": lambda: sk_auc([0, 1], [0.2, 0.8]),
+        # the CPU path of selective_scan ends in the numba kernel, itself forbidden
+        "ssmamba_lite.kernels.scan_cpu.forward_kernel": lambda: ssmamba_lite.selective_scan(
+            u, delta, A, B, C, backend="cpu"),
+    }
+    with exercises.forbidden(my_alias, LocalPerceptionResidual, sk_auc, forward_kernel,
+                             "no_such_package.module:function", exercise="demo"):
+        for name, call in calls.items():
+            with pytest.raises(RuntimeError, match=rf"^exercise demo: calling {name} is not "
+                                                   r"allowed here: write it yourself$"):
+                call()
+        with pytest.raises(RuntimeError, match="LocalPerceptionResidual is not allowed"):
+            type("Sub", (LocalPerceptionResidual,), {})(2)       # nor through a subclass
+        assert torch.equal(selective_scan_reference(u, delta, A, B, C), before[1])  # not listed
+    with pytest.raises(ValueError, match="boom"):
+        with exercises.forbidden("ssmamba_lite.dms:scan_order", exercise="demo"):
+            raise ValueError("boom")
+    # everything is back, errors or not
+    assert torch.equal(my_alias(3, 4, 1), before[0]) and sk_auc([0, 1], [0.2, 0.8]) == 1.0
+    assert torch.equal(made_before(x), x) and LocalPerceptionResidual(2)(x).shape == x.shape
+    assert torch.allclose(ssmamba_lite.selective_scan(u, delta, A, B, C, backend="cpu"),
+                          before[1], atol=1e-5)
+    assert type(forward_kernel).__name__ == "CPUDispatcher"
+
+
 def test_grading_restores_the_course_test_cells():
     student = build.student_version(solution("03_lpr_and_dms"))
     cell(student, "scan_order_tests").source = "pass  # no checks"           # tampered with

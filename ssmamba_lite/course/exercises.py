@@ -12,7 +12,9 @@ nbgrader's own preprocessors turn the course notebooks into student versions:
                    "grade_id": ID + "_tests", ...}: checks the student can run, then hidden tests
                    between `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS`, which the student
                    version drops. Tests compare the student's function with the library's own
-                   implementation on random inputs.
+                   implementation on random inputs: the reference is computed first, then the
+                   student's function runs inside `with forbidden(library_fn, ...,
+                   exercise=ID):`, so an answer that merely calls the library scores 0.
 
 In notebooks/NN_name.py (jupytext percent format) the metadata sits on the cell's first line,
 `# %% nbgrader={"grade": true, "grade_id": "lpr_block_tests", "locked": true, "points": 2, ...}`,
@@ -26,7 +28,10 @@ Assignment" toolbar edits the same metadata in the paired .ipynb.
 
 from __future__ import annotations
 
+import importlib
+from contextlib import contextmanager
 from pathlib import Path
+from types import FunctionType
 
 from ssmamba_lite.course.runner import NOTEBOOKS, discover, read_notebook
 
@@ -109,3 +114,105 @@ def assert_equal(mine, reference, what: str) -> None:
         raise AssertionError(f"{what}: {len(diff)} of {ref.numel()} entries differ from the "
                              f"library's; the first at {at if len(at) > 1 else at[0]}: yours "
                              f"{got[at].item()}, reference {ref[at].item()}")
+
+
+# ---------------------------------------------------------------------------------------------
+# For the test cells: the library functions an exercise asks for are unavailable while the
+# student's code runs.
+# ---------------------------------------------------------------------------------------------
+# A student who writes `from ssmamba_lite.scan import selective_scan_reference as mine` before
+# the test cell holds the function object itself, so replacing the module attribute would not
+# stop the call. `forbidden` changes the objects in place instead, and puts them back after:
+#     function        (a Python function) its __code__ is swapped for code that raises (aliases share the object;
+#                     a decorator's __wrapped__ chain too)
+#     class           the code of every method defined in its body, and its __init__ (added
+#                     when the class only inherits one), so neither new nor existing
+#                     instances, nor bound methods taken earlier, can be used
+#     other callable  (numba dispatcher, torch.library operator, ...): its __class__ is swapped
+#                     for a subclass whose __call__ raises
+#     "module:name"   (or "module.name") imported first; skipped when the module cannot be
+#                     imported, since then the student cannot call it either
+ADDED = object()      # undo marker: the attribute did not exist before
+
+
+def _raising_code(message: str, n_free: int):
+    """A code object that raises RuntimeError(message), with `n_free` free variables (a
+    function's __code__ may only be replaced by code with as many as its closure has cells)."""
+    names = [f"cell{i}" for i in range(n_free)]
+    lines = ["def outer():", *(f"    {n} = None" for n in names),
+             "    def forbidden_call(*args, **kwargs):",
+             *([f"        ({', '.join(names)},)"] if names else []),
+             f"        raise RuntimeError({message!r})",
+             "    return forbidden_call"]
+    scope: dict = {}
+    exec("\n".join(lines), scope)                       # noqa: S102  (fixed template)
+    return scope["outer"]().__code__
+
+
+def _resolve(target):
+    """(object, dotted name) of a target; (None, name) when its module cannot be imported."""
+    if isinstance(target, str):
+        module, _, name = target.rpartition(":") if ":" in target else target.rpartition(".")
+        try:
+            obj = importlib.import_module(module)
+        except ImportError:
+            return None, target.replace(":", ".")
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj, f"{module}.{name}"
+    target = getattr(target, "__func__", target)         # a bound method: its function
+    inner = getattr(target, "py_func", target)           # a numba dispatcher names its function
+    name = getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None) or repr(target)
+    module = getattr(inner, "__module__", None)
+    return target, f"{module}.{name}" if module else name
+
+
+@contextmanager
+def forbidden(*targets, exercise: str):
+    """While the block runs, calling any of `targets` (functions, classes, callables or
+    "module:name" strings) raises RuntimeError("exercise <exercise>: calling <name> is not
+    allowed here: write it yourself"), however the caller got hold of it; everything is put
+    back when the block ends, also on an error."""
+    undo, done = [], set()
+
+    def swap_code(fn, message):
+        while isinstance(fn, FunctionType) and id(fn) not in done:
+            done.add(id(fn))
+            undo.append((fn, "__code__", fn.__code__))
+            fn.__code__ = _raising_code(message, len(fn.__code__.co_freevars))
+            fn = getattr(fn, "__wrapped__", None)
+
+    try:
+        for target in targets:
+            obj, name = _resolve(target)
+            message = f"exercise {exercise}: calling {name} is not allowed here: write it yourself"
+            if obj is None or id(obj) in done:
+                continue
+            if isinstance(obj, type):
+                done.add(id(obj))
+                for value in list(vars(obj).values()):
+                    swap_code(getattr(value, "__func__", value), message)
+                if "__init__" not in vars(obj):
+                    def init(self, *args, _message=message, **kwargs):
+                        raise RuntimeError(_message)
+                    obj.__init__ = init
+                    undo.append((obj, "__init__", ADDED))
+            elif isinstance(obj, FunctionType):
+                swap_code(obj, message)
+            elif callable(obj):
+                done.add(id(obj))
+                cls = obj.__class__
+
+                def call(self, *args, _message=message, **kwargs):
+                    raise RuntimeError(_message)
+                undo.append((obj, "__class__", cls))
+                obj.__class__ = type(cls.__name__, (cls,), {"__call__": call})
+            else:
+                raise TypeError(f"forbidden: {name} is not a function, class or callable")
+        yield
+    finally:
+        for obj, attr, value in reversed(undo):
+            if value is ADDED:
+                delattr(obj, attr)
+            else:
+                setattr(obj, attr, value)
