@@ -11,7 +11,9 @@ from ssmamba_lite.course import figures
 from ssmamba_lite.course.analysis import (
     ABLATIONS,
     ablation,
+    block_residuals,
     effective_receptive_field,
+    erf_reach,
     load_mamim,
     metrics_under_zoom,
     validation_samples,
@@ -42,6 +44,40 @@ def test_erf_of_a_row_major_scan_is_causal_and_four_directions_are_not():
     # DMS's 3x3 convolution before the scan reaches one row below; the scan itself none.
     assert one[8:].abs().max() == 0 and one[:6].sum() > 0
     assert four[8:].sum() > 0
+
+
+def test_erf_reach_reads_the_neighbours_of_the_output():
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 12, 12)
+    scan_only = DirectionalMultiScale(8, directions=1, scales=(1,), d_conv=1)   # no 3x3 conv
+    bare, dms = (erf_reach(effective_receptive_field(m, x)) for m in
+                 (scan_only, DirectionalMultiScale(8, directions=1, scales=(1,))))
+    assert bare["above"] > 0 and bare["left"] > 0 and bare["below"] == bare["right"] == 0
+    assert dms["below"] > 0 and dms["right"] > 0 and dms["2 below"] == 0
+    assert bare["area"] == pytest.approx((6 * 12 + 7) / 144) and dms["area"] > bare["area"]
+    identity = erf_reach(effective_receptive_field(LocalPerceptionResidual(8), x))
+    assert identity["area"] == pytest.approx(1 / 144) and max(v for k, v in identity.items() if k != "area") == 0
+    corner = erf_reach(torch.ones(4, 4), point=(3, 3))
+    assert corner["below"] == corner["right"] == 0 and corner["above"] == 1
+
+
+def test_block_residuals_measure_lpr_and_the_stream():
+    from ssmamba_lite.model import SSMamba
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    kw = dict(dims=(8, 16), depths=(1, 2), conv_stages=1, num_classes=2)
+    fresh = block_residuals(SSMamba(**kw).eval(), x)
+    assert [r["block"] for r in fresh] == ["stages.0.blocks.0", "stages.1.blocks.0",
+                                           "stages.1.blocks.1"]
+    assert all(r["lpr_change"] == 0 and r["dwconv_ratio"] == 0 and r["growth"] > 0
+               for r in fresh)
+    default = block_residuals(SSMamba(**kw, lpr_zero_init=False).eval(), x)
+    assert all(r["lpr_change"] > 0 and r["dwconv_ratio"] > 0.1 for r in default)
+    none = block_residuals(SSMamba(**kw, use_lpr=False).eval(), x)
+    assert all(r["dwconv_ratio"] != r["dwconv_ratio"] and r["growth"] > 0 for r in none)  # nan
+    with pytest.raises(ValueError, match="no SSMamba Block"):
+        block_residuals(torch.nn.Conv2d(3, 3, 1), x)
 
 
 def test_erf_needs_a_map():

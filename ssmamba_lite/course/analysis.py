@@ -8,9 +8,16 @@ deep CNNs"): how strongly the output at one position p depends on every input po
 
     ERF(q) = Σ_c | ∂ (Σ_c' y[c', p]) / ∂ x[c, q] |        normalised so that max_q ERF(q) = 1
 
-A 3 x 3 convolution gives a 3 x 3 patch; a row-major selective scan gives everything *before*
-p on its path (the rows above and the left part of p's row); four directions give the whole
-image; a coarser scale gives blocks.
+A 3 x 3 convolution gives a 3 x 3 patch (LPR with its default zero initialisation gives the
+single pixel p: it starts as the identity); a bare row-major selective scan gives everything
+*before* p on its path (the rows above and the left part of p's row), and DMS's own 3 x 3
+convolution in front of its scans widens that by one pixel (so one row below p counts, two do
+not); four directions give the whole image; a coarser scale gives blocks. `erf_reach` reads
+the ERF at p's neighbours.
+
+Residual stream (`block_residuals`): per block of an SSMamba model, how far LPR moves its input,
+max |LPR(x) - x| and |DWConv(x)| / |x|, and how much the block grows the stream, |x_out| / |x_in|
+(Frobenius norms over the batch).
 
 Magnification shift: the same tiles seen zoomed in or out (`mamim.magnify`), the rest of the
 evaluation unchanged, to measure how a model trained at one magnification copes with another.
@@ -33,6 +40,7 @@ from ssmamba_lite.engine.metrics import classification_metrics
 from ssmamba_lite.engine.splits import run_samples
 from ssmamba_lite.engine.train import FinetuneConfig, config_from_dict
 from ssmamba_lite.mamim import MAMIM, magnify
+from ssmamba_lite.model import Block
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,6 +59,62 @@ def effective_receptive_field(module, x: torch.Tensor, point=None) -> torch.Tens
     y[:, :, r, c].sum().backward()                         # Σ_c' y[c', p]
     erf = x.grad.abs().sum(dim=(0, 1))                     # Σ_c |∂ · / ∂ x[c, q]|   (H, W)
     return erf / erf.max().clamp(min=1e-30)
+
+
+NEIGHBOURS = {"above": (-1, 0), "below": (1, 0), "2 below": (2, 0), "left": (0, -1),
+              "right": (0, 1), "2 right": (0, 2)}      # name: (row, column) offset from p
+
+
+def erf_reach(erf: torch.Tensor, point=None) -> dict:
+    """The ERF (an (H, W) map, max 1) at the neighbours of `point` (default: the centre) named
+    in NEIGHBOURS (0.0 where a neighbour falls outside the map), and "area": the share of all
+    input positions with a non-zero ERF (positions that reach the output at all)."""
+    h, w = erf.shape
+    r, c = point if point is not None else (h // 2, w // 2)
+    out = {name: float(erf[r + dr, c + dc]) if 0 <= r + dr < h and 0 <= c + dc < w else 0.0
+           for name, (dr, dc) in NEIGHBOURS.items()}
+    out["area"] = float((erf > 0).float().mean())
+    return out
+
+
+@torch.no_grad()
+def block_residuals(model, images: torch.Tensor) -> list[dict]:
+    """Per Block of an SSMamba `model` on `images` (as the model is: put it in eval mode for
+    deterministic numbers), one dict: "block" (its name), "lpr_change" = max |LPR(x) - x|,
+    "dwconv_ratio" = |DWConv(x)| / |x| (both nan without LPR) and "growth" = |x_out| / |x_in|
+    of the whole block (Frobenius norms over the batch)."""
+    seen, hooks = {}, []
+    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, Block)]
+    if not blocks:
+        raise ValueError("block_residuals: the model has no SSMamba Block")
+
+    def keep(key):
+        def hook(_, inputs, output):
+            seen[key] = (inputs[0], output)
+        return hook
+
+    for name, block in blocks:
+        hooks.append(block.register_forward_hook(keep((name, "block"))))
+        if hasattr(block.lpr, "dwconv"):
+            hooks.append(block.lpr.register_forward_hook(keep((name, "lpr"))))
+            hooks.append(block.lpr.dwconv.register_forward_hook(keep((name, "dwconv"))))
+    try:
+        model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    rows = []
+    for name, _ in blocks:
+        x_in, x_out = seen[(name, "block")]
+        row = {"block": name, "lpr_change": float("nan"), "dwconv_ratio": float("nan"),
+               "growth": float(x_out.norm() / x_in.norm())}
+        if (name, "lpr") in seen:
+            lpr_in, lpr_out = seen[(name, "lpr")]
+            dw_in, dw_out = seen[(name, "dwconv")]
+            row["lpr_change"] = float((lpr_out - lpr_in).abs().max())      # max |LPR(x) - x|
+            row["dwconv_ratio"] = float(dw_out.norm() / dw_in.norm())      # |DWConv(x)| / |x|
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
