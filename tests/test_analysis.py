@@ -155,3 +155,31 @@ def test_figures_are_written(tmp_path):
     for name, fig in made.items():
         path = figures.save_figure(fig, tmp_path / "figs", name)
         assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_roc_figure_shows_the_auroc_of_the_metrics_table():
+    import numpy as np
+
+    from ssmamba_lite.engine.metrics import auroc, one_vs_rest_auroc
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 80)
+    y[y == 3] = 2                                        # class 3 absent from the labels
+    logits = rng.normal(size=(80, 4)) + 1.5 * np.eye(4)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    classes = ["a", "b", "c", "d"]
+    fig = figures.roc_figure(y, {"m1": probs, "m2": probs[:, [1, 0, 2, 3]]}, classes)
+    for ax, p in zip(fig.axes, (probs, probs[:, [1, 0, 2, 3]])):
+        labels = {line.get_label(): line for line in ax.get_lines()}
+        macro = f"macro one-vs-rest (AUROC {auroc(y, p):.3f})"
+        assert macro in labels, list(labels)
+        assert "macro one-vs-rest" in ax.get_title() and "1 class(es) absent" in ax.get_title()
+        for k, area in one_vs_rest_auroc(y, p).items():
+            assert f"{classes[k]} vs rest ({area:.3f})" in labels
+        assert "d vs rest" not in " ".join(labels)
+        fpr, tpr = labels[macro].get_data()              # the drawn curve has that area
+        assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(y, p), abs=1e-12)
+    yb = (y == 1).astype(int)
+    pb = np.stack([1 - probs[:, 1], probs[:, 1]], 1)
+    ax = figures.roc_figure(yb, {"m": pb}, ["no", "yes"]).axes[0]
+    assert [line.get_label() for line in ax.get_lines()][0] == f"m (AUROC {auroc(yb, pb):.3f})"

@@ -1,4 +1,5 @@
-"""Figures of the course: tiles, scan orders, training curves, confusion matrices, ROC curves,
+"""Figures of the course: tiles, scan orders, training curves, confusion matrices, ROC curves
+(binary, or per-class one-vs-rest with their macro average: the AUROC of the metrics tables),
 MAMIM reconstructions.
 
 Every function returns a matplotlib Figure (nothing is shown or saved behind your back);
@@ -15,6 +16,7 @@ import torch
 
 from ssmamba_lite.dms import scan_order
 from ssmamba_lite.engine.data import load_image
+from ssmamba_lite.engine.metrics import auroc, one_vs_rest_auroc
 
 
 def save_figure(fig, output_dir, name: str, dpi: int = 120) -> Path:
@@ -165,25 +167,71 @@ def confusion_figure(matrices: dict, classes, size: float = 3.4):
     return fig
 
 
+def _tpr_both_sides(fpr, tpr, grid):
+    """TPR of a ROC curve (fpr, tpr: roc_curve's points, fpr non-decreasing) just before and
+    just after each fpr of `grid` (they differ where the curve rises vertically)."""
+    before, after = np.empty(len(grid)), np.empty(len(grid))
+    for i, x in enumerate(grid):
+        lo, hi = np.searchsorted(fpr, x, "left"), np.searchsorted(fpr, x, "right")
+        if lo < hi:                                     # x is a vertex: bottom and top of its rise
+            before[i], after[i] = tpr[lo], tpr[hi - 1]
+        else:                                           # on a segment: the same value both sides
+            before[i] = after[i] = np.interp(x, fpr, tpr)
+    return before, after
+
+
+def macro_roc_curve(y_true, probs):
+    """The macro-averaged one-vs-rest ROC curve: at every false positive rate, the mean over the
+    classes present of their one-vs-rest true positive rates. Returns (fpr, tpr) whose area
+    (trapezoids) equals `engine.metrics.auroc`, the mean of the per-class AUROCs: the grid holds
+    every vertex of every class's curve, so the mean of the curves is exact between vertices."""
+    from sklearn.metrics import roc_curve
+
+    y_true, probs = np.asarray(y_true), np.asarray(probs)
+    curves = [roc_curve(y_true == k, probs[:, k]) for k in np.unique(y_true)]
+    grid = np.unique(np.concatenate([fpr for fpr, _, _ in curves]))
+    sides = np.mean([_tpr_both_sides(fpr, tpr, grid) for fpr, tpr, _ in curves], axis=0)
+    return np.repeat(grid, 2), sides.T.ravel()              # (x, before), (x, after), ...
+
+
 def roc_figure(y_true, probabilities: dict, classes):
-    """ROC curves of several models on the same labels. Binary: the positive class (index 1);
-    more classes: one-vs-rest, micro-averaged over all classes."""
+    """ROC curves of models on the same labels; the AUROC in each legend entry is
+    `engine.metrics.auroc`, the number of the metrics tables.
+
+    Binary: one panel, one curve per model (class 1 against class 0). More classes: one panel
+    per model, with the one-vs-rest curve of every class present (thin) and their macro
+    average (thick), the mean of the per-class curves, whose AUROC is the mean of theirs."""
     import matplotlib.pyplot as plt
-    from sklearn.metrics import auc, roc_curve
+    from sklearn.metrics import roc_curve
 
     y_true = np.asarray(y_true)
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    for name, probs in probabilities.items():
+    binary = len(classes) == 2
+    panels = 1 if binary else len(probabilities)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4), squeeze=False)
+    for i, (name, probs) in enumerate(probabilities.items()):
         probs = np.asarray(probs)
-        if len(classes) == 2:
+        ax = axes[0, 0 if binary else i]
+        if binary:
             fpr, tpr, _ = roc_curve(y_true, probs[:, 1])
-        else:
-            onehot = np.eye(len(classes))[y_true]
-            fpr, tpr, _ = roc_curve(onehot.ravel(), probs.ravel())
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate")
-    ax.legend(fontsize=8, loc="lower right")
+            ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc(y_true, probs):.3f})")
+            continue
+        per_class = one_vs_rest_auroc(y_true, probs)
+        for k, area in per_class.items():
+            fpr, tpr, _ = roc_curve(y_true == k, probs[:, k])
+            ax.plot(fpr, tpr, lw=0.8, alpha=0.6, label=f"{classes[k]} vs rest ({area:.3f})")
+        fpr, tpr = macro_roc_curve(y_true, probs)
+        ax.plot(fpr, tpr, "k", lw=2.2,
+                label=f"macro one-vs-rest (AUROC {auroc(y_true, probs):.3f})")
+        absent = len(classes) - len(per_class)
+        ax.set_title(f"{name}: macro one-vs-rest ROC" + (f"\n({absent} class(es) absent from "
+                                                         f"the labels, left out)" if absent else ""),
+                     fontsize=9)
+    for ax in axes[0]:
+        ax.plot([0, 1], [0, 1], "k:", lw=1)
+        ax.set_xlabel("false positive rate"), ax.set_ylabel("true positive rate")
+        ax.legend(fontsize=7 if not binary else 8, loc="lower right")
+    if binary:
+        axes[0, 0].set_title(f"ROC: {classes[1]} against {classes[0]}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -4,7 +4,8 @@
     balanced_accuracy   mean recall over classes (robust to class imbalance)
     macro_f1            unweighted mean of the per-class F1 scores
     auroc               area under the ROC curve; binary: of the positive class,
-                        multi-class: mean one-vs-rest (classes absent from y_true are skipped)
+                        multi-class: macro one-vs-rest, the mean over classes k of the AUROC of
+                        "k against the rest" (classes absent from y_true are skipped)
     confusion_matrix    rows = true class, columns = predicted class
 """
 
@@ -20,16 +21,27 @@ from sklearn.metrics import (
 )
 
 
-def auroc(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """Binary: AUROC of class 1; multi-class: mean one-vs-rest AUROC over the classes present.
-    NaN when it is undefined (a single class in y_true)."""
-    y_true = np.asarray(y_true)
+def one_vs_rest_auroc(y_true: np.ndarray, probs: np.ndarray) -> dict[int, float]:
+    """{class k: AUROC of "k against the rest", scored by probs[:, k]} for the classes present
+    in y_true (a class absent from y_true has no positives: its AUROC is undefined); {} when
+    fewer than two classes are present."""
+    y_true, probs = np.asarray(y_true), np.asarray(probs)
     present = np.unique(y_true)
     if len(present) < 2:
+        return {}
+    return {int(k): float(roc_auc_score(y_true == k, probs[:, k])) for k in present}
+
+
+def auroc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Binary: AUROC of class 1; multi-class: macro one-vs-rest AUROC, the unweighted mean of
+    `one_vs_rest_auroc` over the classes present. NaN when it is undefined (a single class in
+    y_true)."""
+    y_true, probs = np.asarray(y_true), np.asarray(probs)
+    if len(np.unique(y_true)) < 2:
         return float("nan")
     if probs.shape[1] == 2:
         return float(roc_auc_score(y_true, probs[:, 1]))
-    return float(np.mean([roc_auc_score(y_true == k, probs[:, k]) for k in present]))
+    return float(np.mean(list(one_vs_rest_auroc(y_true, probs).values())))
 
 
 def classification_metrics(y_true, probs, classes: list[str]) -> dict:
