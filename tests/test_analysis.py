@@ -4,10 +4,11 @@ variants) and course/figures.py (figures written as PNG)."""
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
-from ssmamba_lite.course import figures
+from ssmamba_lite.course import bootstrap, figures
 from ssmamba_lite.course.analysis import (
     ABLATIONS,
     ablation,
@@ -21,6 +22,7 @@ from ssmamba_lite.course.analysis import (
 from ssmamba_lite.dms import DirectionalMultiScale
 from ssmamba_lite.engine.data import Samples, sample_dir, scan_labelled, write_labels_csv
 from ssmamba_lite.engine.inference import load_trained, predict_probabilities
+from ssmamba_lite.engine.metrics import classification_metrics
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain
 from ssmamba_lite.lpr import LocalPerceptionResidual
 
@@ -183,3 +185,90 @@ def test_the_roc_figure_shows_the_auroc_of_the_metrics_table():
     pb = np.stack([1 - probs[:, 1], probs[:, 1]], 1)
     ax = figures.roc_figure(yb, {"m": pb}, ["no", "yes"]).axes[0]
     assert [line.get_label() for line in ax.get_lines()][0] == f"m (AUROC {auroc(yb, pb):.3f})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The paired cluster bootstrap (course/bootstrap.py).
+# ---------------------------------------------------------------------------------------------
+def _held_out(n_patients=30, per_patient=4, classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    patients = np.repeat([f"p{i}" for i in range(n_patients)], per_patient)
+    labels = rng.integers(0, classes, len(patients))
+    labels[:classes] = np.arange(classes)                     # every class present
+    return labels, patients, rng
+
+
+def _probs(labels, classes, skill, rng):
+    """Probabilities whose true-class logit is raised by `skill` (0: chance)."""
+    logits = rng.normal(size=(len(labels), classes))
+    logits[np.arange(len(labels)), labels] += skill
+    e = np.exp(logits)
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_weighted_metrics_equal_the_metrics_of_the_repeated_tiles(classes):
+    labels, patients, rng = _held_out(12, 3, classes)
+    probs = _probs(labels, classes, 1.0, rng)
+    probs[5] = probs[6]                                       # a tie between two tiles
+    w = bootstrap.patient_resamples(patients, 20, seed=1)
+    bal = bootstrap.weighted_balanced_accuracy(labels, probs, w)
+    auc = bootstrap.weighted_auroc(labels, probs, w)
+    for r in range(len(w)):
+        idx = np.repeat(np.arange(len(labels)), w[r].astype(int))
+        m = classification_metrics(labels[idx], probs[idx], [str(k) for k in range(classes)])
+        assert bal[r] == pytest.approx(m["balanced_accuracy"])
+        assert auc[r] == pytest.approx(m["auroc"]) or np.isnan(auc[r]) and np.isnan(m["auroc"])
+
+
+def test_resamples_draw_whole_patients():
+    labels, patients, _ = _held_out(10, 3)
+    w = bootstrap.patient_resamples(patients, 50)
+    assert w.shape == (50, 30) and (w.sum(1) == 30).all()  # 10 patients of 3 tiles each
+    assert (w.reshape(50, 10, 3) == w.reshape(50, 10, 3)[..., :1]).all()   # a patient's tiles alike
+
+
+def test_an_interval_that_covers_zero_reads_within_noise():
+    labels, patients, rng = _held_out()
+    same = _probs(labels, 2, 1.0, rng)
+    noisy = np.clip(same + rng.normal(0, 0.05, same.shape), 0, 1)
+    for metric in ("balanced_accuracy", "auroc"):
+        c = bootstrap.paired_difference(labels, patients, noisy[None], same[None], metric,
+                                        n_resamples=300)
+        assert c.low <= 0 <= c.high and c.verdict == "within noise"
+        assert "within noise" in c.sentence("variant", "full")
+    twin = bootstrap.paired_difference(labels, patients, same, same, "auroc", n_resamples=50)
+    assert twin.estimate == twin.low == twin.high == 0 and twin.verdict == "within noise"
+
+
+def test_a_clear_effect_reads_better_or_worse_and_seeds_are_pooled():
+    labels, patients, rng = _held_out()
+    good = np.stack([_probs(labels, 2, 4.0, rng) for _ in range(3)])    # 3 seeds
+    poor = np.stack([_probs(labels, 2, 0.0, rng) for _ in range(3)])
+    for metric in ("balanced_accuracy", "auroc"):
+        c = bootstrap.paired_difference(labels, patients, good, poor, metric, n_resamples=300)
+        assert c.low > 0 and c.verdict == "better" and len(c.per_seed) == 3
+        assert c.estimate == pytest.approx(np.mean(c.per_seed))
+        assert c.sentence("full", "no_lpr").endswith("full is better than no_lpr")
+        back = bootstrap.paired_difference(labels, patients, poor, good, metric, n_resamples=300)
+        assert back.verdict == "worse" and back.estimate == pytest.approx(-c.estimate)
+    # a difference of differences: the drop of one arm against the drop of another
+    drop = bootstrap.bootstrap_contrast(labels, patients, {"a1": good, "az": poor, "b1": good,
+                                                           "bz": good},
+                                        {"az": 1, "a1": -1, "bz": -1, "b1": 1}, "auroc", 200)
+    assert drop.verdict == "worse"
+
+
+def test_the_bootstrap_says_what_is_wrong():
+    labels, patients, rng = _held_out(5, 2)
+    p = _probs(labels, 2, 1.0, rng)
+    with pytest.raises(ValueError, match="metric 'f1'"):
+        bootstrap.paired_difference(labels, patients, p, p, "f1")
+    with pytest.raises(ValueError, match="every arm needs"):
+        bootstrap.paired_difference(labels, patients, p, p[:-1])
+    with pytest.raises(ValueError, match="no predictions for"):
+        bootstrap.bootstrap_contrast(labels, patients, {"a": p}, {"a": 1, "b": -1})
+    with pytest.raises(ValueError, match="undefined in every resample"):
+        bootstrap.paired_difference(np.zeros(10, int), patients, p, p, "auroc", 20)
+    with pytest.raises(ValueError, match="low <= high"):
+        bootstrap.verdict(0.2, 0.1)
