@@ -104,8 +104,10 @@ def sample_dir(name: str) -> Path:
 
 
 def sample_names() -> list[str]:
-    return sorted(p.name for p in SAMPLE_ROOT.iterdir() if p.is_dir()) if SAMPLE_ROOT.is_dir() \
-        else []
+    """The sample sets: the folders of sample_data/ but `weights/` (pretrained weights that
+    ship with the course, not a data set)."""
+    return sorted(p.name for p in SAMPLE_ROOT.iterdir() if p.is_dir() and p.name != "weights") \
+        if SAMPLE_ROOT.is_dir() else []
 
 
 def resolve_data(spec) -> Path:
