@@ -23,45 +23,98 @@
 # with its own scan parameters, and fuses the results. Its **Local Perception Residual** (LPR)
 # adds a small depthwise convolution in front of every block.
 #
-# **Why.** On a row-by-row path the pixel right *above* a token was read $W$ steps earlier
-# (seen, through $W$ steps of decay) and the one *below* is never seen (it comes later). More directions fix "never seen"; coarser scales
-# (the map pooled by 2, 4) make far-away tokens a few steps away. And a scan, however many
-# directions, mixes tokens along lines; the fine texture of nuclei lives in small 2D
-# neighbourhoods, which a 3x3 convolution sees at once.
+# **What the paper says, and what is ours.** The SSMamba abstract
+# ([Chai et al. 2026](https://arxiv.org/abs/2604.15711)) names the two modules and what they
+# are for: DMS for local-global modelling at a modest cost, LPR for fine-grained sensitivity.
+# It gives no details of either. Everything built here (which scan orders, which scales, the
+# 3x3 convolution inside DMS, LPR as $x + \mathrm{DWConv}(x)$ and its initialisation) is this
+# project's own design, taken from VMamba's cross-scan
+# ([Liu et al. 2024](https://arxiv.org/abs/2401.10166)), LocalMamba's windowed scans
+# ([Huang et al. 2024](https://arxiv.org/abs/2403.09338)) and CMT's local perception unit
+# ([Guo et al. 2022](https://arxiv.org/abs/2107.06263)), on top of Mamba's selective scan
+# ([Gu & Dao 2023](https://arxiv.org/abs/2312.00752)).
 #
-# We measure this with the **effective receptive field** (ERF): how much the output at one
-# position $p$ depends on each input position $q$,
+# **Why.** A scan is causal: on a row-by-row path, the output at a token depends on the tokens
+# visited before it (the rows above, the left part of its row) and on none after it. More
+# directions remove that blind side; coarser scales (the map pooled by 2, 4) bring far tokens a
+# few steps closer; and a small 2D convolution sees a whole neighbourhood at once, where the
+# fine texture of nuclei lives.
+
+# %% [markdown]
+# ## Learning objectives
 #
-# $$\mathrm{ERF}(q) = \sum_c \left| \frac{\partial \sum_{c'} y_{c'}(p)}{\partial x_c(q)} \right| .$$
+# After this notebook you can
+#
+# 1. turn a 2D feature map into the 1D sequences DMS scans (`scan_order`, and you write it
+#    yourself in Exercise 1), and put the results back in image order;
+# 2. predict from causality which input positions reach an output of a scan, and check the
+#    prediction with the effective receptive field (ERF) of the modules, built with the real
+#    settings of the `ssmamba_lite_cpu` preset;
+# 3. say what DMS's own 3x3 convolution, more directions and a coarser scale each add;
+# 4. explain LPR, why it starts as the identity here, and measure what it does to the
+#    residual stream of a network, at the start and after a short training.
+
+# %% [markdown]
+# ## Prerequisites
+#
+# - [02 · the selective scan](02_selective_scan_from_scratch.ipynb): the recurrence
+#   $h_t = \bar A_t h_{t-1} + \bar B_t u_t$, $y_t = C_t h_t + D u_t$, and that $y_t$ depends on
+#   $u_1 \dots u_t$ only;
+# - 2D convolutions, in particular depthwise ones (one $k \times k$ filter per channel,
+#   `groups=C`), and residual connections $x + f(x)$;
+# - automatic differentiation: the ERF below is a gradient.
+
+# %% [markdown]
+# **The measuring tool.** The effective receptive field (Luo et al. 2016) says how much the
+# output at one position $p$ depends on each input position $q$,
+#
+# $$\mathrm{ERF}(q) = \sum_c \left| \frac{\partial \sum_{c'} y_{c'}(p)}{\partial x_c(q)} \right| ,$$
+#
+# normalised to a maximum of 1 (`analysis.effective_receptive_field`). $\mathrm{ERF}(q) = 0$
+# exactly when no path of the computation leads from $q$ to $p$.
 
 # %% tags=["parameters"]
 data_dir = "sample:kather2016"
 output_dir = "runs/notebooks/03_lpr_and_dms"
-image_size = 32           # side of the feature map whose receptive fields we measure
-epochs = 1                # not used here
-batch_size = 1            # random feature maps averaged per receptive field
+image_size = 32           # side of the feature maps whose receptive fields we measure
+epochs = 3                # epochs of the short training of section 5
+batch_size = 16           # tiles per batch (training, section 4) and random maps per ERF
 device = "auto"           # "auto": the GPU if there is one, else the CPU
 seed = 0
+model = "ssmamba_lite_cpu"  # the preset whose DMS and LPR settings every measurement uses
+tile_size = 64            # tiles are resized to this side (a multiple of 32) for the model
+lr = 2e-3                 # learning rate of the short training
+max_steps_per_epoch = 0   # > 0: cut the short training's epochs short
 grid = 8                  # side of the grid the scan orders are drawn on
 window = 4                # tile size of the windowed orders 4..7
-channels = 16             # channels C of the modules we measure
 
 # %%
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 from ssmamba_lite.course.figures import save_figure
 from ssmamba_lite.course.runner import require_data
 from ssmamba_lite.engine.device import resolve_device
+from ssmamba_lite.model import PRESETS
 
 data_dir = require_data(data_dir, dataset="kather2016")
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 dev = resolve_device(device)
 _ = torch.manual_seed(seed)
+if model not in PRESETS:
+    raise ValueError(f"model must be an SSMamba preset {sorted(PRESETS)}, got {model!r}")
+cfg = PRESETS[model]                                   # the preset's SSMambaConfig
+dms_stage = cfg.stage_mixers().index("dms")            # first stage whose mixer is DMS
+channels = cfg.dims[dms_stage]                         # its width C
+print(f"{model}: DMS in stages {[i for i, m in enumerate(cfg.stage_mixers()) if m == 'dms']}, "
+      f"first one {channels} channels wide; directions {cfg.directions}, scales {cfg.scales}, "
+      f"d_state {cfg.d_state}, split channels {cfg.split_channels}, expand {cfg.ssm_expand}; "
+      f"LPR kernel {cfg.lpr_kernel}, zero init {cfg.lpr_zero_init}")
 
 # %% [markdown]
 # ## 1. Scan orders
@@ -186,108 +239,289 @@ save_figure(fig, out, "scan_orders_by_scale")
 plt.show()
 
 # %% [markdown]
-# ## 3. Effective receptive fields
+# ## 3. What a scan order sees: predictions
 #
-# We build the modules with random weights (as at the start of training), feed them random
-# feature maps of size `image_size` and measure the ERF at the centre token
-# (`analysis.effective_receptive_field`). A log colour scale shows weak but non-zero
-# dependence.
+# Derivation first, measurement after. Take the output token $p = (r, c)$ in the middle of an
+# $S \times S$ map (`image_size`), and direction 0 (row-major).
 #
-# - **LPR** alone: $x + \mathrm{DWConv}_{3\times 3}(x)$ — a 3x3 patch.
-# - **DMS, 1 direction, 1 scale**: row-major only. Everything *before* the centre on the path
-#   (the rows above, the left part of its row), widened by one pixel in every direction by the
-#   3x3 convolution DMS runs before its scans: so the row just *below* the centre counts too,
-#   through that convolution, but nothing two rows below.
-# - **DMS, 4 directions**: forwards and backwards along rows and columns. Every token can now
-#   reach the centre, but the strongest paths are the centre's own row and column: the state
-#   decays a little at every step, and a token one row away is $W$ steps away on a row path.
-# - **DMS, 4 directions, scales 1 and 2**: adds a coarse path (2x2 blocks) that reaches
-#   further in fewer steps.
-# - **LPR then DMS (1 direction)**: LPR's 3x3 patch comes first and widens the reach by one
-#   more pixel: two rows below the centre now count.
-#
-# The table after the figure measures each of these statements, and the cell after it says
-# which hold in this run.
+# - **The bare scan.** The scan is causal: $y_t$ depends on $u_1 \dots u_t$ (notebook 02). The
+#   tokens visited before $p$ are the rows above $r$ and the tokens left of $c$ in row $r$. So
+#   the token above and the token to the left reach $p$ (the one above through $S$ steps of
+#   decay $\bar A$, the one to the left through one), and the token below and the one to the
+#   right do not reach it at all. Area: $(rS + c + 1) / S^2$, about half the map.
+# - **DMS, one direction.** DMS does not scan its input as it is: `in_proj`, then a 3x3
+#   depthwise convolution (`DirectionalMultiScale.conv`, `d_conv=3`), then the scans. Every
+#   scanned token already carries its 3x3 neighbourhood, so the reach widens by one pixel in
+#   every direction: the token below $p$ and the one to its right now reach $p$ (through $p$'s
+#   own convolution); two rows below cannot (the lowest scanned tokens are in row $r$, whose
+#   convolution reaches row $r + 1$ only). Setting `d_conv=1` gives back the bare scan.
+# - **Direction 1** (column-major) is the same picture turned: the token to the right is
+#   reached only through the convolution, two columns to the right not at all.
+# - **The preset's directions** (forward and backward along rows and columns): every token is
+#   before $p$ on some path, so the whole map reaches $p$.
+# - **Adding scale 2**: the pooled map is scanned too; a token two rows below $p$ lies in the
+#   pooled block just below $p$'s, a few steps away on the coarse paths instead of about $2S$ on
+#   the fine ones, so we expect it to count more.
+# - **LPR at initialisation**: its filters start at zero, so $\mathrm{LPR}(x) = x$: its ERF is
+#   the single pixel $p$, and LPR in front of DMS changes nothing (yet).
+
+# %% [markdown]
+# Below, the modules are built with the preset's settings (directions, scales, $d_\text{state}$,
+# split channels, expand; printed above) and random weights, fed `batch_size` random feature
+# maps with the width of the preset's first DMS stage, and their ERFs at the centre measured.
+# (In the model, that stage's maps are small, `tile_size`/16 a side; the ERF is measured on
+# larger maps so that the shapes show.)
 
 # %%
-from ssmamba_lite.course.analysis import effective_receptive_field
-from ssmamba_lite.dms import DirectionalMultiScale
+from ssmamba_lite.course.analysis import effective_receptive_field, erf_reach
+from ssmamba_lite.dms import DirectionalMultiScale, resolve_directions
 from ssmamba_lite.lpr import LocalPerceptionResidual
 
 
+def make_dms(directions, scales, d_conv=3):
+    """A DMS with the preset's settings, except for directions, scales and d_conv."""
+    return DirectionalMultiScale(channels, directions=directions, scales=scales,
+                                 d_state=cfg.d_state, expand=cfg.ssm_expand,
+                                 split=cfg.split_channels, d_conv=d_conv)
+
+
 def erf(module):
-    torch.manual_seed(seed)
-    module = module.to(dev)
-    x = torch.randn(max(1, batch_size), channels, image_size, image_size, device=dev)
-    return effective_receptive_field(module, x).cpu()
+    torch.manual_seed(seed)                            # the same random maps for every module
+    x = torch.randn(max(1, batch_size), channels, image_size, image_size)
+    return effective_receptive_field(module.to(dev), x.to(dev)).cpu()
 
 
+dirs = resolve_directions(cfg.directions)
 _ = torch.manual_seed(seed)
+one_direction = make_dms((0,), (1,))                   # reused in section 5
 modules = {
-    "LPR (3x3)": LocalPerceptionResidual(channels),
-    "DMS 1 dir, 1 scale": DirectionalMultiScale(channels, directions=1, scales=(1,)),
-    "DMS 4 dirs, 1 scale": DirectionalMultiScale(channels, directions=4, scales=(1,)),
-    "DMS 4 dirs, scales 1+2": DirectionalMultiScale(channels, directions=4, scales=(1, 2)),
-    "LPR -> DMS 1 dir": torch.nn.Sequential(LocalPerceptionResidual(channels),
-                                            DirectionalMultiScale(channels, directions=1,
-                                                                  scales=(1,))),
+    "bare scan, dir 0 (d_conv=1)": make_dms((0,), (1,), d_conv=1),
+    "DMS, dir 0": one_direction,
+    "DMS, dir 1": make_dms((1,), (1,)),
+    f"DMS, dirs {dirs}, scale 1": make_dms(dirs, (1,)),
+    f"DMS, dirs {dirs}, scales {cfg.scales}": make_dms(dirs, cfg.scales),
+    "LPR at init": LocalPerceptionResidual(channels, cfg.lpr_kernel),
+    "LPR at init -> DMS, dir 0": torch.nn.Sequential(
+        LocalPerceptionResidual(channels, cfg.lpr_kernel), one_direction),
 }
 erfs = {name: erf(m) for name, m in modules.items()}
+
+# %% [markdown]
+# The maps, on a log scale so that weak but non-zero dependence shows (white: exactly zero,
+# no path from that position to the centre):
 
 # %%
 from ssmamba_lite.course.figures import maps_figure
 
-fig = maps_figure({k: np.log10(v.numpy() + 1e-6) for k, v in erfs.items()}, size=2.6)
-fig.suptitle("effective receptive field of the centre token (log10, random weights)", y=1.03)
+
+def log_maps(maps):
+    """log10 of each map; exact zeros (no path) become NaN, drawn blank."""
+    return {k: np.where(v.numpy() > 0, np.log10(np.maximum(v.numpy(), 1e-30)), np.nan)
+            for k, v in maps.items()}
+
+
+fig = maps_figure(log_maps(erfs), size=2.3)
+fig.suptitle(f"effective receptive field of the centre token (log10; {model} settings, "
+             "random weights)", y=1.03)
 save_figure(fig, out, "effective_receptive_fields")
 plt.show()
 
 # %% [markdown]
-# Numbers for the same pictures: the share of the input positions with a visible influence
-# (ERF above 0.1% of its maximum), and how much the tokens one and two rows below the centre
-# matter (relative to the ERF's maximum).
+# The same maps as numbers: the ERF at the centre's neighbours (0 means: not reached at all)
+# and the area, the share of input positions that reach the centre.
 
 # %%
-import pandas as pd
-
-c = image_size // 2
-table = pd.DataFrame([{"module": k, "area above 0.1% of max": float((v > 1e-3).float().mean()),
-                       "ERF 1 row below": float(v[c + 1, c]),
-                       "ERF 2 rows below": float(v[min(c + 2, image_size - 1), c])}
-                      for k, v in erfs.items()])
+table = pd.DataFrame([{"module": name, **erf_reach(v)} for name, v in erfs.items()])
 table.to_csv(out / "erf_table.csv", index=False)
-table.round(4)
-
-# %%
-# The statements of the list above, checked on these numbers ("visible": above 0.1% of max).
-for k in table.itertuples():
-    reach = [f"{r} below" for r, v in (("1 row", k[3]), ("2 rows", k[4])) if v > 1e-3]
-    print(f"{k.module:24s} sees {', '.join(reach) if reach else 'nothing below'}")
+table.set_index("module").round(4)
 
 # %% [markdown]
-# ## 4. What LPR adds
-#
-# LPR is $\mathrm{LPR}(x) = x + \mathrm{DWConv}_k(x)$, one $k\times k$ filter per channel:
-# $C(k^2+1)$ weights, nearly free. Three things follow:
-#
-# 1. **Fine cues.** Each block first looks at a full 2D neighbourhood, where nuclear texture
-#    lives, before the scans mix along lines (compare the last two ERFs above).
-# 2. **Position.** A convolution with zero padding knows where the image border is, so the
-#    tokens carry their position into the scans; the network needs no position table and
-#    takes any image size.
-# 3. **A direct path.** As a residual, the signal always reaches the next stage unchanged
-#    through the $x$ term. It does *not* start close to the identity with PyTorch's default
-#    initialisation: the cell below measures $\lVert\mathrm{DWConv}(x)\rVert / \lVert x
-#    \rVert$ at initialisation (zero-initialising the filter, or a small layer scale, would
-#    make it start as the identity).
+# Each prediction of the list above, checked on these numbers:
 
 # %%
-lpr = LocalPerceptionResidual(channels).to(dev)
-x = torch.randn(max(1, batch_size), channels, image_size, image_size, device=dev)
-with torch.no_grad():
-    ratio = (lpr.dwconv(x).norm() / x.norm()).item()
-print(f"at initialisation, |DWConv(x)| / |x| = {ratio:.2f}: LPR(x) = x + DWConv(x) is "
-      + ("close to" if ratio < 0.1 else "far from") + " the identity")
+reach = table.set_index("module").to_dict("index")
+c0 = image_size // 2
+bare, d0, d1 = (reach[k] for k in ("bare scan, dir 0 (d_conv=1)", "DMS, dir 0", "DMS, dir 1"))
+full1, full = reach[f"DMS, dirs {dirs}, scale 1"], reach[f"DMS, dirs {dirs}, scales {cfg.scales}"]
+same = (erfs["LPR at init -> DMS, dir 0"] - erfs["DMS, dir 0"]).abs().max().item()
+checks = {
+    "bare scan, dir 0: above and left reach p, below and right do not":
+        bare["above"] > 0 and bare["left"] > 0 and bare["below"] == 0 == bare["right"],
+    f"bare scan, dir 0: area (r S + c + 1) / S^2 = {(c0 * image_size + c0 + 1) / image_size**2:.4f}":
+        abs(bare["area"] - (c0 * image_size + c0 + 1) / image_size**2) < 1e-6,
+    "DMS, dir 0 (3x3 conv): below and right reach p, two rows below does not":
+        d0["below"] > 0 and d0["right"] > 0 and d0["2 below"] == 0,
+    "DMS, dir 1 (3x3 conv): right reaches p, two columns right does not":
+        d1["right"] > 0 and d1["2 right"] == 0,
+    f"DMS, dirs {dirs}: the whole map reaches p": full1["area"] == 1.0,
+    f"adding scale 2: two rows below counts more ({full1['2 below']:.2g} -> {full['2 below']:.2g})":
+        full["2 below"] > full1["2 below"],
+    "LPR at init: a single pixel": abs(reach["LPR at init"]["area"] - 1 / image_size**2) < 1e-9,
+    f"LPR at init -> DMS, dir 0 has DMS's ERF (max difference {same:.1g})": same == 0,
+}
+for claim, holds in checks.items():
+    print(f"{'holds   ' if holds else 'DOES NOT'}  {claim}")
+
+# %% [markdown]
+# ## 4. What LPR adds, and why it starts as the identity
+#
+# LPR is $\mathrm{LPR}(x) = x + \mathrm{DWConv}_k(x)$, one $k\times k$ filter and one bias per
+# channel: $C(k^2+1)$ weights, next to nothing. In the model it sits in front of every block
+# (`Block.forward`: `x = self.lpr(x)`, then the token mixer and the MLP, each with its own
+# residual). What it is meant to bring, by design:
+#
+# 1. **Fine cues.** A full 2D neighbourhood, where nuclear texture lives, before the scans mix
+#    along lines. Once its filters are non-zero, LPR in front of a one-direction DMS widens the
+#    reach by one more pixel (section 5 measures it).
+# 2. **Position.** A convolution with zero padding sees the image border, which lets the
+#    tokens carry their position into the scans, as a conditional position encoding does
+#    ([CPVT, Chu et al. 2023](https://arxiv.org/abs/2102.10882)); the network has no
+#    position table and takes any image size.
+# 3. **A direct path.** The $x$ term carries the signal through unchanged.
+#
+# **Initialisation.** Here the filters and biases start at zero (`lpr_zero_init=True`, the
+# default of `SSMambaConfig`), so at the start $\mathrm{LPR}(x) = x$ exactly: every block
+# begins as [mixer + MLP] on a clean residual stream, and LPR's ERF is one pixel (section 3).
+# It still learns: the gradient of a loss $\mathcal{L}$ with respect to a filter tap,
+#
+# $$\frac{\partial \mathcal{L}}{\partial w_{c,i,j}} = \sum_{q} x_c(q + (i, j))\,
+# g_c(q), \qquad g_c(q) = \frac{\partial \mathcal{L}}{\partial \mathrm{LPR}(x)_c(q)},$$
+#
+# is the correlation of the input with the incoming gradient, which is not zero even when
+# $w = 0$. With PyTorch's default initialisation (`lpr_zero_init=False`) the filters start
+# random and LPR adds a sizeable random term to every block's input from the first step.
+#
+# The cell below builds the model twice with the same seed, once per initialisation, feeds
+# both the same `batch_size` real tiles (eval mode: no stochastic depth, BatchNorm with its
+# initial statistics) and measures per block (`analysis.block_residuals`):
+# $\max |\mathrm{LPR}(x) - x|$, $\lVert\mathrm{DWConv}(x)\rVert / \lVert x\rVert$ and the growth
+# of the residual stream $\lVert x_\text{out}\rVert / \lVert x_\text{in}\rVert$ of the whole
+# block (norms over the batch).
+
+# %%
+import timm
+
+from ssmamba_lite.course.analysis import block_residuals
+from ssmamba_lite.engine.data import TileDataset, scan_labelled
+from ssmamba_lite.engine.transforms import eval_transform
+
+samples = scan_labelled(data_dir)
+pick = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
+tiles_ds = TileDataset(samples.subset(pick[:max(1, batch_size)].tolist()),
+                       eval_transform(tile_size))
+tiles = torch.stack([tiles_ds[i][0] for i in range(len(tiles_ds))]).to(dev)
+
+
+def residuals(net):
+    return pd.DataFrame(block_residuals(net.to(dev).eval(), tiles)).set_index("block")
+
+
+at_init = {}
+for zero_init in (True, False):
+    torch.manual_seed(seed)
+    net = timm.create_model(model, num_classes=len(samples.classes), img_size=tile_size,
+                            lpr_zero_init=zero_init)
+    at_init[zero_init] = residuals(net)
+lprs = at_init[True]["lpr_change"]
+print(f"{len(tiles)} tiles of {data_dir.name}, {tile_size} px; fresh {model}, zero init: "
+      f"max |LPR(x) - x| = {lprs.max():.3g} over its {len(lprs)} LPRs")
+pd.concat({"zero init (default)": at_init[True], "PyTorch default init": at_init[False]},
+          axis=1).round(3)
+
+# %% [markdown]
+# The same per-block ratios as a figure (grey line: a block that leaves the stream's norm
+# unchanged):
+
+# %%
+blocks = list(at_init[True].index)
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+pos = np.arange(len(blocks))
+for shift, (zero_init, label) in zip((-0.2, 0.2), ((True, "zero init (default)"),
+                                                   (False, "PyTorch default init"))):
+    axes[0].bar(pos + shift, at_init[zero_init]["dwconv_ratio"], 0.4, label=label)
+    axes[1].bar(pos + shift, at_init[zero_init]["growth"], 0.4, label=label)
+axes[0].set_title(r"LPR: $\|\mathrm{DWConv}(x)\| / \|x\|$ at initialisation", fontsize=9)
+axes[1].set_title(r"block: $\|x_\mathrm{out}\| / \|x_\mathrm{in}\|$ at initialisation",
+                  fontsize=9)
+axes[1].axhline(1.0, color="grey", lw=0.8)
+for ax in axes:
+    ax.set_xticks(pos, [b.replace("stages.", "s").replace(".blocks.", "b") for b in blocks])
+    ax.set_xlabel("block (stage, index)")
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+save_figure(fig, out, "lpr_ratios_at_init")
+plt.show()
+
+# %% [markdown]
+# What these numbers say about the two initialisations, computed from the table:
+
+# %%
+ratio = at_init[False]["dwconv_ratio"]
+grow = {k: v["growth"] for k, v in at_init.items()}
+print(f"zero init: |DWConv(x)|/|x| = {at_init[True]['dwconv_ratio'].max():.3g} in every block, "
+      f"so LPR(x) = x exactly (max |LPR(x) - x| = {lprs.max():.3g})")
+print(f"PyTorch default init: |DWConv(x)|/|x| from {ratio.min():.2f} to {ratio.max():.2f} "
+      f"across the {len(ratio)} blocks")
+print(f"block growth |x_out|/|x_in|: zero init {grow[True].min():.2f}-{grow[True].max():.2f}, "
+      f"default init {grow[False].min():.2f}-{grow[False].max():.2f}; the default init grows "
+      f"the stream more in {int((grow[False] > grow[True]).sum())} of {len(grow[True])} blocks")
+
+# %% [markdown]
+# ## 5. LPR after a short training
+#
+# At initialisation LPR reaches nothing beyond its own pixel, so its reach can only be seen
+# once its filters have moved. The cell below trains the preset from scratch (zero-init LPR;
+# the engine's `finetune`, `epochs` epochs on `data_dir` at `tile_size`; it prints how long
+# that took) and measures the residual stream again on the same tiles.
+
+# %%
+import time
+
+from ssmamba_lite.engine.inference import load_trained
+from ssmamba_lite.engine.train import FinetuneConfig, finetune
+
+trained_dir = out / "short_training"
+t0 = time.perf_counter()
+history = finetune(FinetuneConfig(data=str(data_dir), out=str(trained_dir), model=model,
+                                  image_size=tile_size, epochs=epochs, batch_size=batch_size,
+                                  lr=lr, max_steps_per_epoch=max_steps_per_epoch,
+                                  device=device, seed=seed, progress=False))
+trained, _ = load_trained(trained_dir, device=dev)
+after = residuals(trained)
+print(f"{history[-1]['step']} training steps in {time.perf_counter() - t0:.1f} s")
+print(f"after {history[-1]['step']} training steps: |DWConv(x)|/|x| from "
+      f"{after['dwconv_ratio'].min():.3g} to {after['dwconv_ratio'].max():.3g} "
+      f"(0 at the start), max |LPR(x) - x| up to {after['lpr_change'].max():.3g}")
+pd.DataFrame({"|DWConv(x)|/|x| at init": at_init[True]["dwconv_ratio"],
+              "|DWConv(x)|/|x| trained": after["dwconv_ratio"],
+              "|x_out|/|x_in| at init": at_init[True]["growth"],
+              "|x_out|/|x_in| trained": after["growth"]}).round(4)
+
+# %% [markdown]
+# Now the reach. Two ERFs on the random maps of section 3: the trained LPR of the first block
+# of the first DMS stage alone, and that trained LPR followed by the one-direction DMS of
+# section 3. Prediction: the trained LPR covers its $k \times k$ patch, and in front of the
+# one-direction DMS it widens the reach by one more pixel, so two rows below the centre now
+# count (the lowest scanned tokens, in the centre's row, now carry rows $r+1$ and $r+2$).
+
+# %%
+lpr_name = f"stages.{dms_stage}.blocks.0.lpr"
+trained_lpr = trained.get_submodule(lpr_name).cpu()
+after_erfs = {"LPR trained": erf(trained_lpr),
+              "DMS, dir 0 (from section 3)": erfs["DMS, dir 0"],
+              "LPR trained -> DMS, dir 0": erf(torch.nn.Sequential(trained_lpr, one_direction))}
+fig = maps_figure(log_maps(after_erfs), size=2.6)
+fig.suptitle(f"ERF after {history[-1]['step']} training steps ({lpr_name}; log10)", y=1.03)
+save_figure(fig, out, "lpr_erf_after_training")
+plt.show()
+k = cfg.lpr_kernel
+lpr_reach, chain = erf_reach(after_erfs["LPR trained"]), erf_reach(after_erfs[
+    "LPR trained -> DMS, dir 0"])
+patch = abs(lpr_reach["area"] - k * k / image_size**2) < 1e-9
+print(f"{'holds   ' if patch else 'DOES NOT'}  trained LPR covers its {k}x{k} patch "
+      f"(area {lpr_reach['area'] * image_size**2:.0f} positions)")
+print(f"{'holds   ' if chain['2 below'] > 0 else 'DOES NOT'}  trained LPR -> DMS, dir 0 "
+      f"reaches two rows below (ERF {chain['2 below']:.2g}; {d0['2 below']:.2g} without LPR)")
 
 # %% [markdown]
 # ### Exercise 2 (2 points): the LPR block
@@ -340,5 +574,135 @@ for seed, shape in enumerate([(6, 5, 9, 7), (3, 7, 5, 11), (1, 3, 4, 4), (8, 1, 
 print("LPRBlock: checks passed")
 
 # %% [markdown]
-# Notebook 06 removes LPR (and DMS, and MAMIM) and measures what each costs on real data.
-# Next, **04**: teaching the network about tissue before it sees a single label.
+# ## What you learned
+#
+# - DMS reads a 2D map as 1D sequences along scan orders (permutations of the tokens) and puts
+#   each result back with the inverse permutation; coarser scales scan pooled copies of the map
+#   and are upsampled back, and learned weights fuse every (scale, direction) pair.
+# - A scan is causal, so one direction leaves a blind side. Which positions reach an output
+#   follows from the order and from what runs before the scan: DMS's own 3x3 depthwise
+#   convolution widens the reach by one pixel (so one row below counts in row-major order, two
+#   rows do not), more directions cover the whole map, a coarse scale brings far tokens a few
+#   steps closer. Section 3 checked each of these predictions on the ERFs of modules built with
+#   the preset's settings.
+# - LPR is $x + \mathrm{DWConv}_k(x)$, $C(k^2+1)$ weights per block. Here it starts as the
+#   identity (zero filters): its ERF is one pixel and it leaves the residual stream unchanged
+#   (section 4 printed $\max|\mathrm{LPR}(x) - x|$ on real tiles), yet its filters get a
+#   gradient and grow in training; section 5 measured how far after a few steps, and what the
+#   trained LPR adds in front of a one-direction scan. PyTorch's default initialisation would
+#   instead add a random local term to every block from the start (section 4's figure).
+#
+# Notebook 06 removes LPR, DMS's directions and scales, and MAMIM one at a time and measures
+# what each costs on real data. Next, [04 · MAMIM pretraining](04_mamim_pretraining.ipynb):
+# teaching the network about tissue before it sees a single label. Back to
+# [02 · the selective scan](02_selective_scan_from_scratch.ipynb).
+
+# %% [markdown]
+# ## Self-check
+#
+# Questions 1-4 check themselves: set the variable, run the cell and the test cell after it
+# (1 point each in the graded version of this notebook). Question 5 has a model answer to
+# unfold.
+
+# %% [markdown]
+# **Q1** (1 point). A DMS with one direction (row-major), one scale and its 3x3 convolution
+# (`d_conv=3`): how many rows below the output token can influence that output? (A whole
+# number; 0 if none.)
+
+# %% nbgrader={"grade": false, "grade_id": "q1_rows_below", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q1_rows_below = None     # your answer: a whole number
+### BEGIN SOLUTION
+q1_rows_below = 1
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q1_rows_below_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q1", q1_rows_below, "6b86b273ff34fce1", decimals=0)
+
+# %% [markdown]
+# **Q2** (1 point). How many weights (filters and biases) does one LPR with $k = 3$ have in a
+# block of width $C = 96$ (the first DMS stage of `ssmamba_lite_cpu`)? Set `q2_lpr_weights`.
+
+# %% nbgrader={"grade": false, "grade_id": "q2_lpr_weights", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q2_lpr_weights = None    # your answer: a whole number
+### BEGIN SOLUTION
+q2_lpr_weights = 960
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q2_lpr_weights_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q2", q2_lpr_weights, "7f5642cd0c851c48", decimals=0)
+
+# %% [markdown]
+# **Q3** (1 point). Right after `timm.create_model("ssmamba_lite_cpu")`, what does every LPR of
+# the model compute? Set `q3_lpr_at_init` to `"a"`, `"b"`, `"c"` or `"d"`.
+#
+# - (a) $0$
+# - (b) $x$
+# - (c) $\mathrm{DWConv}(x)$ with random filters
+# - (d) $x + \mathrm{DWConv}(x)$ with random filters
+
+# %% nbgrader={"grade": false, "grade_id": "q3_lpr_at_init", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q3_lpr_at_init = None    # your answer: "a", "b", "c" or "d"
+### BEGIN SOLUTION
+q3_lpr_at_init = "b"
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q3_lpr_at_init_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q3", q3_lpr_at_init, "3e23e8160039594a")
+
+# %% [markdown]
+# **Q4** (1 point). A DMS of width $D = 96$ with split channels and 4 directions: how many
+# channels does each direction scan? Set `q4_channels_per_direction`.
+
+# %% nbgrader={"grade": false, "grade_id": "q4_channels_per_direction", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q4_channels_per_direction = None     # your answer: a whole number
+### BEGIN SOLUTION
+q4_channels_per_direction = 24
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q4_channels_per_direction_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q4", q4_channels_per_direction, "c2356069e9d1e79c", decimals=0)
+
+# %% [markdown]
+# **Q5** (not graded). Section 3 found that a one-direction (row-major) DMS is reached by the
+# token just below its output, although a causal row-major scan never looks ahead. Where does
+# that influence come from, and how do you build a DMS whose row-major scan sees nothing below?
+#
+# <details><summary>Answer</summary>
+#
+# From DMS's own 3x3 depthwise convolution, which runs before the scans: the output token
+# itself and the tokens left of it in its row are scanned *after* the convolution mixed in
+# their 3x3 neighbourhoods, which include the row below. The scan adds nothing below. With
+# `DirectionalMultiScale(..., d_conv=1)` the convolution is 1x1 (no spatial mixing), and the
+# ERF table's row "bare scan, dir 0 (d_conv=1)" shows no reach below or to the right. (A
+# trained LPR in front adds one more row, section 5.)
+#
+# </details>
+
+# %% [markdown]
+# ## Exercises
+#
+# Open exercises to try; change a parameter in the parameters cell (or the cell named) and
+# run the notebook again.
+#
+# 1. **Longer paths.** Set `image_size = 64`. How does the bare scan's ERF at the token above
+#    (now 64 steps back) compare with `image_size = 32`? Explain with the decay
+#    $\bar A = e^{\Delta A}$ of notebook 02.
+# 2. **Windowed orders.** In section 3, add `make_dms((4,), (1,))` (windowed row-major) to
+#    `modules`, and try `window = 2` and `window = 8`. Which neighbours reach the centre now,
+#    and why does the answer depend on where the centre sits in its window?
+# 3. **Longer training.** Set `epochs = 10` (and `max_steps_per_epoch = 0`). How large does
+#    $\lVert\mathrm{DWConv}(x)\rVert / \lVert x\rVert$ grow, and is it the same in every
+#    block?
+# 4. **The other initialisation.** Pass `lpr_zero_init=False` to the training of section 5
+#    (`FinetuneConfig(..., model_args={"lpr_zero_init": False})`) and compare the trained
+#    ratios with those of the zero-initialised run.
+# 5. **Another tissue.** Set `data_dir = "sample:nct-crc-he"` and compare section 4's numbers
+#    on those tiles.

@@ -22,7 +22,8 @@ from tests.conftest import REPO
 NOTEBOOKS = REPO / "notebooks"
 EXERCISES = {                                   # notebook -> {exercise: points}
     "02_selective_scan_from_scratch": {"s6_recurrence": 3},
-    "03_lpr_and_dms": {"scan_order": 2, "lpr_block": 2},
+    "03_lpr_and_dms": {"scan_order": 2, "lpr_block": 2, "q1_rows_below": 1, "q2_lpr_weights": 1,
+                       "q3_lpr_at_init": 1, "q4_channels_per_direction": 1},
     "04_mamim_pretraining": {"mask": 2, "masked_loss": 2},
     "05_finetuning": {"auroc": 2},
 }
@@ -142,7 +143,7 @@ def test_grading_restores_the_course_test_cells():
     ids = [exercises.nbgrader_meta(c).get("grade_id") for c in graded.cells]
     assert ids.index("lpr_block_tests") == ids.index("lpr_block") + 1
     assert "### BEGIN HIDDEN TESTS" in cell(graded, "scan_order_tests").source
-    assert ids[-1] == "lpr_block_tests"              # cells after the last test are not run
+    assert ids[-1] == "q4_channels_per_direction_tests"    # cells after the last test: not run
     assert len(autograde.graded_notebook(student, solution("03_lpr_and_dms"), all_cells=True)
                .cells) > len(graded.cells)
 
@@ -210,8 +211,10 @@ def test_one_wrong_exercise_loses_exactly_its_points(tmp_path):
     out = tmp_path / "report"
     assert cli.main(["assignments", "grade", str(tmp_path / "carol.ipynb"), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert points(report) == {"scan_order": 2, "lpr_block": 0}
-    assert (report["score"], report["max_score"]) == (2, 4)
+    assert points(report) == {"scan_order": 2, "lpr_block": 0, "q1_rows_below": 1,
+                              "q2_lpr_weights": 1, "q3_lpr_at_init": 1,
+                              "q4_channels_per_direction": 1}
+    assert (report["score"], report["max_score"]) == (6, 8)
     wrong = report["exercises"][1]
     assert wrong["status"] == "failed" and "max abs error" in wrong["message"]
     assert "seed 0" in wrong["message"]
