@@ -8,9 +8,11 @@ results are fused) is this project's own design, built from VMamba (SS2D), Local
 
 Why several directions: a selective scan (scan.py) reads a 1D sequence; an image is 2D.
 Flatten it one way (row by row) and each token sees only the tokens before it on that path:
-the pixel above is W steps back, the one below is not seen at all. So DMS scans the same map
-along several paths, each with its own selective-scan parameters (VMamba's SS2D, Liu et al.
-2024), puts every result back in image order and fuses them. It does the same on copies of the
+the pixel above is W steps back, the one below is not seen by the scan at all (it reaches the
+token only through the 3x3 depthwise convolution DMS runs before its scans, which widens every
+token's view by one pixel: one row below counts, two rows below do not). So DMS scans the same
+map along several paths, each with its own selective-scan parameters (VMamba's SS2D, Liu et
+al. 2024), puts every result back in image order and fuses them. It does the same on copies of the
 map pooled by 2, 4, ... (coarser scales: short sequences that see far, cheaply), then upsamples
 them, so that tissue architecture and cell detail both reach the classifier.
 
@@ -203,7 +205,9 @@ class DirectionalMultiScale(nn.Module):
     split: direction k scans only channels [k D/K, (k+1) D/K) (K times cheaper; directions
     concatenated) instead of all D channels (SS2D; directions summed). fuse: "weights" (learned
     softmax weights w_{s,k}, see `fusion_weights()`) or "concat" (concatenate every map, 1x1
-    convolution). window: tile size of orders 4..7.
+    convolution). window: tile size of orders 4..7. d_conv: kernel of the depthwise convolution
+    before the scans (1: none, the scans see the map as it is). The defaults (4 directions,
+    scales 1 and 2, d_state 8, split channels) are those of SSMambaConfig.
     """
 
     def __init__(self, dim: int, directions=4, scales=(1, 2), d_state: int = 8,
