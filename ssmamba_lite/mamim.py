@@ -17,8 +17,14 @@ position. The multi-magnification views below are our reading of "robust to magn
     L   = Σ M↑ ⊙ (x̂ - y)² / (3 Σ M↑)             loss on hidden pixels only
 
 Magnification: pathology tiles arrive at many apparent magnifications (20x, 40x, scanner
-differences). `RandomMagnification` shows the encoder each tile zoomed by a random factor in
-[0.5, 2]: zoom in = crop and enlarge, zoom out = shrink (detail lost) and enlarge back.
+differences). `RandomMagnification` shows the encoder each tile at a random zoom z in
+[0.5, 2], made from the tile alone, so only one side of it is a change of magnification:
+
+    z > 1   crop and enlarge (`crop_enlarge`): a narrower field of view, enlarged; what a
+            higher magnification shows
+    z < 1   down- then up-sampling (`down_up_blur`): a blur, the same field of view with less
+            detail; NOT a wider field of view (what a lower magnification would add lies
+            outside the tile)
 
 Glossary: M = mask, M↑ = mask upsampled to pixels, m = mask_token, μ_p, σ_p = mean and
 standard deviation of the pixels of mask patch p, s = encoder stride (32 for SSMamba).
@@ -135,7 +141,8 @@ class MAMIM(nn.Module):
 
 class RandomMagnification(nn.Module):
     """Multi-magnification view: zoom by z, log-uniform in [min_zoom, max_zoom], same size out.
-    z > 1: crop a random (H/z)² window and enlarge it; z < 1: shrink by z and enlarge back."""
+    z > 1: crop a random (H/z)² window and enlarge it; z < 1: a blur (shrink by z and enlarge
+    back), the same field of view with less detail (see `magnify`)."""
 
     def __init__(self, min_zoom: float = 0.5, max_zoom: float = 2.0):
         super().__init__()
@@ -151,16 +158,39 @@ class RandomMagnification(nn.Module):
 
 
 def magnify(img: torch.Tensor, zoom: float, center: bool = True) -> torch.Tensor:
-    """The same tile seen at `zoom` times the magnification, at the same size (3, H, W)."""
-    dtype, (H, W) = img.dtype, img.shape[-2:]
-    x = img.float()[None]
+    """The tile (3, H, W) at `zoom`, at the same size: z > 1 `crop_enlarge` (a narrower field of
+    view, enlarged), z < 1 `down_up_blur` (a blur: the same field of view, less detail; not a
+    wider field of view), z = 1 unchanged (up to rounding)."""
     if zoom >= 1:
-        h, w = max(1, round(H / zoom)), max(1, round(W / zoom))
-        top = (H - h) // 2 if center else int(torch.randint(H - h + 1, ()))
-        left = (W - w) // 2 if center else int(torch.randint(W - w + 1, ()))
-        x = x[..., top:top + h, left:left + w]
-    else:
-        x = F.interpolate(x, size=(max(1, round(H * zoom)), max(1, round(W * zoom))),
+        return crop_enlarge(img, zoom, center)
+    return down_up_blur(img, 1 / zoom)
+
+
+def crop_enlarge(img: torch.Tensor, factor: float, center: bool = True) -> torch.Tensor:
+    """A (H/factor, W/factor) window of the tile (the centre, or a random one), enlarged back to
+    (H, W): the view at `factor` times the magnification (factor >= 1)."""
+    if factor < 1:
+        raise ValueError(f"crop_enlarge: factor must be >= 1, got {factor}")
+    H, W = img.shape[-2:]
+    h, w = max(1, round(H / factor)), max(1, round(W / factor))
+    top = (H - h) // 2 if center else int(torch.randint(H - h + 1, ()))
+    left = (W - w) // 2 if center else int(torch.randint(W - w + 1, ()))
+    return _resize_back(img.float()[None, :, top:top + h, left:left + w], img)
+
+
+def down_up_blur(img: torch.Tensor, factor: float) -> torch.Tensor:
+    """The tile shrunk by `factor` (antialiased) and enlarged back to its size: a blur that
+    keeps the field of view and loses the detail finer than `factor` pixels (factor >= 1)."""
+    if factor < 1:
+        raise ValueError(f"down_up_blur: factor must be >= 1, got {factor}")
+    H, W = img.shape[-2:]
+    small = F.interpolate(img.float()[None], size=(max(1, round(H / factor)),
+                                                   max(1, round(W / factor))),
                           mode="bilinear", antialias=True, align_corners=False)
-    x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)[0]
-    return x.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else x.to(dtype)
+    return _resize_back(small, img)
+
+
+def _resize_back(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """x (1, 3, h, w) float, bilinearly resized to like's (H, W), in like's dtype."""
+    x = F.interpolate(x, size=tuple(like.shape[-2:]), mode="bilinear", align_corners=False)[0]
+    return x.round().clamp(0, 255).to(like.dtype) if like.dtype == torch.uint8 else x.to(like.dtype)

@@ -18,6 +18,7 @@ from ssmamba_lite.course.analysis import (
     load_mamim,
     metrics_under_zoom,
     validation_samples,
+    zoom_view_name,
 )
 from ssmamba_lite.dms import DirectionalMultiScale
 from ssmamba_lite.engine.data import Samples, sample_dir, scan_labelled, write_labels_csv
@@ -87,6 +88,13 @@ def test_erf_needs_a_map():
         effective_receptive_field(torch.nn.Flatten(), torch.randn(1, 2, 4, 4))
 
 
+def test_zoom_views_are_named_for_what_they_do():
+    assert [zoom_view_name(z) for z in (0.5, 0.71, 1, 1.41, 2)] == \
+        ["blur x2", "blur x1.41", "as trained", "crop x1.41", "crop x2"]
+    with pytest.raises(ValueError, match="zoom must be > 0"):
+        zoom_view_name(0)
+
+
 def test_ablation_variants():
     base = {"d_state": 4}                                 # the overrides a variant changes
     assert ablation("full", base) == (base, True)
@@ -131,6 +139,7 @@ def test_trained_models_are_analysed(tmp_path):
     assert probs.shape == (len(val), 2)
     rows = metrics_under_zoom(model, val, record["image_size"], [0.5, 1, 2])
     assert [r["zoom"] for r in rows] == [0.5, 1.0, 2.0] and all(r["n"] == len(val) for r in rows)
+    assert [r["view"] for r in rows] == ["blur x2", "as trained", "crop x2"]
     assert rows[1]["accuracy"] == pytest.approx(history[-1]["val"]["accuracy"])
     with pytest.raises(FileNotFoundError, match="output folder of `pretrain`"):
         load_mamim(tmp_path)

@@ -8,7 +8,14 @@ import torch
 
 from ssmamba_lite.engine.data import load_image, sample_dir
 from ssmamba_lite.engine.transforms import eval_transform
-from ssmamba_lite.mamim import MAMIM, MaskGenerator, RandomMagnification, magnify
+from ssmamba_lite.mamim import (
+    MAMIM,
+    MaskGenerator,
+    RandomMagnification,
+    crop_enlarge,
+    down_up_blur,
+    magnify,
+)
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.6, 0.75])
@@ -85,3 +92,20 @@ def test_magnification_views():
     u8 = (torch.rand(3, 50, 50) * 255).to(torch.uint8)
     out = RandomMagnification(0.5, 2.0)(u8)
     assert out.dtype == torch.uint8 and out.shape == u8.shape
+
+
+def test_zoom_below_one_is_a_blur_and_above_one_a_crop():
+    """A frame 8 px wide around a dark tile: the blur keeps the field of view (the frame is
+    still there, softened), the crop narrows it (the frame is gone)."""
+    img = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    img[:, :8], img[:, -8:], img[:, :, :8], img[:, :, -8:] = 255, 255, 255, 255
+    blurred, cropped = down_up_blur(img, 2.0), crop_enlarge(img, 2.0)
+    assert torch.equal(magnify(img, 0.5), blurred) and torch.equal(magnify(img, 2.0), cropped)
+    assert blurred[:, :4].float().mean() > 200 and blurred[:, 28:36, 28:36].max() < 10
+    assert cropped.max() == 0                                  # the centre 32x32, enlarged
+    sharp = (img[:, 6:10].float() - img[:, 5:9].float()).abs().max()
+    assert (blurred[:, 6:10].float() - blurred[:, 5:9].float()).abs().max() < sharp
+    with pytest.raises(ValueError, match="factor must be >= 1"):
+        down_up_blur(img, 0.5)
+    with pytest.raises(ValueError, match="factor must be >= 1"):
+        crop_enlarge(img, 0.5)

@@ -19,8 +19,11 @@ Residual stream (`block_residuals`): per block of an SSMamba model, how far LPR 
 max |LPR(x) - x| and |DWConv(x)| / |x|, and how much the block grows the stream, |x_out| / |x_in|
 (Frobenius norms over the batch).
 
-Magnification shift: the same tiles seen zoomed in or out (`mamim.magnify`), the rest of the
-evaluation unchanged, to measure how a model trained at one magnification copes with another.
+Magnification shift: the same tiles seen at another zoom z (`mamim.magnify`), the rest of the
+evaluation unchanged. Made from the tile alone, only z > 1 is a change of magnification:
+z > 1 is a crop, enlarged (a narrower field of view); z < 1 is down- then up-sampling, a blur
+(the same field of view with less detail), not a wider field of view. `zoom_view_name` names
+them so.
 
 Ablations (`ABLATIONS`): SSMamba with one of its parts removed, as overrides of SSMambaConfig
 and whether fine-tuning starts from a MAMIM encoder.
@@ -131,18 +134,38 @@ def validation_samples(checkpoint) -> Samples:
     return val
 
 
+def zoom_view_name(zoom: float) -> str:
+    """What a test zoom does to a tile: "as trained" (1), "crop x2" (2: the centre half,
+    enlarged), "blur x2" (0.5: down- then up-sampled by 2, same field of view)."""
+    if zoom <= 0:
+        raise ValueError(f"zoom_view_name: zoom must be > 0, got {zoom}")
+    if zoom == 1:
+        return "as trained"
+    return f"crop x{zoom:.3g}" if zoom > 1 else f"blur x{1 / zoom:.3g}"
+
+
+def probabilities_under_zoom(model, samples: Samples, image_size: int, zooms,
+                             batch_size: int = 64, device="cpu") -> dict:
+    """{zoom: class probabilities (n, K)} of `model` on `samples`, each tile resized to
+    image_size, then seen at that zoom (`mamim.magnify`: z > 1 a crop enlarged, z < 1 a blur,
+    1 unchanged)."""
+    out = {}
+    for z in zooms:
+        view = None if z == 1 else (lambda img, z=float(z): magnify(img, z))
+        out[float(z)] = predict_probabilities(model, samples, image_size, view, batch_size,
+                                              device)
+    return out
+
+
 def metrics_under_zoom(model, samples: Samples, image_size: int, zooms,
                        batch_size: int = 64, device="cpu") -> list[dict]:
     """classification_metrics of `model` on `samples` seen at each zoom (1 = as trained;
-    2 = twice the magnification, a centre crop enlarged; 0.5 = half, shrunk and enlarged
-    back). One dict per zoom, with the key "zoom" added."""
-    rows = []
-    for z in zooms:
-        view = None if z == 1 else (lambda img, z=float(z): magnify(img, z))
-        probs = predict_probabilities(model, samples, image_size, view, batch_size, device)
-        rows.append({"zoom": float(z), **classification_metrics(samples.labels, probs,
-                                                                samples.classes)})
-    return rows
+    2 = a crop x2: the centre half enlarged; 0.5 = a blur x2: down- then up-sampled, the same
+    field of view). One dict per zoom, with the keys "zoom" and "view" (zoom_view_name) added."""
+    probs = probabilities_under_zoom(model, samples, image_size, zooms, batch_size, device)
+    return [{"zoom": z, "view": zoom_view_name(z),
+             **classification_metrics(samples.labels, p, samples.classes)}
+            for z, p in probs.items()]
 
 
 # ---------------------------------------------------------------------------------------------
