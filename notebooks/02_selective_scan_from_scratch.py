@@ -27,6 +27,33 @@
 # $L$ tokens. A scan costs $O(L)$, yet every token can still influence all later ones through
 # the state. The catch: the information must survive in a fixed-size state; what survives is
 # decided by the input itself (that is the "selective" part).
+#
+# The papers: the selective scan and the Mamba block are from Mamba (Gu & Dao 2023,
+# [arXiv:2312.00752](https://arxiv.org/abs/2312.00752)); the continuous state-space layer it
+# starts from is S4's (Gu et al. 2021, [arXiv:2111.00396](https://arxiv.org/abs/2111.00396));
+# SSMamba ([arXiv:2604.15711](https://arxiv.org/abs/2604.15711)) builds its DMS module on this
+# scan (notebook 03).
+
+# %% [markdown]
+# ## Learning objectives
+#
+# After this notebook you can
+# - derive the discrete recurrence $h_t = \bar A_t h_{t-1} + \bar B_t u_t$ from the continuous
+#   system by zero-order hold, and say where Mamba (and this library) simplifies $\bar B$;
+# - write the selective scan as a loop, for one channel by hand and for a batch of channels
+#   (graded exercise), and check it against two independent references;
+# - explain why a recurrence can still run in parallel (an associative operator, a scan of
+#   depth $\lceil \log_2 L \rceil$), and build such a scan;
+# - name every step of a Mamba block and the shape of each tensor inside it.
+
+# %% [markdown]
+# ## Prerequisites
+#
+# - [01 · the data](01_data.ipynb) (we scan the grey values of a real tile);
+# - linear algebra (a diagonal matrix, $e^{x}$ of one), a first-order linear ODE, and PyTorch
+#   tensors with broadcasting.
+#
+# Next: [03 · LPR and DMS](03_lpr_and_dms.ipynb).
 
 # %% tags=["parameters"]
 data_dir = "sample:kather2016"   # a tile row becomes our first sequence
@@ -40,6 +67,7 @@ d_inner = 64              # channels D of the scans we time
 d_state = 16              # state size N
 lengths = [64, 256, 1024]   # sequence lengths L of the speed plot
 repeats = 3               # timings per point (the median is kept)
+dc_delta = 0.5            # the step Δ of the DC-gain check (section 2)
 
 # %%
 from pathlib import Path
@@ -61,23 +89,83 @@ _ = torch.manual_seed(seed)
 # %% [markdown]
 # ## 1. From a continuous system to a recurrence
 #
-# A linear state-space model maps an input signal $u(t)$ to an output $y(t)$ through a state
-# $h(t) \in \mathbb{R}^N$:
+# A linear state-space model maps an input signal $x(t)$ to an output $y(t)$ through a state
+# $h(t) \in \mathbb{R}^N$ (Mamba eq. 1):
 #
-# $$h'(t) = A\,h(t) + B\,u(t), \qquad y(t) = C\,h(t) + D\,u(t).$$
+# $$h'(t) = A\,h(t) + B\,x(t), \qquad y(t) = C\,h(t) + D\,x(t).$$
 #
 # With a diagonal, negative $A$ the state is a set of $N$ leaky memories with different decay
-# rates. To use it on tokens we sample it with a step $\Delta$ (zero-order hold, with Mamba's
-# simplified input term):
+# rates. Tokens arrive one by one, so we need the state only at the sampling times
+# $t, t + \Delta, t + 2\Delta, \dots$ **Zero-order hold (ZOH)** assumes the input is held
+# constant over each step. The ODE is linear, so its solution over one step is
+# (variation of constants; multiply by $e^{-sA}$ and integrate)
 #
-# $$\bar A_t = e^{\Delta_t A}, \qquad h_t = \bar A_t \odot h_{t-1} + \Delta_t B_t u_t, \qquad
-# y_t = \langle C_t, h_t\rangle + D u_t .$$
+# $$h(t+\Delta) = e^{\Delta A} h(t) + \int_0^{\Delta} e^{(\Delta - s)A} B\, x(t+s)\, ds .$$
+#
+# With $x(t+s) = x$ held constant, the integral is $\int_0^\Delta e^{sA}\,ds\,B x
+# = A^{-1}(e^{\Delta A} - I) B x$, and writing $A^{-1} = (\Delta A)^{-1}\Delta$:
+#
+# $$h(t+\Delta) = \underbrace{e^{\Delta A}}_{\bar A}\, h(t) +
+# \underbrace{(\Delta A)^{-1}(e^{\Delta A} - I)\,\Delta B}_{\bar B}\; x .$$
+#
+# These $\bar A = \exp(\Delta A)$ and $\bar B = (\Delta A)^{-1}(\exp(\Delta A) - I)\,\Delta B$
+# are Mamba's eq. 4. Since $e^{\Delta A} - I = \Delta A + O((\Delta A)^2)$, to first order
+# $\bar B \approx \Delta B$: the simplified $\bar B$ that Mamba's code uses (below). For a
+# diagonal $A$ everything is per element: state $n$ with $a_n < 0$ gets
+#
+# $$\frac{\bar B_n^{\text{exact}}}{\bar B_n^{\text{simplified}}}
+# = \frac{e^{\Delta a_n} - 1}{\Delta a_n},$$
+#
+# which is 1 as $\Delta a_n \to 0$ and smaller than 1 for every $\Delta a_n < 0$: the
+# simplified $\bar B$ lets in *more* input than the exact one, the more so the larger the step.
 #
 # **Selective:** in S4 the parameters $\Delta, B, C$ are fixed; in Mamba's S6 they are computed
-# *from each token*. A large $\Delta_t$ makes $\bar A_t \approx 0$: forget the past, take in
-# this token. A small $\Delta_t$ keeps the state and lets the token pass by. Each of the $D$
-# channels has its own state; Mamba finally gates the output, $\mathrm{out}_t = y_t\cdot
-# \mathrm{silu}(z_t)$.
+# *from each token*, so step $t$ uses its own $\Delta_t, B_t, C_t$ (the input is called $u$,
+# as in the code):
+#
+# $$\bar A_t = e^{\Delta_t A}, \qquad h_t = \bar A_t \odot h_{t-1} + \Delta_t B_t u_t,
+# \qquad y_t = \langle C_t, h_t\rangle + D u_t .$$
+#
+# A large $\Delta_t$ makes $\bar A_t \approx 0$: forget the past, take in this token. A small
+# $\Delta_t$ keeps the state and lets the token pass by. Each of the $D$ channels has its own
+# state; Mamba finally gates the output, $\mathrm{out}_t = y_t\cdot\mathrm{silu}(z_t)$.
+
+# %%
+x_ = np.linspace(-6, -1e-3, 400)                       # Δa: step times a (negative) eigenvalue
+ratio = np.expm1(x_) / x_                              # (e^{Δa} - 1) / (Δa)
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.plot(x_, ratio, color="tab:blue")
+for point in (-0.5, -1.0, -4.0):
+    r = np.expm1(point) / point
+    ax.plot(point, r, "o", color="tab:red")
+    ax.annotate(f"Δa = {point:g}: {r:.3f}", (point, r), textcoords="offset points",
+                xytext=(6, 6), fontsize=8)
+ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+ax.set_xlabel("Δa  (step × diagonal entry of A)")
+ax.set_ylabel("exact B̄ / simplified B̄")
+ax.set_title("ZOH's B̄ against Mamba's ΔB: equal only for small steps")
+fig.tight_layout()
+save_figure(fig, out, "zoh_vs_simplified_b")
+plt.show()
+
+# %% [markdown]
+# **Which one the library computes.** `selective_scan_reference` (in `ssmamba_lite/scan.py`)
+# keeps $\bar A_t = \exp(\Delta_t A)$ exact and uses the simplified input term
+# $\Delta_t B_t u_t$; the numba, Triton and chunked kernels are tested equal to it. mamba-ssm
+# does the same: its `selective_scan_ref` forms `deltaA = exp(delta * A)` and
+# `deltaB_u = delta * B * u`, and its CUDA kernel scans the pairs
+# $(\exp(\Delta A), \Delta B u)$. One of Mamba's authors describes it as "a mix of ZOH for A
+# and Euler discretization for B" ([state-spaces/mamba#114](https://github.com/state-spaces/mamba/issues/114)).
+# The two lines of our loop that say so:
+
+# %%
+import inspect
+
+from ssmamba_lite.scan import selective_scan_reference
+
+for line in inspect.getsource(selective_scan_reference).splitlines():
+    if "A_bar = " in line or "h = A_bar" in line:
+        print(line.strip())
 
 # %% [markdown]
 # ## 2. The loop, written by hand
@@ -118,6 +206,56 @@ ax.set_title("a fixed Δ is a leaky average: small Δ remembers long, large Δ f
 fig.tight_layout()
 save_figure(fig, out, "leaky_average")
 plt.show()
+
+# %% [markdown]
+# **The DC gain: what the simplified $\bar B$ does to a constant input.** Feed the leaky
+# average above ($N = 1$, $a = -1$, $B = C = 1$) a constant $u_t = 1$. The state settles where
+# it stops changing, $h = \bar A h + \bar B$, so $h_\infty = \bar B / (1 - \bar A)$:
+#
+# $$\text{simplified } \bar B = \Delta:\quad h_\infty = \frac{\Delta}{1 - e^{-\Delta}},
+# \qquad\qquad \text{ZOH } \bar B = 1 - e^{-\Delta}:\quad h_\infty = 1 .$$
+#
+# The continuous system itself settles at $-B/a = 1$; ZOH reproduces that exactly at every
+# step size, the simplified $\bar B$ only as $\Delta \to 0$. Below: the formula, then the
+# library's scan run on a long constant input (its last output is $h_\infty$), once with
+# $B = 1$ (what Mamba computes) and once with $B$ multiplied by the ZOH factor
+# $(e^{\Delta a} - 1)/(\Delta a)$, which turns the library's $\Delta B$ into ZOH's $\bar B$.
+
+# %%
+from ssmamba_lite.scan import selective_scan
+
+a_dc = -1.0
+gain_formula = dc_delta / (1 - np.exp(a_dc * dc_delta))           # Δ / (1 − e^{−Δ}) for a = −1
+zoh_factor = np.expm1(dc_delta * a_dc) / (dc_delta * a_dc)        # (e^{Δa} − 1) / (Δa)
+steps = int(np.ceil(40 / dc_delta))                               # e^{−40}: the start is forgotten
+ones = torch.ones(1, 1, steps, dtype=torch.float64)                # u_t = 1        (batch, D, L)
+const_args = dict(u=ones, delta=dc_delta * ones, A=torch.tensor([[a_dc]], dtype=torch.float64),
+                  C=torch.ones(1, 1, dtype=torch.float64))
+gain_simplified = selective_scan(**const_args, B=torch.ones(1, 1, dtype=torch.float64))[0, 0, -1]
+gain_zoh = selective_scan(**const_args, B=torch.full((1, 1), zoh_factor, dtype=torch.float64))[0, 0, -1]
+print(f"Δ = {dc_delta}: formula Δ/(1 − e^(−Δ)) = {gain_formula:.4f}")
+print(f"library scan, B̄ = ΔB (Mamba's):  h after {steps} steps of u = 1: {float(gain_simplified):.4f}")
+print(f"library scan, B̄ = ZOH's:          h after {steps} steps of u = 1: {float(gain_zoh):.4f}")
+assert abs(float(gain_simplified) - gain_formula) < 1e-9 and abs(float(gain_zoh) - 1) < 1e-9
+y_dc = scan_by_hand(row, [dc_delta] * L, A, [np.ones(1)] * L, [np.ones(1)] * L)
+settled = int(np.ceil(5 / dc_delta))                  # after 5/Δ steps the start weighs e^{-5}
+if settled < L:
+    level = y_dc[settled:].mean() / row[settled:].mean()
+    print(f"the row of section 2 scanned with Δ = {dc_delta}: from step {settled} on, mean y / "
+          f"mean u = {level:.3f}, the output runs {'above' if level > 1 else 'below'} the input "
+          f"(DC gain {gain_formula:.3f})")
+else:
+    print(f"the row is too short ({L} steps) for Δ = {dc_delta} to settle ({settled} steps)")
+
+# %% [markdown]
+# On the tile row, the output's level relative to the input's, once the state has forgotten
+# its start, is printed last: compare it with the DC gain (a slowly varying input is passed on
+# with roughly its DC gain; the row is not constant, so the two agree only roughly). In
+# Mamba, $B_t$, $C_t$ and $\Delta_t$ are learned, so the network learns around whichever
+# $\bar B$ it is given; its authors report that the simplification makes the code simpler
+# "without affecting empirical performance" (the issue cited in section 1). Still, with
+# $\bar B = \Delta B$ the step $\Delta$ sets both how fast the state forgets and how loud the
+# input is.
 
 # %% [markdown]
 # Now make Δ depend on the input, the way S6 does: here, large where the pixel is dark (a
@@ -336,6 +474,11 @@ speed = pd.DataFrame(rows)
 speed.to_csv(out / "scan_speed.csv", index=False)
 print(speed.pivot(index="L", columns="implementation", values="seconds").round(4))
 
+# %% [markdown]
+# The same numbers on log-log axes. Read the slopes rather than the absolute times: they depend
+# on this machine, on `batch_size`, `d_inner` and `d_state`, and, at small `lengths`, on the
+# fixed cost of each call.
+
 # %%
 import seaborn as sns
 
@@ -348,6 +491,333 @@ save_figure(fig, out, "scan_speed")
 plt.show()
 
 # %% [markdown]
-# **Recap.** The scan is a leaky memory whose leak is chosen token by token. It costs $O(L)$,
-# and a fused kernel makes that cost small. But it reads a *1D* sequence; **03** asks how to
-# read a 2D tissue image with it (DMS), and what a small convolution adds (LPR).
+# ## 7. Why a recurrence can run in parallel
+#
+# The loop is sequential: $h_t$ needs $h_{t-1}$. A GPU kernel nevertheless computes it in far
+# fewer than $L$ dependent steps. Write one step of the recurrence (per channel and state) as
+# an affine map of the state, $h \mapsto a_t h + b_t$ with $a_t = \bar A_t = e^{\Delta_t a}$
+# and $b_t = \Delta_t B_t u_t$. Doing step 1 and then step 2 is again an affine map:
+#
+# $$a_2 (a_1 h + b_1) + b_2 = (a_2 a_1)\, h + (a_2 b_1 + b_2), \qquad\text{so}\qquad
+# (a_1, b_1) \circ (a_2, b_2) = (a_2 a_1,\; a_2 b_1 + b_2).$$
+#
+# This operator is **associative**: $((p \circ q) \circ r) = (p \circ (q \circ r))$ (both are
+# "apply p, then q, then r"). And since $h_0 = 0$, the $b$ part of $(a_1, b_1) \circ \dots \circ
+# (a_t, b_t)$ is exactly $h_t$. Computing all these prefixes is a *scan*, and an associative
+# operator lets us group the work freely, e.g. (Hillis & Steele): in round $k = 0, 1, 2, \dots$
+# every position $t \ge 2^k$ combines its pair with the pair $2^k$ places earlier, all positions
+# at once. After round $k$, position $t$ holds the combination of the last $2^{k+1}$ steps, so
+# $\lceil \log_2 L \rceil$ rounds cover the whole sequence. The rounds are sequential; inside a
+# round every position is independent: that is the parallelism.
+
+# %%
+def combine(first, second):
+    """(a1, b1) ∘ (a2, b2) = (a2 a1, a2 b1 + b2): the affine map of step 1 followed by step 2."""
+    (a1, b1), (a2, b2) = first, second
+    return a2 * a1, a2 * b1 + b2
+
+
+def sequential_scan(a, b):
+    """h_t = a_t h_{t-1} + b_t, h_0 = 0, along the last axis: L dependent steps."""
+    h, hs = torch.zeros_like(b[..., 0]), []
+    for t in range(a.shape[-1]):
+        h = a[..., t] * h + b[..., t]
+        hs.append(h)
+    return torch.stack(hs, dim=-1)
+
+
+def parallel_scan(a, b):
+    """The same h by Hillis-Steele: ceil(log2 L) rounds of elementwise work. Returns (h, rounds)."""
+    rounds, shift = 0, 1
+    while shift < a.shape[-1]:
+        # every t >= shift: (pair ending `shift` earlier) ∘ (pair at t), all t at once
+        a_new, b_new = combine((a[..., :-shift], b[..., :-shift]), (a[..., shift:], b[..., shift:]))
+        a = torch.cat([a[..., :shift], a_new], dim=-1)        # t < shift: already complete
+        b = torch.cat([b[..., :shift], b_new], dim=-1)
+        shift, rounds = 2 * shift, rounds + 1
+    return b, rounds
+
+
+def check_scan(a, b):
+    """The parallel scan against the loop, on the same pairs."""
+    h_loop = sequential_scan(a, b)
+    h_par, rounds = parallel_scan(a, b)
+    err = (h_par - h_loop).abs().max().item()
+    assert torch.allclose(h_par, h_loop, rtol=1e-10, atol=1e-12), f"max |difference| {err:.2e}"
+    return rounds, err
+
+
+# 1. the selective leaky average of section 2: a_t = exp(Δ_t a), b_t = Δ_t u_t (B = C = 1)
+a_row = torch.exp(torch.tensor(delta_sel) * A[0])
+b_row = torch.tensor(delta_sel) * torch.tensor(row)
+rounds, err = check_scan(a_row, b_row)
+print(f"tile row, L = {L}: {rounds} rounds instead of {L} steps, max |parallel - loop| = {err:.1e}")
+print(f"   and equal to scan_by_hand: max |difference| = "
+      f"{np.abs(parallel_scan(a_row, b_row)[0].numpy() - y_sel).max():.1e}")
+# 2. random pairs of a whole (batch, D, N) state, lengths that are no power of two
+g = torch.Generator().manual_seed(seed)
+for length in (1, 7, 100, 1000):
+    a_rand = torch.rand(2, 3, 4, length, generator=g, dtype=torch.float64)   # 0 < Ā < 1
+    b_rand = torch.randn(2, 3, 4, length, generator=g, dtype=torch.float64)
+    rounds, err = check_scan(a_rand, b_rand)
+    print(f"random (2, 3, 4) states, L = {length:4d}: {rounds:2d} rounds, max |parallel - loop| = {err:.1e}")
+
+# %% [markdown]
+# Rounds against $L$, counted by running `parallel_scan`: the loop's $L$ dependent steps
+# against $\lceil \log_2 L \rceil$ rounds. The price: each Hillis-Steele round touches almost
+# all $L$ positions, so the total work is $O(L \log L)$ instead of $O(L)$. Blelloch's scan
+# (an up-sweep and a down-sweep over a tree) needs $O(L)$ work in about $2 \log_2 L$ rounds,
+# which is why GPU libraries prefer it or a blocked variant. mamba-ssm's CUDA kernel runs such
+# a parallel scan (CUB's block scan) over the pairs $(\exp(\Delta A), \Delta B u)$, chunk by
+# chunk, carrying the state across chunks; this library's CPU kernel is the plain loop,
+# parallel over sequences and channels instead.
+
+# %%
+sizes = [2**k for k in range(1, 13)] + [3, 100, 1000, 3000]
+depth = {n: parallel_scan(torch.rand(n, dtype=torch.float64), torch.rand(n, dtype=torch.float64))[1]
+         for n in sorted(sizes)}
+fig, ax = plt.subplots(figsize=(5.5, 3.5))
+ax.plot(list(depth), list(depth), "k--", label="loop: L dependent steps")
+ax.plot(list(depth), list(depth.values()), "o-", color="tab:green",
+        label="parallel scan: rounds (counted)")
+ax.set_xscale("log", base=2), ax.set_yscale("log", base=2)
+ax.set_xlabel("sequence length L"), ax.set_ylabel("dependent steps")
+ax.legend(fontsize=8)
+ax.set_title("depth of the scan")
+fig.tight_layout()
+save_figure(fig, out, "scan_depth")
+plt.show()
+print("rounds:", {n: r for n, r in depth.items()})
+
+# %% [markdown]
+# ## 8. The Mamba block: where the scan sits
+#
+# A Mamba layer (Mamba's Figure 3, Algorithm 2) wraps the scan with projections, a short
+# convolution and a gate. For tokens $x \in \mathbb{R}^{L \times d_\text{model}}$ and
+# $D = \text{expand} \cdot d_\text{model}$ channels inside:
+#
+# | step | equation | code (`ssmamba_lite/mamba.py`) | shape |
+# |---|---|---|---|
+# | input projection | $[x', z] = x W_\text{in}$ | `in_proj`, then `chunk(2)` | $(b, D, L)$ each |
+# | causal depthwise convolution, SiLU | $x'_t \leftarrow \mathrm{silu}(\sum_{k} w_k \odot x'_{t-k})$ | `causal_depthwise_conv1d(x, conv1d.weight, conv1d.bias)` | $(b, D, L)$ |
+# | selection: Δ, B, C from each token | $[\delta_t, B_t, C_t] = x'_t W_x$ | `x_proj`, `split([R, N, N])` | $(b, L, R + 2N)$ |
+# | step size | $\Delta_t = \mathrm{softplus}(W_\Delta \delta_t + b_\Delta)$ | `dt_proj.weight`; its bias and the softplus inside `selective_scan` | $(b, D, L)$ |
+# | the scan (S6) | $h_t = e^{\Delta_t A} h_{t-1} + \Delta_t B_t x'_t$, $y_t = \langle C_t, h_t\rangle$ | `selective_scan(...)`, $A = -\exp(A_\text{log})$ | $(b, D, L)$ |
+# | skip | $y_t \leftarrow y_t + D \odot x'_t$ | `D` | $(b, D, L)$ |
+# | gate | $y_t \leftarrow y_t \cdot \mathrm{silu}(z_t)$ | `z=z` in `selective_scan` | $(b, D, L)$ |
+# | output projection | $\mathrm{out} = y W_\text{out}$ | `out_proj` | $(b, L, d_\text{model})$ |
+#
+# $R$ (`dt_rank`, $\lceil d_\text{model}/16 \rceil$) is the rank of Δ's projection: Δ gets one
+# value per channel but is computed through an $R$-dimensional bottleneck.
+
+# %%
+from matplotlib.patches import FancyBboxPatch
+
+W, H = 2.7, 0.56                                   # box width and height
+
+
+def box(ax, xy, text, color):
+    ax.add_patch(FancyBboxPatch((xy[0] - W / 2, xy[1] - H / 2), W, H,
+                                boxstyle="round,pad=0.02", fc=color, ec="k", lw=0.8))
+    ax.text(*xy, text, ha="center", va="center", fontsize=8)
+
+
+def arrow(ax, *points, text=""):
+    """A polyline through `points`, with an arrow head on its last segment."""
+    xs, ys = zip(*points)
+    ax.plot(xs[:-1], ys[:-1], "k", lw=1) if len(points) > 2 else None
+    ax.annotate("", points[-1], points[-2], arrowprops=dict(arrowstyle="->", lw=1))
+    if text:
+        (x0, y0), (x1, y1) = points[-2], points[-1]
+        ax.text((x0 + x1) / 2 + 0.08, (y0 + y1) / 2, text, fontsize=7, color="dimgray",
+                va="center")
+
+
+col, right, left = 1.2, 4.6, -1.9                  # x of the main column, gate branch, Δ branch
+P = {"x": (2.9, 9.0), "in": (2.9, 8.0), "conv": (col, 7.0), "silu": (col, 6.0),
+     "xproj": (col, 5.0), "dt": (left, 4.0), "scan": (col, 3.0), "skip": (col, 2.0),
+     "z": (right, 6.0), "gate": (2.9, 1.0), "out": (2.9, 0.0)}
+labels = {"x": ("tokens x  (b, L, d_model)", "white"), "in": ("in_proj (linear)", "#cfe2f3"),
+          "conv": ("causal depthwise conv1d", "#d9ead3"), "silu": ("SiLU", "#d9ead3"),
+          "xproj": ("x_proj (linear)", "#fff2cc"), "dt": ("dt_proj + softplus → Δ", "#fff2cc"),
+          "scan": ("selective scan S6\nh ← Ā h + ΔB x',  y = ⟨C, h⟩", "#f4cccc"),
+          "skip": ("y + D · x'  (skip)", "#f4cccc"), "z": ("SiLU(z)", "#ead1dc"),
+          "gate": ("× gate", "#ead1dc"), "out": ("out_proj (linear) → (b, L, d_model)", "#cfe2f3")}
+fig, ax = plt.subplots(figsize=(7.5, 7.5))
+for key, (text, color) in labels.items():
+    box(ax, P[key], text, color)
+top, bottom = H / 2, -H / 2
+arrow(ax, (2.9, 9.0 + bottom), (2.9, 8.0 + top))
+arrow(ax, (2.4, 8.0 + bottom), (col, 7.0 + top), text="x'")
+arrow(ax, (3.4, 8.0 + bottom), (right, 6.0 + top), text="z")
+arrow(ax, (col, 7.0 + bottom), (col, 6.0 + top))
+arrow(ax, (col, 6.0 + bottom), (col, 5.0 + top))
+arrow(ax, (col - 0.6, 5.0 + bottom), (left, 4.0 + top), text="δ (rank R)")
+arrow(ax, (col, 5.0 + bottom), (col, 3.0 + top), text="B, C")
+arrow(ax, (left, 4.0 + bottom), (col - W / 2, 3.0), text="Δ")
+edge = col + W / 2
+arrow(ax, (edge, 6.0), (edge + 0.35, 6.0), (edge + 0.35, 3.0), (edge, 3.0))
+ax.text(edge + 0.43, 4.5, "x'", fontsize=7, color="dimgray", va="center")
+arrow(ax, (edge + 0.35, 3.0), (edge + 0.35, 2.0), (edge, 2.0))
+arrow(ax, (col, 3.0 + bottom), (col, 2.0 + top), text="y")
+arrow(ax, (col + 0.6, 2.0 + bottom), (2.4, 1.0 + top))
+arrow(ax, (right, 6.0 + bottom), (3.4, 1.0 + top))
+arrow(ax, (2.9, 1.0 + bottom), (2.9, 0.0 + top))
+ax.text(left - W / 2, 2.6, "A = −exp(A_log): learned,\nper channel and state", fontsize=7,
+        va="center")
+ax.set_xlim(left - W / 2 - 0.2, right + W / 2 + 0.2), ax.set_ylim(-0.5, 9.5)
+ax.axis("off")
+ax.set_title("one Mamba block (as in mamba.py)")
+save_figure(fig, out, "mamba_block")
+plt.show()
+
+# %% [markdown]
+# Now the block of the library, `ssmamba_lite.mamba.Mamba`, taken apart: the cell below runs
+# each of the steps of the table by hand, with the block's own weights, prints every shape,
+# and checks that the result is what `block(x)` returns.
+
+# %%
+import torch.nn.functional as F
+
+from ssmamba_lite.mamba import Mamba, causal_depthwise_conv1d
+
+torch.manual_seed(seed)
+block = Mamba(d_model=max(1, d_inner // 2), d_state=d_state, expand=2).eval()
+tokens = torch.randn(batch_size, 12, block.d_model)                 # (b, L, d_model)
+with torch.no_grad():
+    shapes = {"x (input tokens)": tokens.shape}
+    xz = block.in_proj(tokens).transpose(1, 2)                          # (b, 2D, L)
+    x_in, z = xz.chunk(2, dim=1)
+    shapes["in_proj -> x', z"] = x_in.shape
+    x_in = causal_depthwise_conv1d(x_in, block.conv1d.weight, block.conv1d.bias)   # conv + SiLU
+    shapes["conv1d + SiLU"] = x_in.shape
+    x_dbl = block.x_proj(x_in.transpose(1, 2))                          # (b, L, R + 2N)
+    shapes["x_proj -> [δ, B, C]"] = x_dbl.shape
+    d_raw, B_t, C_t = torch.split(x_dbl, [block.dt_rank, block.d_state, block.d_state], dim=-1)
+    shapes["δ (low rank)"], shapes["B_t"], shapes["C_t"] = d_raw.shape, B_t.shape, C_t.shape
+    delta = F.softplus(d_raw @ block.dt_proj.weight.T + block.dt_proj.bias).transpose(1, 2)
+    shapes["Δ = softplus(dt_proj(δ))"] = delta.shape
+    A_blk = -torch.exp(block.A_log)                                     # (D, N)
+    shapes["A = -exp(A_log)"] = A_blk.shape
+    y = selective_scan_reference(x_in, delta, A_blk, B_t.transpose(1, 2), C_t.transpose(1, 2))
+    shapes["scan: y"] = y.shape
+    y = (y + block.D[:, None] * x_in) * F.silu(z)                       # skip, then gate
+    shapes["+ D x', × silu(z)"] = y.shape
+    mine = block.out_proj(y.transpose(1, 2))
+    shapes["out_proj"] = mine.shape
+    theirs = block(tokens)
+for name, shape in shapes.items():
+    print(f"{name:26s} {tuple(shape)}")
+print(f"d_model {block.d_model}, D = d_inner {block.d_inner}, N = d_state {block.d_state}, "
+      f"R = dt_rank {block.dt_rank}")
+print(f"by hand vs block(x): max |difference| = {(mine - theirs).abs().max():.1e}")
+assert torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5)
+print("parameters:", {name: p.numel() for name, p in block.named_parameters()},
+      f"total {sum(p.numel() for p in block.parameters())}")
+
+# %% [markdown]
+# ## What you learned
+#
+# - Zero-order hold turns $h' = Ah + Bx$ into $h_t = \bar A h_{t-1} + \bar B x_t$ with
+#   $\bar A = e^{\Delta A}$ and $\bar B = (\Delta A)^{-1}(e^{\Delta A} - I)\Delta B$; Mamba's code,
+#   mamba-ssm's kernels and this library keep $\bar A$ exact and use $\bar B \approx \Delta B$,
+#   which lets in $\Delta a / (e^{\Delta a} - 1) \ge 1$ times more input (printed above for the
+#   leaky average: its DC gain at $\Delta$ = `dc_delta`).
+# - *Selective* means $\Delta_t, B_t, C_t$ are computed from each token: a large $\Delta_t$
+#   resets the state, a small one keeps it.
+# - The scan is a loop of $L$ steps ($O(L)$ work); the library's fast paths compute the same
+#   numbers and gradients as the readable loop and as mamba-ssm's reference.
+# - One step is an affine map, and composing affine maps is associative, so a parallel scan
+#   needs only $\lceil \log_2 L \rceil$ dependent rounds (counted above).
+# - A Mamba block is in_proj → causal depthwise conv → SiLU → x_proj (Δ, B, C) → scan → $+Dx'$
+#   → gate by SiLU(z) → out_proj.
+#
+# Next, [03 · LPR and DMS](03_lpr_and_dms.ipynb) reads a 2D tissue image with this 1D scan
+# (in several directions and scales: DMS) and adds a small convolution (LPR). The course map is
+# in [00 · set-up and tour](00_setup_and_tour.ipynb).
+
+# %% [markdown]
+# ## Self-check
+#
+# **Q1** (1 point). The leaky average of section 2 ($a = -1$, $B = C = 1$) with Mamba's
+# $\bar B = \Delta B$ and $\Delta = 0.5$ is fed $u_t = 1$ for a long time. At what value does
+# its output settle? Two decimals. Set `q1_dc_gain` in the next cell.
+
+# %% nbgrader={"grade": false, "grade_id": "q1_dc_gain", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q1_dc_gain = None     # your answer: a number
+### BEGIN SOLUTION
+q1_dc_gain = 1.27
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q1_dc_gain_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q1", q1_dc_gain, "628fdfdbae1d24bb", decimals=2)
+
+# %% [markdown]
+# **Q2** (1 point). Which discretisation does `ssmamba_lite`'s selective scan (and mamba-ssm's)
+# compute? Set `q2_discretisation` to `"a"`, `"b"` or `"c"`.
+#
+# - (a) exact ZOH: $\bar A = e^{\Delta A}$, $\bar B = (\Delta A)^{-1}(e^{\Delta A} - I)\Delta B$
+# - (b) $\bar A = e^{\Delta A}$ exact, $\bar B = \Delta B$
+# - (c) Euler for both: $\bar A = I + \Delta A$, $\bar B = \Delta B$
+
+# %% nbgrader={"grade": false, "grade_id": "q2_discretisation", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q2_discretisation = None     # your answer: "a", "b" or "c"
+### BEGIN SOLUTION
+q2_discretisation = "b"
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q2_discretisation_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q2", q2_discretisation, "3e23e8160039594a")
+
+# %% [markdown]
+# **Q3** (1 point). How many rounds does the Hillis-Steele scan of section 7 need for a
+# sequence of $L = 1024$ tokens? Set `q3_rounds`.
+
+# %% nbgrader={"grade": false, "grade_id": "q3_rounds", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q3_rounds = None     # your answer: a whole number
+### BEGIN SOLUTION
+q3_rounds = 10
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q3_rounds_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q3", q3_rounds, "4a44dc15364204a8", decimals=0)
+
+# %% [markdown]
+# **Q4** (not graded). S4 computes its (fixed-parameter) layer as one long convolution of
+# the input with a kernel $\bar K = (C\bar B, C\bar A\bar B, C\bar A^2\bar B, \dots)$. Why can
+# S6 not do that, and what does it use instead?
+#
+# <details><summary>Answer</summary>
+#
+# The convolution needs the same $\bar A, \bar B, C$ at every step, so that the effect of
+# $u_s$ on $y_t$ depends only on $t - s$. In S6, $\Delta_t, B_t, C_t$ depend on the token, so the
+# effect of $u_s$ on $y_t$ is $C_t (\prod_{r=s+1}^{t} \bar A_r) \bar B_s$, a different weight for
+# every pair $(s, t)$: no single kernel exists. What remains is the recurrence itself, run as a
+# loop (the CPU kernel) or as a parallel scan over the pairs $(\bar A_t, \bar B_t u_t)$ with the
+# associative operator of section 7 (mamba-ssm's CUDA kernel).
+#
+# </details>
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Step size and memory.** Set `dc_delta` to 0.05, 0.5, 2 and 5 and rerun section 2's DC
+#    cell: plot the printed gain against Δ with the curve $\Delta/(1-e^{-\Delta})$. At which Δ
+#    is the simplified $\bar B$ 10% too loud?
+# 2. **ZOH inside the loop.** Change `scan_by_hand` to use ZOH's $\bar B$ (per state:
+#    $(e^{\Delta a_n} - 1)/a_n \cdot B_n$) and redraw the selective figure of section 2: where do
+#    the two versions differ most, at the nuclei (large Δ) or in between?
+# 3. **Blelloch.** Write the work-efficient scan (up-sweep, down-sweep) with `combine`, check it
+#    with `check_scan` against `sequential_scan`, and count its rounds and its calls of
+#    `combine` against `parallel_scan`'s for `lengths`.
+# 4. **Speed.** Set `lengths` to `[64, 256, 1024, 4096]` and `device="cuda"` on a GPU machine:
+#    does the fast path's curve stay straight (linear in L)?
+# 5. **Shapes.** Set `d_inner` and `d_state` to Mamba's defaults for $d_\text{model} = 768$
+#    ($D = 1536$, $N = 16$) and rerun section 8: how many parameters does one block have,
+#    and which projection holds most of them?

@@ -21,7 +21,8 @@ from tests.conftest import REPO
 
 NOTEBOOKS = REPO / "notebooks"
 EXERCISES = {                                   # notebook -> {exercise: points}
-    "02_selective_scan_from_scratch": {"s6_recurrence": 3},
+    "02_selective_scan_from_scratch": {"s6_recurrence": 3, "q1_dc_gain": 1,
+                                       "q2_discretisation": 1, "q3_rounds": 1},
     "03_lpr_and_dms": {"scan_order": 2, "lpr_block": 2, "q1_rows_below": 1, "q2_lpr_weights": 1,
                        "q3_lpr_at_init": 1, "q4_channels_per_direction": 1},
     "04_mamim_pretraining": {"mask": 2, "masked_loss": 2},
@@ -54,14 +55,15 @@ def test_the_course_notebooks_hold_the_exercises():
         for ex in ids:
             answer, tests = cell(nb, ex), cell(nb, f"{ex}_tests")
             assert "### BEGIN SOLUTION" in answer.source and "### END SOLUTION" in answer.source
-            assert "### BEGIN HIDDEN TESTS" in tests.source
+            if "course.quiz" not in tests.source:     # self-check questions: nothing hidden
+                assert "### BEGIN HIDDEN TESTS" in tests.source
             assert exercises.nbgrader_meta(tests)["locked"] is True
 
 
 def test_build_writes_student_versions(tmp_path):
     assert cli.main(["assignments", "build", "--out", str(tmp_path)]) == 0
     manifest = json.loads((tmp_path / "assignments.json").read_text())
-    assert manifest["total_points"] == 13
+    assert manifest["total_points"] == sum(sum(v.values()) for v in EXERCISES.values())
     assert [n["notebook"] for n in manifest["notebooks"]] == [f"{s}.ipynb" for s in EXERCISES]
     for stem, ids in EXERCISES.items():
         nb = nbformat.read(tmp_path / f"{stem}.ipynb", as_version=4)
@@ -197,7 +199,8 @@ def test_student_versions_score_zero_with_clear_messages(tmp_path):
             assert e["message"].startswith("NotImplementedError: not attempted"), e
     rows = (tmp_path / "grades" / "grades.csv").read_text().splitlines()
     assert len(rows) == 1 + sum(len(v) for v in EXERCISES.values())
-    assert "| 0 / 3 |" in (tmp_path / "grades" / "summary.md").read_text()
+    first = sum(EXERCISES["02_selective_scan_from_scratch"].values())
+    assert f"| 0 / {first:g} |" in (tmp_path / "grades" / "summary.md").read_text()
     assert (tmp_path / "grades" / "03_lpr_and_dms" / "report.md").is_file()
 
 
