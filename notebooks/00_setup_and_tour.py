@@ -17,27 +17,90 @@
 # %% [markdown]
 # # 00 · Set-up and a tour of `ssmamba_lite`
 #
-# **What.** This course rebuilds *SSMamba* (Chai et al. 2026, "SSMamba: A Self-Supervised
-# Hybrid State Space Model for Pathological Image Classification") piece by piece, on real
-# H&E tissue tiles. Only the paper's abstract is public, so the design details are ours.
+# **What.** This course rebuilds *SSMamba* (Chai, Chen, Zhang, Li and Cui, "SSMamba: A
+# Self-Supervised Hybrid State Space Model for Pathological Image Classification", Medical
+# Image Analysis 2026, [arXiv:2604.15711](https://arxiv.org/abs/2604.15711)) piece by piece, on
+# real H&E tissue tiles that ship with the package. This notebook checks the set-up, tours the
+# library and sends one batch of tiles through the network.
+
+# %% [markdown]
+# ## What the paper says, and what is ours
 #
-# **Why.** The abstract names three problems of applying vision models to pathology, and one
-# answer to each:
+# Only the abstract of the paper is public. It says:
 #
-# | problem (abstract) | answer | code | notebook |
+# - Regions of interest (ROIs) are the primary basis of diagnostic evidence, and ROI-level
+#   foundation models (Vision Transformers pretrained by large-scale self-supervised learning)
+#   are widely used for them. Three limitations remain: **(1) cross-magnification domain
+#   shift** ("fixed-scale pretraining hinders adaptation to diverse clinical settings");
+#   **(2) inadequate local-global relationship modelling** (the ViT backbone has "high
+#   computational overhead and imprecise local characterization"); **(3) insufficient
+#   fine-grained sensitivity** (self-attention "tend[s] to overlook subtle diagnostic cues").
+# - SSMamba is a hybrid self-supervised framework for fine-grained feature learning "without
+#   relying on large external datasets", with three components, one per limitation:
+#   **MAMIM** (Mamba Masked Image Modeling) against the domain shift, **DMS** (a Directional
+#   Multi-scale module) for balanced local-global modelling, and **LPR** (a Local Perception
+#   Residual module) for fine-grained sensitivity.
+# - Training has two stages: self-supervised pretraining *on the target ROI dataset itself*,
+#   then supervised fine-tuning.
+# - Reported result: SSMamba outperforms 11 state-of-the-art pathology foundation models on 10
+#   public ROI datasets, and 8 state-of-the-art methods on 6 public WSI datasets.
+#
+# **This project's own design** (the abstract gives no layers, no recipe, no sizes): the
+# selective scan and Mamba block follow Mamba ([arXiv:2312.00752](https://arxiv.org/abs/2312.00752));
+# DMS scans along several orders as VMamba ([arXiv:2401.10166](https://arxiv.org/abs/2401.10166))
+# and LocalMamba ([arXiv:2403.09338](https://arxiv.org/abs/2403.09338)) do, plus pooled scales,
+# fused with learned weights; LPR is $x + \mathrm{DWConv}(x)$, like CMT's local perception unit
+# ([arXiv:2107.06263](https://arxiv.org/abs/2107.06263)); MAMIM is a SimMIM-style recipe
+# ([arXiv:2111.09886](https://arxiv.org/abs/2111.09886); masked tokens replaced by a learned
+# token rather than dropped as in MAE, [arXiv:2111.06377](https://arxiv.org/abs/2111.06377))
+# with random zooms; the hierarchical layout (convolutions in the two fine stages, DMS in the
+# two coarse ones), the presets and every number are ours. The whole-slide part (notebook 09)
+# uses attention MIL (ABMIL, [arXiv:1802.04712](https://arxiv.org/abs/1802.04712)) and
+# Mamba-MIL (MambaMIL, [arXiv:2403.06800](https://arxiv.org/abs/2403.06800)). Nothing in this
+# course reproduces the paper's numbers: every result you will see is measured here, on small
+# sample sets and small models.
+#
+# | limitation (abstract) | component (abstract) | here | notebook |
 # |---|---|---|---|
-# | domain shift from natural images; few labels | **MAMIM**: masked image modelling on the target data itself | `mamim.py` | 04, 05 |
-# | inadequate local-global modelling | **DMS**: selective scans in several directions and scales | `dms.py` | 02, 03 |
-# | insufficient fine-grained sensitivity | **LPR**: a depthwise-convolution residual | `lpr.py` | 03 |
+# | cross-magnification domain shift | **MAMIM**, pretraining on the target data | `mamim.py` | 04, 05, 08 |
+# | inadequate local-global modelling | **DMS** | `dms.py` (on `scan.py`, `mamba.py`) | 02, 03 |
+# | insufficient fine-grained sensitivity | **LPR** | `lpr.py` | 03 |
+
+# %% [markdown]
+# ## The course
 #
-# All three stand on the *selective scan* (S6) of Mamba, which notebook 02 builds from scratch.
+# | notebook | what you do |
+# |---|---|
+# | 00 · set-up and tour (this one) | check the installation, read the library's map, push tiles through the network |
+# | [01 · the data](01_data.ipynb) | tiles, classes, patients, magnifications, augmentation |
+# | [02 · the selective scan](02_selective_scan_from_scratch.ipynb) | derive and write the scan (S6), its parallel form and the Mamba block; graded exercises |
+# | [03 · LPR and DMS](03_lpr_and_dms.ipynb) | read a 2D image with 1D scans, and add a local residual; graded exercises |
+# | [04 · MAMIM pretraining](04_mamim_pretraining.ipynb) | masked image modelling on the target tiles; graded exercises |
+# | [05 · fine-tuning](05_finetuning.ipynb) | from MAMIM against from scratch; graded exercise |
+# | [06 · ablations](06_ablations.ipynb) | what each part buys (each variant runs [06a](06a_ablation_cell.ipynb)) |
+# | [07 · explainability](07_explainability.ipynb) | Grad-CAM on right and wrong tiles |
+# | [08 · cross-magnification](08_cross_magnification.ipynb) | train at one zoom, test at another |
+# | [09 · whole slides](09_wsi_mil.ipynb) | tiles, features and slide-level classification (MIL) |
 #
-# **The course.** 00 set-up (this one) → 01 data → 02 selective scan → 03 LPR and DMS →
-# 04 MAMIM pretraining → 05 fine-tuning → 06 ablations → 07 explainability →
-# 08 cross-magnification. Every notebook starts with a cell of **parameters**
-# (`data_dir`, `output_dir`, `image_size`, `epochs`, `batch_size`, `device`, `seed`, ...):
-# change them there, or from the command line with papermill.
-# Every figure is also saved as a PNG in `output_dir`.
+# Every notebook starts with a cell of **parameters** (`data_dir`, `output_dir`, `image_size`,
+# `epochs`, `batch_size`, `device`, `seed`, ...): change them there, or from the command line
+# (`ssmamba-lite tutorial 00 -p image_size 64`). Every figure is also saved as a PNG in
+# `output_dir`.
+
+# %% [markdown]
+# ## Learning objectives
+#
+# After this notebook you can
+# - say what the SSMamba abstract claims, and which parts of this code are this project's own
+#   design;
+# - check which implementation of the selective scan runs on your machine;
+# - find your way in the package (which module holds which part of the paper);
+# - follow a batch of tiles through the network's stages, with their shapes.
+#
+# ## Prerequisites
+#
+# Python and a little PyTorch; the package installed (`make test` or `pip install -e .`). No
+# pathology background is needed: [01 · the data](01_data.ipynb) introduces the tissue.
 
 # %% tags=["parameters"]
 data_dir = "sample:kather2016"   # class folders or labels.csv; "sample:NAME": a set that ships with the package
@@ -199,5 +262,75 @@ save_figure(fig, out, "tour_feature_maps")
 plt.show()
 
 # %% [markdown]
-# Next: **01_data** looks at the tiles, their classes and patients, and what magnification
-# means. Then **02** opens the selective scan.
+# ## What you learned
+#
+# - The SSMamba abstract names three limitations of ViT foundation models on ROIs
+#   (cross-magnification domain shift, local-global modelling, fine-grained sensitivity) and
+#   one component against each (MAMIM, DMS, LPR), trained in two stages on the target data
+#   itself; how the components are built here is this project's design.
+# - Which scan implementation runs here (printed in section 1), and where each part of the
+#   paper lives in the package (section 2).
+# - The network is hierarchical: a stride-4 stem, then four stages that halve the spatial size
+#   (stride 32 in all) while the channels grow; convolution mixers in the fine stages, DMS in
+#   the coarse ones (the table and shapes of sections 3 and 4).
+
+# %% [markdown]
+# ## Self-check
+#
+# Set each answer in its cell and run it; `check` says "correct" or raises an error.
+#
+# **Q1.** According to the abstract, how many state-of-the-art pathology foundation models does
+# SSMamba outperform on ROI datasets?
+
+# %%
+from ssmamba_lite.course.quiz import check
+
+q1 = 11     # change this to your answer, then run the cell
+check("Q1", q1, "4fc82b26aecb47d2", decimals=0)
+
+# %% [markdown]
+# **Q2.** Which component does the abstract set against "insufficient fine-grained
+# sensitivity"? Answer `"mamim"`, `"dms"` or `"lpr"`.
+
+# %%
+q2 = "lpr"     # change this to your answer
+check("Q2", q2, "fbea0f7cc3310d1c")
+
+# %% [markdown]
+# **Q3.** A 128 x 128 tile goes through the network of section 3. What is the side (in
+# tokens) of the feature map that stage 4 outputs? Run section 4 with `image_size = 128` if in
+# doubt.
+
+# %%
+q3 = 4     # change this to your answer
+check("Q3", q3, "4b227777d4dd1fc6", decimals=0)
+
+# %% [markdown]
+# **Q4.** The abstract says MAMIM pretrains "on target ROI datasets". What does that change
+# compared with a foundation model, and what does the abstract *not* tell us about MAMIM?
+#
+# <details><summary>Answer</summary>
+#
+# A foundation model is pretrained once on a large external collection and then adapted; MAMIM
+# pretrains on the unlabelled tiles of the dataset one wants to classify, so no large external
+# data is needed and the encoder sees the target's own stain, scanner and magnifications. The
+# abstract does not say how images are masked, what is reconstructed, which loss is used, how
+# long it trains, or how magnification enters: the recipe in `mamim.py` (SimMIM-style, random
+# zooms) is this project's choice.
+#
+# </details>
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Set `model = "ssmamba_lite_cpu"` (the preset the other notebooks train on a CPU) and
+#    compare its stage table and parameter count with `ssmamba_lite_tiny`'s.
+# 2. Set `model_args = {"use_lpr": False}`: how many parameters does LPR cost, per stage? Then
+#    `{"directions": 1}`: what does DMS cost per direction?
+# 3. Set `image_size = 100`: read the error message. Which sizes does the network accept, and
+#    why (the stride printed in section 3)?
+# 4. Set `data_dir = "sample:idc-breast"` and rerun: which classes and tile sizes does that
+#    sample have? (01 looks closer.)
+#
+# Next: [01 · the data](01_data.ipynb) looks at the tiles, their classes and patients, and what
+# magnification means; then [02](02_selective_scan_from_scratch.ipynb) opens the selective scan.
