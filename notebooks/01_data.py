@@ -31,6 +31,27 @@
 # `labels.csv` with columns `path,label[,patient_id]`. When `data_dir` does not exist and
 # `dataset` names an entry of the registry (`ssmamba-lite data list`), this notebook downloads
 # it there first (checksums verified).
+#
+# Why magnification gets a section of its own: the SSMamba abstract
+# ([arXiv:2604.15711](https://arxiv.org/abs/2604.15711)) names "cross-magnification domain
+# shift" ("fixed-scale pretraining hinders adaptation to diverse clinical settings") as the
+# first of three problems it addresses. Back: [00 · set-up and tour](00_setup_and_tour.ipynb).
+
+# %% [markdown]
+# ## Learning objectives
+#
+# After this notebook you can
+# - read a tile dataset from class folders or a `labels.csv`, and count its tiles, classes and
+#   patients;
+# - say why class balance calls for balanced accuracy, and why splits go by patient;
+# - tell a real change of magnification (a wider or narrower field of view on the slide) from
+#   what a single tile can show (a crop, or a blur);
+# - name the augmentations training applies, the stain jitter among them.
+#
+# ## Prerequisites
+#
+# [00 · set-up and tour](00_setup_and_tour.ipynb) (the package installed and the tour run).
+# No pathology background is needed.
 
 # %% tags=["parameters"]
 data_dir = "sample:kather2016"   # class folders or labels.csv; or "data:kather2016" ($SSMAMBA_DATA)
@@ -134,16 +155,22 @@ plt.show()
 # ## 5. Splitting by patient
 #
 # `patient_split` deals out *patients*, not tiles: every patient's tiles land on one side.
-# (Where the data has no `patient_id`, each tile is its own group.) Below: the two parts have
-# no patient in common, and similar class proportions.
+# (Where the data has no `patient_id`, each tile is its own group.) With two parts it also
+# stratifies by class (scikit-learn's `StratifiedGroupKFold`), so that each part gets about its
+# share of every class. Below: a check that no patient is on both sides, and each class's
+# share of the tiles in each part, printed and drawn.
 
 # %%
 from ssmamba_lite.engine.data import patient_split
 
 train, val = patient_split(samples, (0.8, 0.2), seed=seed)
 assert not set(train.patients) & set(val.patients), "a patient on both sides"
+print(f"no patient on both sides: {len(set(train.patients))} train and "
+      f"{len(set(val.patients))} validation patient groups")
 parts = pd.DataFrame([{"part": name, "class": s.classes[y]}
                       for name, s in (("train", train), ("validation", val)) for y in s.labels])
+print("share of each part's tiles per class:")
+print(pd.crosstab(parts["class"], parts["part"], normalize="columns").round(2))
 fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(samples.classes)), 3))
 sns.countplot(data=parts, x="class", hue="part", order=samples.classes, ax=ax)
 ax.tick_params(axis="x", rotation=45)
@@ -156,11 +183,15 @@ plt.show()
 # ## 6. The same tissue at several magnifications
 #
 # Slides are scanned at 20x or 40x, and tiles are cut at many sizes, so the same structure
-# reaches a model at different apparent magnifications; SSMamba's abstract names this
-# "domain shift". `magnify(tile, z)` shows a tile at `z` times the magnification, at the same
-# size: for $z > 1$ a centre crop of side $H/z$ is enlarged; for $z < 1$ the tile is shrunk by
-# $z$ and enlarged back, so the detail finer than the new pixel is gone. (It cannot show what
-# lies *outside* the tile: a real zoom out would; the slide below does.)
+# reaches a model at different apparent magnifications; the SSMamba abstract calls the result
+# "cross-magnification domain shift". From a single tile we can imitate only part of it.
+# `magnify(tile, z)` returns a tile of the same size:
+# - $z > 1$, a **crop**: the centre square of side $H/z$ enlarged to $H$: a narrower field of
+#   view at $z$ times the magnification, as a real zoom in would give (but with no detail
+#   finer than the scan's);
+# - $z < 1$, a **blur**: the tile shrunk by $z$ and enlarged back, so detail finer than the new
+#   pixel is gone but the field of view stays the same. A real zoom out would show a *wider*
+#   field (tissue around the tile), which a tile does not hold; the slide below does.
 
 # %%
 from ssmamba_lite.course.figures import image_row
@@ -176,8 +207,9 @@ save_figure(fig, out, "magnifications_of_a_tile")
 plt.show()
 
 # %% [markdown]
-# A whole-slide image shows the real thing: around one centre, a field of view twice as wide
-# at half the magnification shows more tissue, each structure at half the size.
+# A whole-slide image shows the real thing: around one centre, a field of view twice as wide,
+# shown at the same number of pixels (half the magnification), holds four times the tissue,
+# each structure at half the size.
 
 # %%
 slide_file = resolve_data(wsi_path) if wsi_path else None
@@ -220,5 +252,76 @@ save_figure(fig, out, "augmentations")
 plt.show()
 
 # %% [markdown]
-# Next: **02** builds the selective scan, the operation that SSMamba's DMS module runs over
-# these tiles.
+# ## What you learned
+#
+# - A tile dataset is tiles, classes and (when known) patients; `scan_labelled` reads class
+#   folders or a `labels.csv`, and this notebook printed how many of each the data has.
+# - Unequal classes make plain accuracy flatter the largest class: the course reports balanced
+#   accuracy (mean recall over classes) and macro F1.
+# - Splits go by patient (`patient_split`), stratified by class; the check above found no
+#   patient on both sides.
+# - A real change of magnification changes the field of view; `magnify` can crop (zoom in) or
+#   blur (zoom < 1) a tile, never widen it.
+# - Training sees flipped, rotated and colour- and stain-jittered views of each tile.
+
+# %% [markdown]
+# ## Self-check
+#
+# Set each answer in its cell and run it; `check` says "correct" or raises an error.
+#
+# **Q1.** Validation data: 90% of the tiles are class A, 10% class B. A model predicts A for
+# every tile. What is its balanced accuracy? Two decimals.
+
+# %%
+from ssmamba_lite.course.quiz import check
+
+q1 = 0.5     # change this to your answer, then run the cell
+check("Q1", q1, "f88afaea4207e3bd", decimals=2)
+
+# %% [markdown]
+# **Q2.** `magnify(tile, 2.0)` on a 128 x 128 tile: what is the side, in pixels, of the centre
+# square that gets enlarged?
+
+# %%
+q2 = 64     # change this to your answer
+check("Q2", q2, "a68b412c4282555f", decimals=0)
+
+# %% [markdown]
+# **Q3.** Why is a split by tile, with tiles of one patient on both sides, a problem even when
+# the classes are perfectly balanced?
+#
+# <details><summary>Answer</summary>
+#
+# Tiles of one patient share stain, scanner, tissue preparation and the patient's own
+# morphology. A model can learn to recognise the patient rather than the class, and a
+# validation set holding other tiles of the same patients rewards exactly that: the score
+# measures memory of patients, and will not carry over to new patients, which is what a
+# diagnostic model meets.
+#
+# </details>
+#
+# **Q4.** `magnify(tile, 0.5)` and a real half magnification of the same place: name one
+# thing the real one shows that the tile version cannot.
+#
+# <details><summary>Answer</summary>
+#
+# The tissue *around* the tile: a real zoom out doubles the field of view (four times the area)
+# at the same pixel count. `magnify` with $z < 1$ keeps the field of view and only removes fine
+# detail (a blur), as the slide figure of section 6 shows next to the tile figure.
+#
+# </details>
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Set `data_dir = "sample:idc-breast"` (and `dataset = ""`): how many patients does it hold,
+#    and how balanced are its classes? Compare with `sample:kather2016`.
+# 2. Change `seed`: does the patient split still keep each class's share? Which class moves
+#    most, and why (count its patients)?
+# 3. Set `zooms = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]`: at which zoom does a nucleus fill the tile,
+#    and at which do nuclei stop being visible?
+# 4. Set `batch_size = 16` for more augmented views: which augmentation changes the colours
+#    most? Try `train_transform(image_size, stain=False)` in the last code cell to see.
+#
+# Next: [02 · the selective scan](02_selective_scan_from_scratch.ipynb) builds the operation
+# that SSMamba's DMS module runs over these tiles.
