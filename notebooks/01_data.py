@@ -186,11 +186,11 @@ plt.show()
 # reaches a model at different apparent magnifications; the SSMamba abstract calls the result
 # "cross-magnification domain shift". From a single tile we can imitate only part of it.
 # `magnify(tile, z)` returns a tile of the same size:
-# - $z > 1$, a **crop**: the centre square of side $H/z$ enlarged to $H$: a narrower field of
-#   view at $z$ times the magnification, as a real zoom in would give (but with no detail
+# - $z > 1$, `crop_enlarge`: the centre square of side $H/z$ enlarged to $H$: a narrower field
+#   of view at $z$ times the magnification, as a real zoom in would give (but with no detail
 #   finer than the scan's);
-# - $z < 1$, a **blur**: the tile shrunk by $z$ and enlarged back, so detail finer than the new
-#   pixel is gone but the field of view stays the same. A real zoom out would show a *wider*
+# - $z < 1$, `down_up_blur`: the tile shrunk by $z$ and enlarged back, a **blur**: detail finer
+#   than the new pixel is gone but the field of view stays the same. A real zoom out would show a *wider*
 #   field (tissue around the tile), which a tile does not hold; the slide below does.
 
 # %%
@@ -202,7 +202,9 @@ largest = max(range(len(samples)), key=lambda i: Image.open(samples.paths[i]).si
 tile = torch.nn.functional.interpolate(load_image(samples.paths[largest])[None].float(),
                                        size=(image_size, image_size), mode="bilinear",
                                        antialias=True)[0].round().to(torch.uint8)
-fig = image_row([magnify(tile, z) for z in zooms], [f"zoom {z:g}x" for z in zooms])
+fig = image_row([magnify(tile, z) for z in zooms],
+                [f"{z:g}x: {'crop_enlarge' if z > 1 else 'down_up_blur' if z < 1 else 'the tile'}"
+                 for z in zooms])
 save_figure(fig, out, "magnifications_of_a_tile")
 plt.show()
 

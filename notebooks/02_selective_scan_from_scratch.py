@@ -332,11 +332,23 @@ def s6_recurrence(u, delta, A, B, C, D):
     ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "s6_recurrence_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-# Checks s6_recurrence against the library's selective_scan_reference on random input.
+# Checks s6_recurrence against the library's selective_scan_reference on random input. While
+# s6_recurrence runs, the library's scans (and those of mamba-ssm and mambapy) raise an error:
+# an answer that calls one of them scores 0.
 import torch
 
-from ssmamba_lite.course.exercises import assert_close
-from ssmamba_lite.scan import selective_scan_reference
+from ssmamba_lite.course.exercises import assert_close, forbidden
+from ssmamba_lite.scan import selective_scan, selective_scan_reference
+
+LIBRARY_SCANS = (selective_scan_reference, selective_scan,
+                 "ssmamba_lite.kernels.scan_chunked:selective_scan_chunked",
+                 "ssmamba_lite.kernels.scan_cpu:selective_scan_cpu",
+                 "ssmamba_lite.kernels.scan_cpu:forward_kernel",
+                 "ssmamba_lite.kernels.scan_cuda:selective_scan_cuda",
+                 "ssmamba_lite.kernels.scan_triton:selective_scan_triton",
+                 "mamba_ssm.ops.selective_scan_interface:selective_scan_ref",
+                 "mamba_ssm.ops.selective_scan_interface:selective_scan_fn",
+                 "mambapy.pscan:PScan", "mambapy.mamba:MambaBlock")
 
 
 def random_scan_input(batch, channels, length, states, seed):
@@ -347,15 +359,20 @@ def random_scan_input(batch, channels, length, states, seed):
                 C=r(batch, states, length), D=r(channels))
 
 
-x = random_scan_input(2, 3, 8, 4, seed=0)
-assert_close(s6_recurrence(**x), selective_scan_reference(**x), "s6_recurrence", seed=0)
+def check_s6(x, what, seed):
+    reference = selective_scan_reference(**x)
+    with forbidden(*LIBRARY_SCANS, exercise="s6_recurrence"):
+        mine = s6_recurrence(**x)
+    assert_close(mine, reference, what, seed=seed)
+
+
+check_s6(random_scan_input(2, 3, 8, 4, seed=0), "s6_recurrence", seed=0)
 ### BEGIN HIDDEN TESTS
 for seed, shape in [(1, (1, 5, 17, 2)), (2, (3, 2, 1, 6)), (3, (2, 4, 33, 16))]:
-    x = random_scan_input(*shape, seed=seed)
-    assert_close(s6_recurrence(**x), selective_scan_reference(**x), "s6_recurrence", seed=seed)
+    check_s6(random_scan_input(*shape, seed=seed), "s6_recurrence", seed=seed)
 x = random_scan_input(2, 3, 12, 4, seed=4)
 x["delta"] = x["delta"] * 20                                     # large steps: Ā ≈ 0, no blow-up
-assert_close(s6_recurrence(**x), selective_scan_reference(**x), "s6_recurrence (large Δ)", seed=4)
+check_s6(x, "s6_recurrence (large Δ)", seed=4)
 ### END HIDDEN TESTS
 print("s6_recurrence: checks passed")
 

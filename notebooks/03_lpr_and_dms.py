@@ -260,8 +260,8 @@ plt.show()
 # - **The preset's directions** (forward and backward along rows and columns): every token is
 #   before $p$ on some path, so the whole map reaches $p$.
 # - **Adding scale 2**: the pooled map is scanned too; a token two rows below $p$ lies in the
-#   pooled block just below $p$'s, a few steps away on the coarse paths instead of about $2S$ on
-#   the fine ones, so we expect it to count more.
+#   pooled block just below $p$'s (or in $p$'s own), a few steps away on the coarse paths
+#   instead of about $2S$ on the fine ones, so we expect it to count more.
 # - **LPR at initialisation**: its filters start at zero, so $\mathrm{LPR}(x) = x$: its ERF is
 #   the single pixel $p$, and LPR in front of DMS changes nothing (yet).
 
@@ -344,18 +344,18 @@ c0 = image_size // 2
 bare, d0, d1 = (reach[k] for k in ("bare scan, dir 0 (d_conv=1)", "DMS, dir 0", "DMS, dir 1"))
 full1, full = reach[f"DMS, dirs {dirs}, scale 1"], reach[f"DMS, dirs {dirs}, scales {cfg.scales}"]
 same = (erfs["LPR at init -> DMS, dir 0"] - erfs["DMS, dir 0"]).abs().max().item()
+half = (c0 * image_size + c0 + 1) / image_size**2     # (r S + c + 1) / S^2
 checks = {
     "bare scan, dir 0: above and left reach p, below and right do not":
         bare["above"] > 0 and bare["left"] > 0 and bare["below"] == 0 == bare["right"],
-    f"bare scan, dir 0: area (r S + c + 1) / S^2 = {(c0 * image_size + c0 + 1) / image_size**2:.4f}":
-        abs(bare["area"] - (c0 * image_size + c0 + 1) / image_size**2) < 1e-6,
+    f"bare scan, dir 0: area (r S + c + 1) / S^2 = {half:.4f}": abs(bare["area"] - half) < 1e-6,
     "DMS, dir 0 (3x3 conv): below and right reach p, two rows below does not":
         d0["below"] > 0 and d0["right"] > 0 and d0["2 below"] == 0,
     "DMS, dir 1 (3x3 conv): right reaches p, two columns right does not":
         d1["right"] > 0 and d1["2 right"] == 0,
     f"DMS, dirs {dirs}: the whole map reaches p": full1["area"] == 1.0,
-    f"adding scale 2: two rows below counts more ({full1['2 below']:.2g} -> {full['2 below']:.2g})":
-        full["2 below"] > full1["2 below"],
+    f"adding scale 2: two rows below counts more "
+    f"({full1['2 below']:.2g} -> {full['2 below']:.2g})": full["2 below"] > full1["2 below"],
     "LPR at init: a single pixel": abs(reach["LPR at init"]["area"] - 1 / image_size**2) < 1e-9,
     f"LPR at init -> DMS, dir 0 has DMS's ERF (max difference {same:.1g})": same == 0,
 }

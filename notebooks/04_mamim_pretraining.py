@@ -133,19 +133,21 @@ def make_mask(batch, image_size, mask_patch_size, mask_ratio, generator, stem_st
     ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "mask_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# Checks make_mask against the library's MaskGenerator, from the same random numbers.
+# Checks make_mask against the library's MaskGenerator, from the same random numbers. While
+# make_mask runs, MaskGenerator and MAMIM raise an error: using them scores 0.
 import torch
 
-from ssmamba_lite.course.exercises import assert_equal
-from ssmamba_lite.mamim import MaskGenerator
+from ssmamba_lite.course.exercises import assert_equal, forbidden
+from ssmamba_lite.mamim import MAMIM, MaskGenerator
 
 
 def check_mask(batch, image_size, mask_patch_size, mask_ratio, seed, stem_stride=4):
     what = f"make_mask({batch}, {image_size}, {mask_patch_size}, {mask_ratio}, seed {seed})"
-    mine = make_mask(batch, image_size, mask_patch_size, mask_ratio,
-                     torch.Generator().manual_seed(seed), stem_stride)
     reference = MaskGenerator(image_size, mask_patch_size, stem_stride, mask_ratio)(
         batch, torch.Generator().manual_seed(seed))
+    with forbidden(MaskGenerator, MAMIM, exercise="mask"):
+        mine = make_mask(batch, image_size, mask_patch_size, mask_ratio,
+                         torch.Generator().manual_seed(seed), stem_stride)
     assert torch.is_tensor(mine) and mine.dtype == torch.bool, \
         f"{what}: expected a bool tensor, got {getattr(mine, 'dtype', type(mine).__name__)}"
     assert_equal(mine, reference, what)
@@ -190,10 +192,11 @@ def masked_loss(pred, images, mask, mask_patch_size, norm_pix_loss=True, stem_st
     ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "masked_loss_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# Checks masked_loss against the loss of the library's MAMIM on random images and masks.
+# Checks masked_loss against the loss of the library's MAMIM on random images and masks. While
+# masked_loss runs, MAMIM raises an error: using it scores 0 (patch_normalize is yours to use).
 import torch
 
-from ssmamba_lite.course.exercises import assert_close
+from ssmamba_lite.course.exercises import assert_close, forbidden
 from ssmamba_lite.mamim import MAMIM
 from ssmamba_lite.model import SSMamba
 
@@ -206,6 +209,7 @@ def check_masked_loss(batch, image_size, mask_patch_size, norm_pix_loss, seed):
     mask = mamim.mask_generator(image_size)(batch, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         loss, pred, _ = mamim(images, mask)
+    with torch.no_grad(), forbidden(MAMIM, exercise="masked_loss"):
         mine = masked_loss(pred, images, mask, mask_patch_size, norm_pix_loss)
     assert_close(torch.as_tensor(mine).reshape(()), loss,
                  f"masked_loss (norm_pix_loss={norm_pix_loss}, {image_size} px)", seed=seed)

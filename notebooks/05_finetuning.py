@@ -103,11 +103,14 @@ def binary_auroc(y_true, scores):
     ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "auroc_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# Checks binary_auroc against the library's metrics.auroc (scikit-learn's roc_auc_score).
+# Checks binary_auroc against the library's metrics.auroc (scikit-learn's roc_auc_score). While
+# binary_auroc runs, the library's AUROCs and scikit-learn's roc_auc_score and auc raise an
+# error: calling them scores 0.
 import numpy as np  # noqa: F811  (each test cell imports what it needs)
+from sklearn.metrics import auc, roc_auc_score
 
-from ssmamba_lite.course.exercises import assert_close
-from ssmamba_lite.engine.metrics import auroc
+from ssmamba_lite.course.exercises import assert_close, forbidden
+from ssmamba_lite.engine.metrics import auroc, one_vs_rest_auroc
 
 
 def check_auroc(n, positives, seed, decimals=None):
@@ -117,7 +120,8 @@ def check_auroc(n, positives, seed, decimals=None):
     if decimals is not None:
         scores = scores.round(decimals)                     # ties
     reference = auroc(y, np.stack([1 - scores, scores], axis=1))
-    mine = binary_auroc(y, scores)
+    with forbidden(auroc, one_vs_rest_auroc, roc_auc_score, auc, exercise="auroc"):
+        mine = binary_auroc(y, scores)
     assert isinstance(mine, (float, np.floating)), \
         f"binary_auroc: expected a float, got {type(mine).__name__}"
     assert_close(mine, reference, f"binary_auroc (n={n}, {positives} positives)", seed=seed)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 
@@ -29,6 +30,59 @@ EXERCISES = {                                   # notebook -> {exercise: points}
     "05_finetuning": {"auroc": 2},
 }
 STUB = "raise NotImplementedError()"
+# For every exercise, an answer that calls the library function it asks for (under another
+# name, imported before the test cell runs): right answers, which must still score 0.
+CHEATS = {
+    "s6_recurrence": """
+from ssmamba_lite.scan import selective_scan_reference as my_loop
+
+
+def s6_recurrence(u, delta, A, B, C, D):
+    return my_loop(u, delta, A, B, C, D)
+""",
+    "scan_order": """
+from ssmamba_lite.dms import scan_order as order
+
+
+def my_scan_order(h, w, direction, window=4):
+    return order(h, w, direction, window)
+""",
+    "lpr_block": """
+from ssmamba_lite.lpr import LocalPerceptionResidual as LPRBlock
+""",
+    "mask": """
+from ssmamba_lite.mamim import MaskGenerator as Masks
+
+
+def make_mask(batch, image_size, mask_patch_size, mask_ratio, generator, stem_stride=4):
+    return Masks(image_size, mask_patch_size, stem_stride, mask_ratio)(batch, generator)
+""",
+    "masked_loss": """
+from types import SimpleNamespace
+
+import torch
+
+from ssmamba_lite.mamim import MAMIM as Library
+
+
+def masked_loss(pred, images, mask, mask_patch_size, norm_pix_loss=True, stem_stride=4):
+    # the library's forward with a stand-in network whose decoder returns `pred`
+    same = lambda t: t  # noqa: E731
+    net = SimpleNamespace(stem=lambda t: t[:, :, ::stem_stride, ::stem_stride], stages=same,
+                          norm=same)
+    stand_in = SimpleNamespace(stem_stride=stem_stride, mask_patch_size=mask_patch_size,
+                               norm_pix_loss=norm_pix_loss, mask_token=torch.zeros(1),
+                               encoder=net, decoder=lambda z: pred)
+    return Library.forward(stand_in, images, mask)[0]
+""",
+    "auroc": """
+from sklearn.metrics import roc_auc_score as area
+
+
+def binary_auroc(y_true, scores):
+    return float(area(y_true, scores))
+""",
+}
 
 
 def solution(stem: str):
@@ -186,6 +240,59 @@ def test_solution_notebooks_score_full_marks(stem, tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert f"**{report['score']:g} / {report['max_score']:g} points**" in md
     assert "all checks passed" in md and (tmp_path / f"{stem}.ipynb").is_file()
+
+
+def test_the_cheats_are_right_answers():
+    """So that the zero they score below comes from `forbidden`, not from a wrong answer."""
+    from ssmamba_lite.dms import scan_order
+    from ssmamba_lite.engine.metrics import auroc
+    from ssmamba_lite.lpr import LocalPerceptionResidual
+    from ssmamba_lite.mamim import MAMIM, MaskGenerator
+    from ssmamba_lite.model import SSMamba
+    from ssmamba_lite.scan import selective_scan_reference
+
+    ns: dict = {}
+    for source in CHEATS.values():
+        exec(source, ns)                                          # noqa: S102
+    assert ns["LPRBlock"] is LocalPerceptionResidual
+    g = torch.Generator().manual_seed(0)
+    u, delta = torch.randn(2, 3, 6, generator=g), torch.rand(2, 3, 6, generator=g)
+    A, B, C = -torch.rand(3, 4, generator=g), torch.randn(2, 4, 6), torch.randn(2, 4, 6)
+    D = torch.randn(3)
+    assert torch.equal(ns["s6_recurrence"](u, delta, A, B, C, D),
+                       selective_scan_reference(u, delta, A, B, C, D))
+    assert torch.equal(ns["my_scan_order"](5, 7, 6, 3), scan_order(5, 7, 6, 3))
+    assert torch.equal(ns["make_mask"](2, 64, 16, 0.6, torch.Generator().manual_seed(1)),
+                       MaskGenerator(64, 16, 4, 0.6)(2, torch.Generator().manual_seed(1)))
+    torch.manual_seed(0)
+    net = SSMamba(num_classes=0, dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), d_state=2)
+    images = torch.randn(2, 3, 32, 32)
+    mamim = MAMIM(net, 8).eval()
+    mask = mamim.mask_generator(32)(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        loss, pred, _ = mamim(images, mask)
+    assert torch.allclose(ns["masked_loss"](pred, images, mask, 8), loss)
+    y, scores = np.array([0, 1, 1, 0, 1]), np.array([0.1, 0.7, 0.4, 0.4, 0.9])
+    assert ns["binary_auroc"](y, scores) == auroc(y, np.stack([1 - scores, scores], 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", list(EXERCISES))
+def test_an_answer_that_calls_the_library_scores_zero(stem, tmp_path):
+    nb = solution(stem)
+    cheated = [ex for ex in CHEATS if ex in EXERCISES[stem]]
+    for ex in cheated:
+        answer = cell(nb, ex)
+        answer.source = CHEATS[ex].strip() + "\n"
+    nbformat.write(nb, tmp_path / f"mallory_{stem}.ipynb")
+    report = autograde.grade(tmp_path / f"mallory_{stem}.ipynb", tmp_path / "report")
+    for e in report["exercises"]:
+        if e["id"] in cheated:
+            assert e["points"] == 0 and e["status"] == "failed", e
+            assert e["message"].startswith(f"RuntimeError: exercise {e['id']}: calling "), e
+            assert e["message"].endswith("is not allowed here: write it yourself"), e
+        else:                                     # the other exercises keep their points
+            assert e["points"] == e["max_points"], e
 
 
 @pytest.mark.slow
