@@ -177,18 +177,25 @@ def my_scan_order(h, w, direction, window=4):
     ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "scan_order_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# Checks my_scan_order against the library's dms.scan_order.
-from ssmamba_lite.course.exercises import assert_equal
-from ssmamba_lite.dms import scan_order
+# Checks my_scan_order against the library's dms.scan_order. While my_scan_order runs, the
+# library's scan_order and inverse_scan_order raise an error: calling them scores 0.
+from ssmamba_lite.course.exercises import assert_equal, forbidden
+from ssmamba_lite.dms import inverse_scan_order, scan_order
+
+
+def check_order(h, w, k, window):
+    reference = scan_order(h, w, k, window)
+    with forbidden(scan_order, inverse_scan_order, exercise="scan_order"):
+        mine = my_scan_order(h, w, k, window)
+    assert_equal(mine, reference, f"my_scan_order({h}, {w}, direction={k}, window={window})")
+
 
 for k in range(8):
-    assert_equal(my_scan_order(8, 8, k, 4), scan_order(8, 8, k, 4),
-                 f"my_scan_order(8, 8, direction={k}, window=4)")
+    check_order(8, 8, k, 4)
 ### BEGIN HIDDEN TESTS
 for h, w, win in [(3, 5, 2), (5, 7, 3), (6, 4, 4), (1, 9, 4), (7, 1, 2), (10, 6, 5)]:
     for k in range(8):
-        assert_equal(my_scan_order(h, w, k, win), scan_order(h, w, k, win),
-                     f"my_scan_order({h}, {w}, direction={k}, window={win})")
+        check_order(h, w, k, win)
 ### END HIDDEN TESTS
 print("my_scan_order: checks passed")
 
@@ -550,19 +557,25 @@ class LPRBlock(nn.Module):
         ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "lpr_block_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-# Checks LPRBlock against the library's LocalPerceptionResidual, with the same weights.
+# Checks LPRBlock against the library's LocalPerceptionResidual, with the same weights: random
+# ones (zero_init=False), since zero filters would make any block that returns x pass. While
+# your block is built and run, LocalPerceptionResidual raises an error: using it scores 0.
 import torch
 
-from ssmamba_lite.course.exercises import assert_close
+from ssmamba_lite.course.exercises import assert_close, forbidden  # noqa: F811
 from ssmamba_lite.lpr import LocalPerceptionResidual
 
 
 def check_lpr(dim, kernel_size, height, width, seed):
     torch.manual_seed(seed)
-    reference, mine = LocalPerceptionResidual(dim, kernel_size), LPRBlock(dim, kernel_size)
-    mine.load_state_dict(reference.state_dict())        # same names and shapes, or an error
+    reference = LocalPerceptionResidual(dim, kernel_size, zero_init=False)
     x = torch.randn(2, dim, height, width)
-    assert_close(mine(x), reference(x), f"LPRBlock({dim}, {kernel_size}) on {tuple(x.shape)}",
+    expected = reference(x)
+    with forbidden(LocalPerceptionResidual, exercise="lpr_block"):
+        mine = LPRBlock(dim, kernel_size)
+        mine.load_state_dict(reference.state_dict())    # same names and shapes, or an error
+        got = mine(x)
+    assert_close(got, expected, f"LPRBlock({dim}, {kernel_size}) on {tuple(x.shape)}",
                  seed=seed)
 
 
