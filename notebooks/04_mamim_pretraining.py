@@ -17,18 +17,59 @@
 # %% [markdown]
 # # 04 · MAMIM: learning tissue before labels
 #
+# *Previous:* [03 · LPR and DMS](03_lpr_and_dms.ipynb) · *Next:*
+# [05 · Fine-tuning](05_finetuning.ipynb)
+#
 # **What.** *Masked image modelling*: hide most of each tile and train the network to paint
-# the hidden part back. No labels are needed, so it can use every tile there is. SSMamba's
-# abstract calls its version **MAMIM** (Mamba Masked Image Modeling) and runs it *on the
-# target dataset itself*.
+# the hidden part back. No labels are needed, so it can use every tile there is.
+
+# %% [markdown]
+# ## Learning objectives
 #
-# **Why.** Networks pretrained on natural photographs (ImageNet) learn edges of cars and
-# dogs; H&E tissue looks nothing like that (the abstract's "domain shift"). To fill a hidden
-# patch of tissue, the network must learn what tissue looks like: how nuclei are spaced, how
-# glands curve, how stroma runs. Those are the features a classifier needs later (05).
+# After this notebook you can
 #
-# **The recipe here** (SimMIM-style; the paper gives no details): with a mask $M$ over the
-# stem's token grid and $M\!\uparrow$ the same mask in pixels,
+# - say what SSMamba's abstract states about MAMIM, and which parts of the recipe here are this
+#   project's own design;
+# - write MAMIM's block masks and its loss over hidden pixels (two graded exercises);
+# - read a reconstruction figure correctly: the loss predicts *standardised* pixels, so the
+#   picture borrows each hidden patch's true mean and standard deviation;
+# - find the encoder this notebook hands on to [05](05_finetuning.ipynb) and
+#   [09](09_wsi_mil.ipynb), and load a trained one instead of training.
+
+# %% [markdown]
+# ## Prerequisites
+#
+# - [03 · LPR and DMS](03_lpr_and_dms.ipynb): the network (stem, four stages, DMS, LPR) whose
+#   encoder is pretrained here; [02](02_selective_scan_from_scratch.ipynb): the scan inside it.
+# - PyTorch tensors and the mean squared error; a first look at the data in
+#   [01 · Data](01_data.ipynb) (patients, the split).
+
+# %% [markdown]
+# ## What the paper says, and what is ours
+#
+# SSMamba's abstract ([Chai et al. 2026](https://arxiv.org/abs/2604.15711)) names three
+# problems of ROI foundation models, the first being *cross-magnification domain shift*
+# ("fixed-scale pretraining hinders adaptation to diverse clinical settings"), and proposes
+# **Mamba Masked Image Modeling (MAMIM) "for mitigating domain shift"**. The framework learns
+# "without relying on large external datasets", in two stages: "SSL pretraining on target ROI
+# datasets followed by supervised fine-tuning (SFT)". That is all it states about MAMIM: no
+# mask ratio, no decoder, no loss, no schedule.
+#
+# **This project's design** (SimMIM-style, [Xie et al. 2022](https://arxiv.org/abs/2111.09886);
+# none of it is from the paper): square block masks, hidden tokens replaced by a learned mask
+# token, a one-layer decoder, a loss on hidden pixels with each mask patch standardised (as in
+# MAE, [He et al. 2022](https://arxiv.org/abs/2111.06377)), and random zooms of each tile as our
+# reading of "cross-magnification". The network is this project's SSMamba-lite, whose mixers
+# are Mamba's selective scans ([Gu & Dao 2023](https://arxiv.org/abs/2312.00752)).
+
+# %% [markdown]
+# **Why it could help.** To fill a hidden patch of tissue, the network must learn what tissue
+# looks like: how nuclei are spaced, how glands curve, how stroma runs, the features a
+# classifier needs later. Pretraining on the *target* tiles themselves, rather than on a large
+# external collection, is the abstract's premise; whether it pays off at this small scale is
+# measured in 05 and 06.
+#
+# With a mask $M$ over the stem's token grid and $M\!\uparrow$ the same mask in pixels,
 #
 # $$\tilde x = x \odot (1 - M\!\uparrow), \quad t = \mathrm{stem}(\tilde x), \quad
 # \tilde t = t \odot (1 - M) + m \odot M, \quad z = \mathrm{stages}(\tilde t), \quad
@@ -39,8 +80,8 @@
 #
 # Hidden tokens are *replaced* by a learned mask token $m$, not dropped as in MAE: a scan
 # needs the full sequence, in every direction. The loss counts hidden pixels only. And each
-# tile is shown at a random magnification (zoom $\in [0.5, 2]$), the abstract's
-# multi-magnification pretraining (notebook 08 measures what it buys).
+# tile is shown at a random magnification (zoom $\in [0.5, 2]$; notebook 08 measures what it
+# buys).
 
 # %% tags=["parameters"]
 data_dir = "sample:idc-breast"   # the target data; MAMIM uses its training patients, not its labels
@@ -61,6 +102,7 @@ lr = 1.5e-3
 max_steps_per_epoch = 0   # more than 0: cut epochs short
 n_show = 8                # tiles in the reconstruction pictures
 progress = True           # progress bars while training
+retrain = False           # True: pretrain here even when trained weights can be loaded
 
 # %%
 from pathlib import Path
@@ -242,30 +284,51 @@ save_figure(fig, out, "magnification_views")
 plt.show()
 
 # %% [markdown]
-# ## 3. Pretraining
+# ## 3. Pretraining, or a trained encoder
 #
 # `ssmamba_lite.engine.train.pretrain` runs the loop: AdamW, warm-up then cosine learning rate,
 # the views above plus flips, rotations and stain jitter, a checkpoint after every epoch.
-# It writes `encoder.safetensors` (the weights notebook 05 can start from) into its folder.
+# It writes `mamim/encoder.safetensors` into `output_dir`: notebooks 05 and 09 of the same run
+# look for it there (`ssmamba_lite/course/handoff.py`).
 #
 # Which images? The paper pretrains *on the target dataset itself*. Here that is the training
 # part of `data_dir` (its own split, or the patient split fine-tuning makes with the same
 # seed), labels unused, plus the `extra_data` pool minus any image of a held-out patient: the
 # patients we will judge on stay unseen by both stages. `pretrain` prints the count and writes
 # the patients it saw to `pretrain_patients.json`, which fine-tuning checks.
+#
+# **Trained weights instead.** A short run on a laptop paints little. So, unless `retrain =
+# True`, this notebook loads the MAMIM encoder that ships with the package when it was made
+# for these settings (`ssmamba_lite_cpu`, 64 px, `sample:idc-breast`; made by `ssmamba-lite
+# course weights`, see `ssmamba_lite/sample_data/weights/README.md`), and says so. With other
+# data, model or image size it trains here.
 
 # %%
+import json
+
+from ssmamba_lite.course.handoff import find
 from ssmamba_lite.engine.train import PretrainConfig, pretrain
 
 run_dir = out / "mamim"
-cfg = PretrainConfig(data=str(data_dir), out=str(run_dir), model=model, model_args=model_args,
-                     image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                     seed=seed, device=device, mask_ratio=mask_ratio,
-                     mask_patch_size=mask_patch_size, min_zoom=min_zoom, max_zoom=max_zoom,
-                     max_steps_per_epoch=max_steps_per_epoch, progress=progress,
-                     extra_data=extra_data)
-history = pretrain(cfg)
-print(f"encoder weights: {run_dir / 'encoder.safetensors'}")
+found = find("mamim_encoder", output_dir, data_dir, model, model_args, image_size, retrain,
+             here="04_mamim_pretraining")
+print(found.message)
+if found.path is None:
+    cfg = PretrainConfig(data=str(data_dir), out=str(run_dir), model=model,
+                         model_args=model_args, image_size=image_size, epochs=epochs,
+                         batch_size=batch_size, lr=lr, seed=seed, device=device,
+                         mask_ratio=mask_ratio, mask_patch_size=mask_patch_size,
+                         min_zoom=min_zoom, max_zoom=max_zoom,
+                         max_steps_per_epoch=max_steps_per_epoch, progress=progress,
+                         extra_data=extra_data)
+    history = pretrain(cfg)
+    print(f"encoder weights: {run_dir / 'encoder.safetensors'}")
+else:
+    history = json.loads((found.path / "history.json").read_text())   # its pretraining run
+
+# %% [markdown]
+# The loss per epoch, of the run trained here or of the loaded encoder's pretraining run (its
+# `history.json`). It counts hidden pixels only, on the zoomed and jittered training views.
 
 # %%
 import pandas as pd
@@ -275,7 +338,8 @@ hist = pd.DataFrame(history)
 fig, ax = plt.subplots(figsize=(4.5, 3))
 ax.plot(hist["epoch"], hist["loss"], marker="o")
 ax.set_xlabel("epoch"), ax.set_ylabel("masked reconstruction loss")
-ax.set_title("MAMIM loss (hidden pixels only)")
+ax.set_title("MAMIM loss (hidden pixels only)" if found.path is None
+             else "MAMIM loss of the loaded run")
 ax.grid(alpha=0.3)
 fig.tight_layout()
 save_figure(fig, out, "loss_curve")
@@ -286,18 +350,45 @@ display(hist)
 # ## 4. What it paints back
 #
 # Rows: the tile, what the network saw, and its reconstruction (visible pixels pasted back).
-# A short run paints blurry, tissue-coloured guesses; longer runs place nuclei and edges.
-# The network does not have to be a good painter: the painting is only the pretext.
+#
+# **Read it with care.** The network predicts *standardised* pixels $y = (x - \mu_p)/\sigma_p$
+# of each hidden mask patch $p$. To show them as colours, `MAMIM.reconstruct` multiplies by
+# the *true* $\sigma_p$ and adds the *true* $\mu_p$ of the hidden patch, numbers the network
+# never saw. So the average colour and contrast of every hidden patch in the bottom row come
+# from the original tile; only the pattern inside the patch (where the dark and light spots
+# are) is the network's. Judge the texture, not the colour.
+#
+# The shipped weights hold the encoder and the mask token but not the decoder (0.4M weights,
+# over the package's size budget). The decoder is a single linear map of the encoder's output,
+# so, given the encoder, its best fit has a closed form: least squares over the hidden pixels
+# of the training tiles, the MAMIM loss itself (`course.weights.fit_decoder`). That is done
+# below when the shipped encoder was loaded; a run trained here uses its own decoder.
 
 # %%
 from ssmamba_lite.course.analysis import load_mamim
 from ssmamba_lite.course.figures import reconstruction_figure
+from ssmamba_lite.course.weights import shipped_mamim
+from ssmamba_lite.engine.splits import pretraining_samples
 
-mamim = load_mamim(run_dir, dev)
 gen = torch.Generator().manual_seed(seed)
+if found.path is None:
+    mamim = load_mamim(run_dir, dev)
+else:
+    seen = pretraining_samples(PretrainConfig(data=str(data_dir), extra_data=extra_data,
+                                              seed=seed))
+    fit_on = torch.randperm(len(seen), generator=gen)[:512].tolist()
+    fit_tiles = torch.stack([eval_transform(image_size)(load_image(seen.paths[i]))
+                             for i in fit_on])
+    mamim, fit_loss = shipped_mamim(found.path, fit_tiles, dev, gen)
+    print(f"decoder fitted in closed form on {len(fit_on)} of the {len(seen)} training tiles: "
+          f"masked loss {fit_loss:.3f} there (for scale, the pretraining run's last epoch, on "
+          f"zoomed and jittered views: {history[-1]['loss']:.3f})")
 mask = mamim.mask_generator(image_size)(len(tiles), gen).to(dev)
 masked, result, _ = mamim.reconstruct(tiles.to(dev), mask)
 fig = reconstruction_figure(masked, result, tiles, n=n_show)
+fig.suptitle("reconstruction: hidden patches de-normalised with their true mean and std",
+             fontsize=9)
+fig.tight_layout()
 save_figure(fig, out, "reconstructions")
 plt.show()
 
@@ -324,6 +415,10 @@ def show_ratio(mask_ratio=0.6):
 _ = explorer(show_ratio, mask_ratio=widgets.FloatSlider(value=mask_ratio, min=0.1, max=0.9,
                                                         step=0.1, description="mask ratio"))
 
+# %% [markdown]
+# The same tiles at every ratio from 0.1 to 0.9, with fresh masks: the loss of the model above
+# on their hidden pixels (the dotted line marks the ratio it was pretrained at).
+
 # %%
 rows = []
 with torch.no_grad():
@@ -334,12 +429,122 @@ with torch.no_grad():
 by_ratio = pd.DataFrame(rows)
 fig, ax = plt.subplots(figsize=(4.5, 3))
 ax.plot(by_ratio["mask ratio"], by_ratio["loss"], marker="o")
-ax.axvline(mask_ratio, color="k", ls=":", lw=1, label="trained at")
+ax.axvline(mamim.mask_ratio, color="k", ls=":", lw=1, label="trained at")
 ax.set_xlabel("mask ratio"), ax.set_ylabel("loss on hidden pixels"), ax.legend(fontsize=8)
 fig.tight_layout()
 save_figure(fig, out, "loss_by_mask_ratio")
 plt.show()
 
 # %% [markdown]
-# Next, **05** fine-tunes a classifier from this encoder and from scratch, and compares them.
-# To reuse this run there, pass `mamim_encoder_path` = the `encoder.safetensors` printed above.
+# ## What you learned
+#
+# - SSMamba's abstract states that MAMIM pretrains on the *target* ROI data, without large
+#   external data, to mitigate cross-magnification domain shift, before supervised
+#   fine-tuning. Masks, decoder, loss and zooms here are this project's SimMIM-style design.
+# - MAMIM hides square blocks of the tile, replaces their stem tokens with a learned mask
+#   token (a scan needs every position), and scores only the hidden pixels, each mask patch
+#   standardised.
+# - A reconstruction shows the network's *pattern* inside each hidden patch; its mean colour
+#   and contrast are the true patch's, put back for display.
+# - The loss against the mask ratio (last figure) shows how much harder the task gets as more
+#   is hidden, for the model loaded or trained above.
+# - The encoder lands in `<output_dir>/mamim/encoder.safetensors`; the next notebooks find it
+#   there, or load the shipped one, and print which (`course/handoff.py`).
+#
+# Next, [05 · Fine-tuning](05_finetuning.ipynb) trains a classifier from this encoder and from
+# scratch, and compares them on held-out patients. `mamim_encoder_path` there still takes any
+# `encoder.safetensors` explicitly.
+
+# %% [markdown]
+# ## Self-check
+#
+# **Q1** (1 point). A 64 px tile, mask patches of 16 px, `mask_ratio = 0.6`: how many mask
+# patches does `MaskGenerator` hide in each tile? Set `q1_hidden_patches`.
+
+# %% nbgrader={"grade": false, "grade_id": "q1_hidden_patches", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q1_hidden_patches = None     # your answer: a whole number
+### BEGIN SOLUTION
+q1_hidden_patches = 10
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q1_hidden_patches_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q1", q1_hidden_patches, "4a44dc15364204a8", decimals=0)
+
+# %% [markdown]
+# **Q2** (1 point). In that setting, which share of a tile's pixels does the loss count? (Not
+# 0.6: think about the rounding.) Three decimals; set `q2_loss_share`.
+
+# %% nbgrader={"grade": false, "grade_id": "q2_loss_share", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q2_loss_share = None     # your answer: a number between 0 and 1
+### BEGIN SOLUTION
+q2_loss_share = 0.625
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q2_loss_share_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q2", q2_loss_share, "42c2fafec1898f65", decimals=3)
+
+# %% [markdown]
+# **Q3** (1 point). Which of these does SSMamba's abstract state? Set `q3_abstract` to `"a"`,
+# `"b"`, `"c"` or `"d"`.
+#
+# - (a) MAMIM hides 60% of each image.
+# - (b) SSL pretraining runs on the target ROI datasets, without large external datasets.
+# - (c) MAMIM's decoder is a single linear layer.
+# - (d) MAMIM drops the hidden tokens, as MAE does.
+
+# %% nbgrader={"grade": false, "grade_id": "q3_abstract", "locked": false, "schema_version": 3, "solution": true, "task": false}
+q3_abstract = None     # your answer: "a", "b", "c" or "d"
+### BEGIN SOLUTION
+q3_abstract = "b"
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q3_abstract_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from ssmamba_lite.course.quiz import check
+
+assert check("Q3", q3_abstract, "3e23e8160039594a")
+
+# %% [markdown]
+# **Q4** (not graded). Why does MAMIM replace hidden tokens with a mask token instead of
+# dropping them, as MAE does with a Vision Transformer?
+#
+# <details><summary>Answer</summary>
+#
+# A transformer treats its input as a set (positions come from embeddings), so MAE can feed
+# only the visible tokens. A DMS scan walks the token map along fixed orders (rows, columns,
+# their reverses, windows): dropping tokens would break those paths and the 2D layout that the
+# convolutions of the stem, LPR and the conv stages rely on. Keeping every position and marking
+# the hidden ones with a learned token keeps the map whole.
+#
+# </details>
+#
+# **Q5** (not graded). A reconstruction in section 4 looks almost right in colour. What does
+# that tell you about the network?
+#
+# <details><summary>Answer</summary>
+#
+# Little. The network predicts standardised pixels; the figure puts back each hidden patch's
+# *true* mean and standard deviation, so the colour and contrast of each patch come from the
+# original tile. Only the arrangement inside the patch is predicted. The loss numbers (and 05's
+# fine-tuning) are the measurements; the picture is an illustration.
+#
+# </details>
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Train it yourself.** Set `retrain = True` (and `epochs = 10`) and compare the loss
+#    curve and reconstructions with the shipped encoder's. How many epochs until the
+#    reconstructions show nuclei rather than blur?
+# 2. **Mask ratio.** Pretrain with `mask_ratio = 0.3` and `0.8` (with `retrain = True`) and
+#    compare the curves of section 5: does the model trained on the harder task also do better
+#    at easy ratios?
+# 3. **Mask patch size.** Try `mask_patch_size = 8` and `32`. Small patches can be filled by
+#    copying neighbours; what happens to the loss, and to what the encoder must learn?
+# 4. **No zoom.** Set `min_zoom = max_zoom = 1.0` to pretrain at one magnification; notebook
+#    [08](08_cross_magnification.ipynb) measures what the zooms do for a classifier.
+# 5. **Your own tiles.** Point `data_dir` at a folder of your own tiles; the shipped weights
+#    will not fit (other data), and the notebook says why and trains.

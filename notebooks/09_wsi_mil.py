@@ -50,8 +50,9 @@ seed = 0
 slide_path = "sample:cmu-small-region/cmu_small_region.svs"   # any .svs/.tif slide
 tile_size = 128          # tile side in pixels at the target resolution
 tile_mpp = 1.0           # target µm/px (about 10x; the slide was scanned at 0.499 µm/px, 20x)
-checkpoint = "mamim"     # "mamim": pretrain here on the slide's own tiles (section 2); an
-                         # encoder folder or .safetensors file; "none": random weights
+checkpoint = "mamim"     # "mamim": pretrain here on the slide's own tiles (section 2); "04":
+                         # notebook 04's MAMIM encoder (this run's, else the shipped IDC one);
+                         # an encoder folder or .safetensors file; "none": random weights
 pretrain_epochs = 8      # MAMIM epochs on the tissue tiles of the slide (checkpoint mamim)
 model = "ssmamba_lite_cpu"      # the laptop-sized preset (a checkpoint brings its own config)
 bag_size = 4             # constructed benchmark: at most this many patches per bag
@@ -165,10 +166,26 @@ plt.show()
 #
 #     ssmamba-lite wsi pretrain --slides TRAIN_SLIDES --out runs/wsi_mamim --epochs 10
 #     ssmamba-lite wsi extract --slides SLIDES --out FEATURES --checkpoint runs/wsi_mamim
+#
+# `checkpoint = "04"` takes the encoder of [04](04_mamim_pretraining.ipynb) instead: the one
+# 04 pretrained in the same run, else the one that ships with the package, when it was made
+# for `data_dir`, `model` and `image_size` (`ssmamba_lite/course/handoff.py`; the next cell
+# says which). It was pretrained on IDC patches, the target data of the constructed benchmark
+# of section 5, not on this slide.
 
 # %%
+from ssmamba_lite.course.handoff import find
 from ssmamba_lite.wsi.pretrain import pretrain_on_slides
 
+if checkpoint == "04":
+    found = find("mamim_encoder", output_dir, data_dir, model, {}, image_size)
+    if found.path is None:
+        print(f"checkpoint='04': no encoder of notebook 04 fits, so MAMIM pretrains on the "
+              f"slide instead ({found.message})")
+        checkpoint = "mamim"
+    else:
+        print(found.message)
+        checkpoint = str(found.path)
 if checkpoint == "mamim":
     t0 = time.time()
     mamim_history = pretrain_on_slides(

@@ -26,8 +26,10 @@ EXERCISES = {                                   # notebook -> {exercise: points}
                                        "q2_discretisation": 1, "q3_rounds": 1},
     "03_lpr_and_dms": {"scan_order": 2, "lpr_block": 2, "q1_rows_below": 1, "q2_lpr_weights": 1,
                        "q3_lpr_at_init": 1, "q4_channels_per_direction": 1},
-    "04_mamim_pretraining": {"mask": 2, "masked_loss": 2},
-    "05_finetuning": {"auroc": 2},
+    "04_mamim_pretraining": {"mask": 2, "masked_loss": 2, "q1_hidden_patches": 1,
+                             "q2_loss_share": 1, "q3_abstract": 1},
+    "05_finetuning": {"auroc": 2, "q1_auroc": 1, "q2_balanced_accuracy": 1,
+                      "q3_label_fraction": 1},
 }
 STUB = "raise NotImplementedError()"
 # For every exercise, an answer that calls the library function it asks for (under another

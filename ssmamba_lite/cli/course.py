@@ -53,8 +53,8 @@ def add_parser(subparsers) -> None:
     w.add_argument("--out", default=None, help="where the weights go (default: "
                    "ssmamba_lite/sample_data/weights, what the notebooks load)")
     w.add_argument("--work", default="runs/course_weights", help="folder of the training runs")
-    w.add_argument("--pretrain-epochs", type=int, default=12)
-    w.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs")
+    w.add_argument("--pretrain-epochs", type=int, default=6)
+    w.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs")
     w.add_argument("--device", default="auto")
     w.add_argument("--no-progress", dest="progress", action="store_false")
     w.set_defaults(func=_weights)

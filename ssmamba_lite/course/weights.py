@@ -149,8 +149,8 @@ def _record(folder: Path, shipped: Path, **changes) -> dict:
     return record
 
 
-def make_weights(out=SHIPPED, work="runs/course_weights", pretrain_epochs: int = 12,
-                 epochs: int = 8, device: str = "auto", progress: bool = True) -> dict:
+def make_weights(out=SHIPPED, work="runs/course_weights", pretrain_epochs: int = 6,
+                 epochs: int = 6, device: str = "auto", progress: bool = True) -> dict:
     """Pretrain, fine-tune, write the float16 weights, records and README into `out`; returns
     the record (seconds, validation metrics of the shipped float16 classifier)."""
     out, work = Path(out), Path(work)
