@@ -19,7 +19,13 @@ from ssmamba_lite.engine.checkpoint import save_weights
 from ssmamba_lite.engine.data import sample_dir
 from ssmamba_lite.wsi import tiles
 from ssmamba_lite.wsi.features import load_tile_encoder, read_features
-from ssmamba_lite.wsi.heatmap import heatmap_overlay, percentile_ranks, save_heatmap
+from ssmamba_lite.wsi.heatmap import (
+    attention_spread,
+    colour_values,
+    heatmap_overlay,
+    percentile_ranks,
+    save_heatmap,
+)
 from ssmamba_lite.wsi.slide import Slide, SlideError, target_downsample
 
 MODEL = "ssmamba_lite_cpu"
@@ -90,7 +96,10 @@ def test_heatmap_png(slide_path, tmp_path):
     scores = np.arange(len(coords), dtype=float)
     path = save_heatmap(tmp_path / "heat.png", thumb, coords, scores, 256, (2220, 2967))
     img = np.asarray(Image.open(path))
-    assert img.shape == thumb.shape
+    h, w = thumb.shape[:2]
+    assert img.shape[0] == h and img.shape[1] > w              # the colour bar on the right
+    assert (img[:, :w] == np.asarray(heatmap_overlay(thumb, coords, scores, 256,
+                                                     (2220, 2967)))).all()
     sx = thumb.shape[1] / 2220
     x, y = (coords[-1] * sx).astype(int) + 2                  # inside the top-scoring tile
     assert np.abs(img[y, x].astype(int) - thumb[y, x]).sum() > 20
@@ -98,6 +107,28 @@ def test_heatmap_png(slide_path, tmp_path):
     assert percentile_ranks([5.0, 1.0, 3.0]).tolist() == [1.0, 0.0, 0.5]
     with pytest.raises(ValueError, match="2 tiles but 3 scores"):
         heatmap_overlay(thumb, coords[:2], [1, 2, 3], 256, (2220, 2967))
+    with pytest.raises(ValueError, match="colour_by must be one of"):
+        heatmap_overlay(thumb, coords[:2], [1, 2], 256, (2220, 2967), colour_by="size")
+    save_heatmap(tmp_path / "rank.png", thumb, coords, scores, 256, (2220, 2967),
+                 colour_by="rank")
+
+
+def test_heatmaps_colour_attention_by_value_not_rank():
+    """Nearly uniform weights look nearly uniform by value; ranks spread them blue to red."""
+    n = 8
+    a = np.full(n, 1 / n) + np.linspace(-1e-3, 1e-3, n)
+    by_value, by_rank = colour_values(a), colour_values(a, "rank")
+    assert by_value.min() > 0.98 and by_value.max() == 1.0       # all at the red end
+    assert by_rank.min() == 0.0 and by_rank.max() == 1.0          # blue to red
+    assert colour_values([0.0, 0.5, 0.25]).tolist() == [0.0, 1.0, 0.5]   # 0 is the bottom
+    with pytest.raises(ValueError, match="scores >= 0"):
+        colour_values([-1.0, 1.0])
+    spread = attention_spread(a)
+    assert spread["uniform"] == 1 / n and spread["max_times_n"] == pytest.approx(1.008)
+    assert spread["entropy_ratio"] == pytest.approx(1.0, abs=1e-4)
+    one_tile = attention_spread([0, 0, 1.0, 0])
+    assert one_tile["max_times_n"] == 4 and one_tile["entropy_ratio"] == 0
+    assert attention_spread([2.0, 2.0])["max_times_n"] == 1.0    # divided by the sum first
 
 
 def make_encoder_folder(tmp_path):
