@@ -583,9 +583,10 @@ for length in (1, 7, 100, 1000):
 # Rounds against $L$, counted by running `parallel_scan`: the loop's $L$ dependent steps
 # against $\lceil \log_2 L \rceil$ rounds. The price: each Hillis-Steele round touches almost
 # all $L$ positions, so the total work is $O(L \log L)$ instead of $O(L)$. Blelloch's scan
-# (an up-sweep and a down-sweep over a tree) needs $O(L)$ work in about $2 \log_2 L$ rounds,
-# which is why GPU libraries prefer it or a blocked variant. mamba-ssm's CUDA kernel runs such
-# a parallel scan (CUB's block scan) over the pairs $(\exp(\Delta A), \Delta B u)$, chunk by
+# (an up-sweep and a down-sweep over a tree) needs $O(L)$ work in about $2 \log_2 L$ rounds.
+# GPU kernels mix the two ideas: each thread runs the plain loop over a few consecutive
+# elements, and a log-depth scan combines the threads' results. mamba-ssm's CUDA kernel runs
+# such a block scan (CUB's `BlockScan`) over the pairs $(\exp(\Delta A), \Delta B u)$, chunk by
 # chunk, carrying the state across chunks; this library's CPU kernel is the plain loop,
 # parallel over sequences and channels instead.
 
@@ -616,7 +617,7 @@ print("rounds:", {n: r for n, r in depth.items()})
 # | step | equation | code (`ssmamba_lite/mamba.py`) | shape |
 # |---|---|---|---|
 # | input projection | $[x', z] = x W_\text{in}$ | `in_proj`, then `chunk(2)` | $(b, D, L)$ each |
-# | causal depthwise convolution, SiLU | $x'_t \leftarrow \mathrm{silu}(\sum_{k} w_k \odot x'_{t-k})$ | `causal_depthwise_conv1d(x, conv1d.weight, conv1d.bias)` | $(b, D, L)$ |
+# | causal depthwise convolution, SiLU | $x'_t \leftarrow \mathrm{silu}(\sum_{k} w_k \odot x'_{t-k} + b)$ | `causal_depthwise_conv1d(x, conv1d.weight, conv1d.bias)` | $(b, D, L)$ |
 # | selection: Δ, B, C from each token | $[\delta_t, B_t, C_t] = x'_t W_x$ | `x_proj`, `split([R, N, N])` | $(b, L, R + 2N)$ |
 # | step size | $\Delta_t = \mathrm{softplus}(W_\Delta \delta_t + b_\Delta)$ | `dt_proj.weight`; its bias and the softplus inside `selective_scan` | $(b, D, L)$ |
 # | the scan (S6) | $h_t = e^{\Delta_t A} h_{t-1} + \Delta_t B_t x'_t$, $y_t = \langle C_t, h_t\rangle$ | `selective_scan(...)`, $A = -\exp(A_\text{log})$ | $(b, D, L)$ |
