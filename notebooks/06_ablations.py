@@ -17,42 +17,71 @@
 # %% [markdown]
 # # 06 · Ablations: what does each part buy?
 #
-# **What.** An *ablation* removes one part of a model and measures the change. SSMamba has
-# three named parts; we remove each in turn and compare with the full model and with a
-# familiar alternative (self-attention as the token mixer, as in a vision transformer):
+# **What.** An *ablation* removes one part of a model and measures the change. SSMamba
+# ([Chai et al. 2026](https://arxiv.org/abs/2604.15711)) names three parts; we remove each in
+# turn and compare with the full model, and with a familiar alternative (self-attention as the
+# token mixer, as in a vision transformer):
 #
 # | variant | change |
 # |---|---|
-# | `full` | SSMamba as built: MAMIM → fine-tune; LPR; DMS with 4 directions, 2 scales |
+# | `full` | SSMamba as built here: MAMIM → fine-tune; LPR; DMS with 4 directions, 2 scales |
 # | `no_mamim` | fine-tune from random weights |
-# | `no_dms` | DMS with 1 direction and 1 scale (a plain row-major Mamba-style scan) |
+# | `no_dms` | DMS with 1 direction and 1 scale (a plain row-major scan, as in [Mamba](https://arxiv.org/abs/2312.00752)) |
 # | `no_lpr` | no Local Perception Residual |
 # | `attention` | multi-head self-attention instead of DMS |
 #
-# **Why seeds.** Training is random (initial weights, batches, masks, augmentation). One run
-# per variant cannot tell an effect from luck; several seeds give a mean and a spread, and a
-# difference smaller than the spread is not a finding. Each cell of the grid (variant × seed)
-# is a papermill execution of the parameterised notebook `06a_ablation_cell`, so any single
-# cell can be rerun on its own (the command is printed below).
+# **What the paper says, what is ours.** The abstract says that MAMIM (masked image modelling
+# on the target dataset itself), DMS and LPR together outperform 11 pathology foundation models
+# on 10 ROI datasets; the public abstract gives no ablation numbers. The layers, the MAMIM
+# recipe and this grid are this project's own design, so what the grid measures is what *these*
+# parts buy at *this* size, not a check of the paper's tables.
+#
+# **How we decide.** Training is random (initial weights, batch order, masks, augmentation),
+# and the held-out patients are few. A variant "is worse" only if the difference to `full` is
+# larger than both kinds of noise allow. We therefore (1) train every variant with the same
+# seeds, so that seed *s* of a variant is compared with seed *s* of `full` (paired), (2) keep
+# the patient split fixed across seeds (seeds change training only), (3) resample the held-out
+# *patients* to get an interval for each difference, and (4) let the interval write the
+# verdict.
+
+# %% [markdown]
+# ## Learning objectives
+#
+# - Say why DMS must see token maps of some size before an ablation of DMS can show anything,
+#   and compute those sizes from the image size and the network's strides.
+# - Run an ablation grid (variants × seeds), each cell a notebook of its own.
+# - Compute a paired difference per seed and a cluster-bootstrap interval over patients, and
+#   read a verdict ("better", "worse", "within noise") off the interval.
+# - Read a forest plot of differences and tell a finding from noise.
+#
+# ## Prerequisites
+#
+# - [05 · Fine-tuning](05_finetuning.ipynb): the fine-tuning run, its patient split and its
+#   metrics (balanced accuracy, AUROC).
+# - [03 · LPR and DMS](03_lpr_and_dms.ipynb) and [04 · MAMIM](04_mamim_pretraining.ipynb): the
+#   parts that are removed here.
+# - Percentiles, and the idea of resampling with replacement.
 
 # %% tags=["parameters"]
 data_dir = "sample:idc-breast"   # labelled tiles: class folders or labels.csv (any classes)
 extra_data = ""                   # an unlabelled pool MAMIM sees too ("": only data_dir's training tiles)
 output_dir = "runs/notebooks/06_ablations"
 image_size = 64
+model_args = {"conv_stages": 1}   # the base every variant changes: DMS from stage 2 on (8x8 maps at 64 px)
 epochs = 3
 batch_size = 32
 device = "auto"
-seed = 0                  # the first seed of the grid
-n_seeds = 2               # seeds seed, seed+1, ... per variant (3 or more on a GPU)
+seed = 0                  # the first training seed of the grid (the patient split stays fixed)
+n_seeds = 2               # seeds seed, seed+1, ... per variant
 model = "ssmamba_lite_cpu"      # the laptop-sized preset; on a GPU: "ssmamba_lite_tiny"
-model_args = {}                 # overrides of SSMambaConfig fields, e.g. {"use_lpr": False}
 variants = ["full", "no_mamim", "no_dms", "no_lpr", "attention"]
 pretrain_epochs = 1
-pretrain_max_steps = 30     # a short MAMIM per cell (more than 0 cuts the epoch short)
-label_fraction = 0.25
+pretrain_max_steps = 0    # 0: whole MAMIM epochs; more than 0 cuts each epoch short
+label_fraction = 0.25     # the share of training patients whose labels fine-tuning uses
 lr = 1e-3
 max_steps_per_epoch = 0
+n_resamples = 1000        # bootstrap resamples of the held-out patients
+level = 0.95              # the intervals' coverage
 progress = False          # the cells' progress bars (their notebooks keep the output)
 cell_notebook_path = ""   # the notebook run for each cell; "": 06a_ablation_cell of this course
 
@@ -62,7 +91,9 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import torch
 from IPython.display import display
 
 from ssmamba_lite.course.analysis import ABLATIONS
@@ -76,14 +107,79 @@ out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 unknown = sorted(set(variants) - set(ABLATIONS))
 assert not unknown, f"unknown variants {unknown}; known: {list(ABLATIONS)}"
+assert "full" in variants, "the grid compares every variant with 'full': keep it in variants"
 seeds = list(range(seed, seed + n_seeds))
 print(f"{len(variants)} variants x {len(seeds)} seeds = {len(variants) * len(seeds)} cells")
 
 # %% [markdown]
-# ## 1. Run the grid
+# ## 1. Where DMS acts: the size of its token maps
 #
-# Every cell gets the same data, schedule and base model; only the variant and the seed
-# change. Each executed cell notebook is kept in `cells/` beside its outputs.
+# The stem divides the image side by 4 and every later stage by 2 more, so stage $i$
+# ($i = 1 \dots 4$) works on a map of side
+#
+# $$ s_i = \frac{\text{image\_size}}{4 \cdot 2^{\,i-1}} . $$
+#
+# The preset puts convolutions in the first `conv_stages = 2` stages and DMS in stages 3 and 4.
+# At 64 px that is $s_3 = 4$ and $s_4 = 2$: DMS scans 16 and 4 tokens, and its second scale
+# (pooling by 2) leaves 4 and 1. A scan over 4 tokens hardly differs from a convolution, so
+# removing DMS there can show nothing. Two ways to give it room: a larger image (128 px puts
+# 8 × 8 maps in stage 3) or DMS one stage earlier (`conv_stages = 1` puts 8 × 8 maps in stage 2
+# at 64 px). Both cost compute; the cell below measures how much, side by side (a training
+# step, forward and backward, of one batch), and `model_args` picks the option the grid uses.
+# The preset itself stays as it is.
+
+# %%
+from ssmamba_lite.engine.factory import build_model
+
+options = {f"preset, {image_size} px": (image_size, {}),
+           f"model_args, {image_size} px": (image_size, dict(model_args)),
+           f"preset, {2 * image_size} px": (2 * image_size, {})}
+nets, rows = {}, []
+for name, (size, args) in options.items():
+    net = build_model(model, 2, size, args)
+    x = torch.randn(16, 3, size, size)                   # a batch of 16
+    sides = [f.shape[-1] for f in net.forward_intermediates(x[:1], intermediates_only=True)]
+    mixers = net.cfg.stage_mixers()
+    nets[name] = (net, x)
+    rows.append({"option": name, "parameters": sum(p.numel() for p in net.parameters()),
+                 **{f"stage {i + 1}": f"{m} {s}x{s}"
+                                    for i, (m, s) in enumerate(zip(mixers, sides))},
+                 "largest DMS map": max([s for m, s in zip(mixers, sides) if m == "dms"],
+                                          default=0)})
+seconds = {name: [] for name in nets}
+for round_ in range(4):                            # round 0 warms up (kernels compile, caches)
+    for name, (net, x) in nets.items():
+        t0 = time.perf_counter()
+        net(x).sum().backward()
+        if round_:
+            seconds[name].append(time.perf_counter() - t0)
+cost = pd.DataFrame(rows).set_index("option")
+cost["step s (median)"] = [np.median(seconds[n]) for n in cost.index]
+cost["x preset"] = (cost["step s (median)"] / cost["step s (median)"].iloc[0]).round(2)
+display(cost)
+chosen = cost.loc[f"model_args, {image_size} px"]
+side = chosen["largest DMS map"]
+print(f"the grid runs model_args {model_args} at {image_size} px: {chosen['parameters']:,} "
+      f"parameters, DMS's largest map {side}x{side}, a training step costs {chosen['x preset']:.2f}x the preset's at this size "
+      f"({cost['x preset'].iloc[2]:.2f}x at {2 * image_size} px)")
+
+# %% [markdown]
+# ## 2. Run the grid
+#
+# Every cell gets the same data, patient split, schedule and base model (`model_args`); only
+# the variant and the training seed change. A cell pretrains with MAMIM (except `no_mamim`),
+# fine-tunes on `label_fraction` of the training patients, and writes its metrics and its
+# per-tile validation probabilities (`predictions.csv`). Each executed cell notebook is kept in
+# `cells/` beside its outputs, and any cell can be rerun alone (the command is printed).
+#
+# MAMIM's learning rate rises linearly over its first `warmup_fraction` = 10% of all steps
+# (`engine/loop.py`), at least one step:
+#
+# $$ \text{steps} = \text{epochs} \cdot \left\lfloor \frac{n_\text{train}}{\text{batch}} \right\rfloor, \qquad
+#    \text{warm-up} = \max\bigl(1, \operatorname{round}(0.1 \cdot \text{steps})\bigr) $$
+#
+# (`pretrain_max_steps` caps the steps per epoch). Each cell prints both numbers, so one sees
+# that MAMIM trains past its warm-up, at full learning rate, and then decays.
 
 # %%
 from ssmamba_lite.course.runner import NOTEBOOKS, execute_notebook
@@ -95,7 +191,7 @@ shared = dict(data_dir=str(data_dir), extra_data=extra_data,
               model=model, model_args=model_args, pretrain_epochs=pretrain_epochs,
               pretrain_max_steps=pretrain_max_steps, label_fraction=label_fraction, lr=lr,
               max_steps_per_epoch=max_steps_per_epoch, progress=progress)
-results = []
+results, t_grid = [], time.perf_counter()
 for variant in variants:
     for s in seeds:
         cell_dir = (out / "cells" / f"{variant}_seed{s}").resolve()
@@ -106,46 +202,221 @@ for variant in variants:
         execute_notebook(cell_notebook, cell_dir.with_suffix(".ipynb"), params,
                          cwd=cell_notebook.parent, cell_timeout=3600)
         results.append(json.loads((cell_dir / "result.json").read_text()))
-        print(f"{cell_dir.name:22s} acc {results[-1]['accuracy']:.3f}  "
-              f"auroc {results[-1]['auroc']:.3f}  ({time.perf_counter() - t0:.0f} s)")
-
+        r = results[-1]
+        mamim_note = f"MAMIM {r['mamim_steps']} steps ({r['mamim_warmup_steps']} warm-up)" \
+            if r["mamim"] else "no MAMIM"
+        print(f"{cell_dir.name:22s} bal_acc {r['balanced_accuracy']:.3f}  auroc {r['auroc']:.3f}"
+              f"  {mamim_note}  ({time.perf_counter() - t0:.0f} s)")
+print(f"grid: {time.perf_counter() - t_grid:.0f} s")
 print(f"\nrerun one cell, e.g. the last one:\n  cd {cell_notebook.parent} && papermill "
       f"{cell_notebook.name} {cell_dir.with_suffix('.ipynb')} -f {cell_dir / 'parameters.yaml'}")
 
 # %% [markdown]
-# ## 2. Results
+# ## 3. The grid, cell by cell
 #
-# Mean ± standard deviation over seeds of the last epoch's validation metrics (held-out
-# patients).
+# The last epoch's validation metrics of every cell (held-out patients; nothing selected), and
+# the mean ± standard deviation over seeds. The spread between seeds is training noise alone:
+# every seed saw the same patients.
 
 # %%
 df = pd.DataFrame(results)
 df.to_csv(out / "ablation_results.csv", index=False)
-summary = df.groupby("variant", sort=False)[["accuracy", "balanced_accuracy", "macro_f1", "auroc"]]
-table = summary.mean().round(3).astype(str) + " ± " + summary.std(ddof=1).fillna(0).round(3).astype(str)
+display(df[["variant", "seed", "balanced_accuracy", "auroc", "mamim_steps", "mamim_warmup_steps",
+            "seconds"]].round(3))
+summary = df.groupby("variant", sort=False)[["balanced_accuracy", "auroc"]]
+table = summary.mean().round(3).astype(str) + " ± " + \
+    summary.std(ddof=1).fillna(0).round(3).astype(str)
 table.to_csv(out / "ablation_table.csv")
 display(table)
 
-# %%
-import seaborn as sns
+# %% [markdown]
+# ## 4. Paired differences with intervals over patients
+#
+# For a variant $v$, seed $s$ and metric $M$ (balanced accuracy or AUROC), the paired
+# difference on the held-out tiles is
+#
+# $$ \Delta_s = M(v, s) - M(\text{full}, s), \qquad \hat\Delta = \frac{1}{S}\sum_s \Delta_s . $$
+#
+# Its interval comes from a *cluster bootstrap*: draw the $P$ held-out patients $P$ times with
+# replacement (a patient drawn twice counts its tiles twice), recompute every $\Delta_s$ on
+# that resample (the same patients for both arms: paired), average over seeds, and repeat
+# `n_resamples` times. The central `level` share of these averages is the interval. Patients,
+# not tiles, are resampled because tiles of one patient are alike: resampling tiles would
+# pretend there are far more independent cases than there are.
+#
+# The verdict: the interval above 0 → the variant is *better* than `full`; below 0 → *worse*;
+# covering 0 → *within noise*. `course/bootstrap.py` computes all of it (tests in
+# `tests/test_analysis.py`).
+#
+# What the interval covers: which patients happened to be held out. The seeds enter only
+# through their average, so the interval does not widen when seeds disagree; with few seeds a
+# difference can be clear over patients and still flip with another seed. The forest plot
+# below marks every seed's own difference for that reason, and more seeds are the remedy.
 
-long = df.melt(id_vars=["variant", "seed"], value_vars=["balanced_accuracy", "auroc"],
-               var_name="metric", value_name="value")
-fig, ax = plt.subplots(figsize=(7, 3.6))
-sns.barplot(data=long, x="variant", y="value", hue="metric", errorbar="sd", capsize=0.1,
-            order=variants, ax=ax, alpha=0.8)
-sns.stripplot(data=long, x="variant", y="value", hue="metric", dodge=True, order=variants,
-              ax=ax, palette="dark:k", size=3, legend=False)
-ax.set_ylim(max(0.0, long["value"].min() - 0.1), 1.0)
-ax.set_title(f"ablations: mean and s.d. over {len(seeds)} seed(s)")
-ax.legend(fontsize=8, loc="lower right")
+# %%
+from ssmamba_lite.course.bootstrap import METRIC_NAMES, bootstrap_contrast
+
+preds = {(v, s): pd.read_csv(out / "cells" / f"{v}_seed{s}" / "predictions.csv")
+         for v in variants for s in seeds}
+ref = preds[("full", seeds[0])]
+for key, p in preds.items():
+    assert p["path"].tolist() == ref["path"].tolist(), f"{key}: other validation tiles than full"
+prob_cols = [c for c in ref.columns if c.startswith("prob_")]
+arms = {v: np.stack([preds[(v, s)][prob_cols].to_numpy() for s in seeds]) for v in variants}
+labels, patients = ref["label"].to_numpy(), ref["patient_id"].to_numpy()
+print(f"{len(ref)} held-out tiles of {len(set(patients))} patients, {len(seeds)} seed(s), "
+      f"{n_resamples} resamples, {level:.0%} intervals\n")
+
+contrasts, verdicts = [], []
+for v in variants:
+    if v == "full":
+        continue
+    for metric in ("balanced_accuracy", "auroc"):
+        c = bootstrap_contrast(labels, patients, arms, {v: 1, "full": -1}, metric,
+                               n_resamples, level)
+        contrasts.append({"variant": v, "metric": metric, "difference": c.estimate,
+                          "low": c.low, "high": c.high, "verdict": c.verdict,
+                          "per_seed": c.per_seed})
+        verdicts.append(c.sentence(v, "full"))
+contrast_table = pd.DataFrame(contrasts)
+contrast_table.to_csv(out / "paired_differences.csv", index=False)
+print("\n".join(verdicts))
+
+# %% [markdown]
+# ## 5. The forest plot
+#
+# One row per variant: the dot is $\hat\Delta$, the bar its interval, the small grey marks the
+# per-seed differences $\Delta_s$; the dotted line is "no difference". A bar that crosses it is
+# a difference this grid cannot tell from noise.
+
+# %%
+colours = {"better": "tab:green", "worse": "tab:red", "within noise": "tab:gray"}
+others = [v for v in variants if v != "full"]
+fig, axes = plt.subplots(1, 2, figsize=(9, 0.6 * len(others) + 1.6), sharey=True)
+for ax, metric in zip(axes, ("balanced_accuracy", "auroc")):
+    part = contrast_table[contrast_table["metric"] == metric].set_index("variant").loc[others]
+    y = np.arange(len(others))[::-1]
+    for yi, (_, row) in zip(y, part.iterrows()):
+        ax.errorbar(row["difference"], yi, xerr=[[row["difference"] - row["low"]],
+                                                 [row["high"] - row["difference"]]],
+                    fmt="o", color=colours[row["verdict"]], capsize=4)
+        ax.scatter(row["per_seed"], [yi - 0.18] * len(row["per_seed"]), s=10, color="0.5")
+    ax.axvline(0, color="k", ls=":", lw=1)
+    ax.set_yticks(y, [f"{v} − full" for v in others])
+    ax.set_xlabel(f"difference in {METRIC_NAMES[metric]}")
+    ax.grid(axis="x", alpha=0.3)
+fig.suptitle(f"paired differences, {level:.0%} cluster-bootstrap intervals over "
+             f"{len(set(patients))} patients, {len(seeds)} seed(s) "
+             f"(green better, red worse, grey within noise)", fontsize=9)
 fig.tight_layout()
-save_figure(fig, out, "ablations")
+save_figure(fig, out, "ablation_forest")
 plt.show()
 
 # %% [markdown]
-# **Reading the grid.** Compare each variant with `full`, and the gap with the error bars.
-# On a CPU-sized model, a few epochs and a quarter of the labels, effects are small and the
-# spread is large: that *is* a result (it tells how much compute an honest answer needs).
-# For the paper-scale question, run on a GPU with `model = "ssmamba_lite_tiny"`, more epochs and
-# `n_seeds = 3` or more.
+# **Reading the result.** The sentences printed in section 4 are the findings of this run,
+# computed from the intervals; nothing else in this notebook is a conclusion. At the default
+# CPU size (the laptop preset, a few epochs, a quarter of the labels, one short MAMIM
+# epoch) the intervals are wide, and "within noise" is a result too: it says how much compute
+# and how many patients an answer needs. Two things widen or narrow the intervals: the number
+# of held-out patients (fixed by the data) and the training noise, which more seeds average
+# out.
+#
+# **On a GPU.** The same grid with the wider and deeper preset `ssmamba_lite_tiny` (at 128 px
+# its DMS stages see 8 × 8 and 4 × 4 maps with the preset's own `conv_stages = 2`), all labels,
+# longer MAMIM and five seeds (this command has not been timed in this project):
+#
+# ```bash
+# ssmamba-lite tutorial 06 -p device cuda -p model ssmamba_lite_tiny -p image_size 128 \
+#     -p model_args '{}' -p epochs 30 -p pretrain_epochs 50 -p label_fraction 1.0 \
+#     -p n_seeds 5 -p batch_size 128
+# ```
+
+# %% [markdown]
+# ## What you learned
+#
+# - An ablation of DMS needs DMS to scan maps of some size: $s_i = \text{image\_size} /
+#   (4 \cdot 2^{i-1})$ at stage $i$; moving DMS one stage earlier (`conv_stages = 1`) or
+#   doubling the image gives it 8 × 8 maps, at the costs measured in section 1.
+# - A grid of variants × training seeds, with the patient split fixed, separates training
+#   noise (seed to seed) from the effect of a part.
+# - A paired difference (variant − full, seed by seed) with a cluster bootstrap over held-out
+#   patients gives an interval; the verdict is read off it, and an interval that covers 0
+#   reads "within noise".
+# - A forest plot shows every difference, its interval and its seeds at a glance.
+
+# %% [markdown]
+# ## Self-check
+#
+# Set each answer in its cell and run it; `check` says "correct" or raises an error. The cells
+# hold the right answers so that the notebook runs headless: change them to yours.
+#
+# **Q1.** With `image_size = 64` and `model_args = {"conv_stages": 1}`, what is the side (in
+# tokens) of the largest map that DMS scans? (Section 1 prints it.)
+
+# %%
+from ssmamba_lite.course.quiz import check
+
+q1 = 8     # change this to your answer, then run the cell
+check("Q1", q1, "2c624232cdd22177", decimals=0)
+
+# %% [markdown]
+# **Q2.** The AUROC difference `no_lpr − full` has the 95% interval [−0.021, +0.034]. What is
+# the verdict? (a) `no_lpr` is better, (b) `no_lpr` is worse, (c) within noise.
+
+# %%
+q2 = "c"     # change this to your answer
+check("Q2", q2, "2e7d2c03a9507ae2")
+
+# %% [markdown]
+# **Q3.** A MAMIM run takes 22 steps in all with `warmup_fraction = 0.1`. For how many steps
+# does its learning rate rise (the warm-up)?
+
+# %%
+q3 = 2     # change this to your answer
+check("Q3", q3, "d4735e3a265e16ee", decimals=0)
+
+# %% [markdown]
+# **Q4.** Why does the bootstrap resample patients and not tiles?
+#
+# <details><summary>Answer</summary>
+#
+# Tiles of one patient share the patient's tissue, stain and scan, so they are not independent
+# cases: a model right on one tile of a patient tends to be right on the others. Resampling
+# tiles would treat every tile as an independent case (258 of them in the IDC sample's
+# validation split) and give intervals that are too narrow; the independent units are the
+# held-out patients (40 in that split), so those are what is resampled (a cluster bootstrap).
+#
+# </details>
+#
+# **Q5.** Why compare seed *s* of a variant with seed *s* of `full`, and use the same resampled
+# patients for both, rather than compare the two means with separate intervals?
+#
+# <details><summary>Answer</summary>
+#
+# Much of the variation is shared: some patients are hard for every model, and a resample that
+# draws many of them lowers both arms. Pairing cancels what the arms share, so the interval of
+# the *difference* is narrower than what two separate intervals suggest, and overlapping
+# separate intervals say little about the difference. Pairing seeds makes the comparison use
+# the same seed-to-seed conditions on both sides (the seed sets initialisation, batch order,
+# masks and augmentation for both).
+#
+# </details>
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Set `n_seeds = 4` (and, if you have time, 8): do the intervals narrow, and does any
+#    verdict change? The per-seed marks in the forest plot show how much seeds disagree.
+# 2. Set `image_size = 128` and `model_args = {}`: DMS then scans 8 × 8 maps in stage 3 (the
+#    preset's layout). Compare the step cost of section 1 and the verdicts.
+# 3. Set `pretrain_epochs = 5`: does `no_mamim − full` move once MAMIM trains longer?
+# 4. Set `label_fraction = 1.0`: MAMIM is expected to matter most when labels are few; does the
+#    `no_mamim` difference shrink with all labels?
+# 5. Set `level = 0.8`: which verdicts change, and why is that not a way to find effects?
+#
+# Next: [07 · Explainability](07_explainability.ipynb), where a trained model shows which
+# pixels its decision rests on (Grad-CAM). Related reading: [VMamba](https://arxiv.org/abs/2401.10166)
+# and [LocalMamba](https://arxiv.org/abs/2403.09338) (directional and windowed scans, which DMS
+# builds on), [CMT](https://arxiv.org/abs/2107.06263) (the local perception unit behind LPR),
+# [SimMIM](https://arxiv.org/abs/2111.09886) and [MAE](https://arxiv.org/abs/2111.06377)
+# (masked image modelling, behind MAMIM).

@@ -25,8 +25,11 @@
 #     -p output_dir ../runs/ablations/cells/no_lpr_seed1
 # ```
 #
-# It pretrains with MAMIM (unless the variant is `no_mamim`), fine-tunes, and writes
-# `result.json` (the last epoch's validation metrics) into `output_dir`.
+# It pretrains with MAMIM (unless the variant is `no_mamim`), fine-tunes, and writes into
+# `output_dir`: `result.json` (the last epoch's validation metrics, and how many MAMIM steps
+# ran, of which how many were the learning rate's warm-up) and `predictions.csv` (one row per
+# validation tile: its path, patient, label and class probabilities), from which 06 computes
+# paired differences with intervals over patients.
 #
 # | variant | what is removed or changed | SSMambaConfig overrides |
 # |---|---|---|
@@ -75,13 +78,20 @@ print(f"variant {variant!r}, seed {seed}: model_args {cell_args}, MAMIM {use_mam
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain
 
 t0 = time.perf_counter()
-init = "scratch"
+init, mamim = "scratch", {"mamim_steps": 0, "mamim_warmup_steps": 0, "mamim_loss": None}
 if use_mamim:
-    pretrain(PretrainConfig(data=str(data_dir), extra_data=extra_data, out=str(out / "mamim"),
-                            model=model,
-                            model_args=cell_args, image_size=image_size, epochs=pretrain_epochs,
-                            batch_size=batch_size, seed=seed, device=device,
-                            max_steps_per_epoch=pretrain_max_steps, progress=progress))
+    pcfg = PretrainConfig(data=str(data_dir), extra_data=extra_data, out=str(out / "mamim"),
+                          model=model, model_args=cell_args, image_size=image_size,
+                          epochs=pretrain_epochs, batch_size=batch_size, seed=seed,
+                          device=device, max_steps_per_epoch=pretrain_max_steps,
+                          progress=progress)
+    steps = pretrain(pcfg)
+    total = steps[-1]["step"]
+    warmup = max(1, round(pcfg.warmup_fraction * total))     # as engine/loop.py's fit
+    mamim = {"mamim_steps": total, "mamim_warmup_steps": warmup,
+             "mamim_loss": [round(h["loss"], 4) for h in steps]}
+    print(f"MAMIM: {total} steps, the first {warmup} of them the linear warm-up of the "
+          f"learning rate, {total - warmup} after it; loss per epoch {mamim['mamim_loss']}")
     init = str(out / "mamim" / "encoder.safetensors")
 history = finetune(FinetuneConfig(
     data=str(data_dir), out=str(out / "finetune"), model=model, model_args=cell_args,
@@ -89,11 +99,38 @@ history = finetune(FinetuneConfig(
     init=init, label_fraction=label_fraction, max_steps_per_epoch=max_steps_per_epoch,
     progress=progress))
 
+# %% [markdown]
+# The validation tiles' probabilities, tile by tile, with their patients: the raw material of
+# 06's paired comparisons. The metrics recomputed from them equal the run's last epoch.
+
 # %%
+import pandas as pd
+
+from ssmamba_lite.course.analysis import validation_samples
+from ssmamba_lite.engine.device import resolve_device
+from ssmamba_lite.engine.inference import load_trained, predict_probabilities
+from ssmamba_lite.engine.metrics import classification_metrics
+
+dev = resolve_device(device)
+val_tiles = validation_samples(out / "finetune")
+net, record = load_trained(out / "finetune", dev)
+probs = predict_probabilities(net, val_tiles, record["image_size"], None, batch_size, dev)
+predictions = pd.DataFrame({"path": [str(p) for p in val_tiles.paths],
+                            "patient_id": [str(g) for g in val_tiles.patients],
+                            "label": val_tiles.labels})
+for k, name in enumerate(val_tiles.classes):
+    predictions[f"prob_{name}"] = probs[:, k]
+predictions.to_csv(out / "predictions.csv", index=False)
+again = classification_metrics(val_tiles.labels, probs, val_tiles.classes)
 val = history[-1]["val"]
+print(f"{len(predictions)} validation tiles of {predictions['patient_id'].nunique()} patients; "
+      f"balanced accuracy {again['balanced_accuracy']:.4f} from predictions.csv, "
+      f"{val['balanced_accuracy']:.4f} in the run's history")
+
+# %%
 result = {"variant": variant, "seed": seed, "model_args": cell_args, "mamim": use_mamim,
           **{k: val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "n")},
-          "seconds": time.perf_counter() - t0, "epochs": epochs, "image_size": image_size,
-          "label_fraction": label_fraction}
+          **mamim, "seconds": time.perf_counter() - t0, "epochs": epochs,
+          "image_size": image_size, "label_fraction": label_fraction}
 (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 print(json.dumps(result, indent=2))
