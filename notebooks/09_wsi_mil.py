@@ -28,9 +28,17 @@
 #    attention, a set of tiles) and **Mamba-MIL** (Mamba layers over the tile *sequence*
 #    before the same attention pooling).
 #
-# **Why.** The SSMamba abstract's second claim is slide-level: SSMamba features beat 8 methods
-# on 6 WSI datasets. This notebook is the path from a slide file to a slide-level prediction
-# and an attention heatmap.
+# **Why.** The SSMamba abstract ([arXiv:2604.15711](https://arxiv.org/abs/2604.15711)) also
+# makes a slide-level claim: SSMamba outperforms 8 methods on 6 WSI datasets. The abstract does
+# not say how its slide-level pipeline is built; the pipeline here (tiles, frozen features,
+# ABMIL or a Mamba aggregator) is this project's own, the standard recipe of the papers below.
+# This notebook is the path from a slide file to a slide-level prediction and an attention
+# heatmap.
+#
+# **Papers.** ABMIL: Ilse, Tomczak & Welling, *Attention-based Deep Multiple Instance
+# Learning*, ICML 2018 ([arXiv:1802.04712](https://arxiv.org/abs/1802.04712)). MambaMIL: Yang et
+# al., *MambaMIL: Enhancing Long Sequence Modeling with Sequence Reordering in Computational
+# Pathology*, MICCAI 2024 ([arXiv:2403.06800](https://arxiv.org/abs/2403.06800)).
 #
 # **Honest limits.** We have one real slide (unlabelled), so slide-level *learning* is shown on
 # a **constructed benchmark**: bags of real IDC breast patches, one patient per bag, positive
@@ -38,6 +46,29 @@
 # on the tissue tiles of the slide itself (the paper's self-supervised-on-target idea, on a
 # slide), a few epochs on a few dozen tiles: enough to show the path, far from a trained
 # encoder. `checkpoint = "none"` gives random weights instead, a baseline for the mechanics.
+
+# %% [markdown]
+# ## Learning objectives
+#
+# After this notebook you can
+# - take a slide file to a bag of tile features: tissue mask (Otsu), tiles at a physical scale
+#   (µm per pixel), a frozen encoder, a feature cache;
+# - write the attention pooling of ABMIL and say what Mamba-MIL adds before it, and why a
+#   sequence model depends on the *order* of the tiles while ABMIL does not (measured here);
+# - train both on bag labels only and evaluate them on bags of unseen patients;
+# - read an attention heatmap honestly: colours by attention value, the uniform level 1/n, and
+#   numbers for how far a bag's weights are from uniform.
+
+# %% [markdown]
+# ## Prerequisites
+#
+# - [08 · cross-magnification](08_cross_magnification.ipynb), the notebook before this one, and
+#   [04 · MAMIM pretraining](04_mamim_pretraining.ipynb) (the encoder's pretraining);
+# - [02 · the selective scan](02_selective_scan_from_scratch.ipynb): a Mamba layer is a
+#   recurrence over a sequence, so what comes first changes what comes after;
+# - softmax, a weighted mean, and cross-entropy.
+#
+# This is the last notebook of the course.
 
 # %% tags=["parameters"]
 data_dir = "sample:idc-breast"   # labelled patches with patient ids (labels.csv): the benchmark
@@ -245,9 +276,21 @@ print(f"features {slide_bag['features'].shape}, coords {slide_bag['coords'].shap
 # | pool | z = Σ_k a_k h_k | (E,) |
 # | classify | p(y) = softmax(W_c z) | (K,) |
 #
-# **ABMIL** treats the tiles as a *set*. **Mamba-MIL** first runs Mamba layers over the tiles
-# in their order on the slide (h ← h + Mamba(LayerNorm(h)), forward and backward), so each
-# tile embedding carries context from the tiles around it in the sequence.
+# **ABMIL** treats the tiles as a *set*: the sum Σ_k a_k h_k, and the softmax over k, do not
+# change when the tiles are listed in another order. **Mamba-MIL** first runs Mamba layers over
+# the tiles *in the order the bag lists them* (h ← h + Mamba(LayerNorm(h)), forward and
+# backward), so each tile embedding carries context from the tiles before and after it in that
+# list. A Mamba layer is a recurrence (notebook 02): h_t depends on the inputs 1..t in their
+# order, so another order gives other embeddings, other attention and another prediction.
+#
+# Which order is that? For a slide, `wsi extract` lists the tiles row by row over the slide
+# (raster order, `tile_coords`), so neighbours in the list are mostly neighbours on the slide:
+# the order that MambaMIL ([arXiv:2403.06800](https://arxiv.org/abs/2403.06800)) scans, plus a
+# reordered sequence in a second branch. In the constructed benchmark of section 5 the patches
+# of a bag come from one patient in a *random* order (they are shuffled when the bag is made)
+# and have no position on a slide: there, the sequence carries no spatial information, and
+# whatever Mamba-MIL does with the order is noise. Section 5 measures how much the order moves
+# each aggregator's predictions.
 #
 # Bags have different lengths. To train several bags per step they are padded on the right
 # with a mask; this is *exact*: padded tiles get attention 0, and a Mamba scan is causal, so
@@ -364,10 +407,53 @@ save(fig, "learning_curves")
 plt.show()
 
 # %% [markdown]
+# ### Does the order of the tiles matter?
+#
+# We list the tiles of every test bag in another (random, seeded) order and predict again. For
+# ABMIL the probabilities should move only by floating-point rounding; for Mamba-MIL they move
+# as much as the order matters to the trained scan. On these shuffled bags no order is the
+# right one, so this measures the sensitivity, not a gain.
+
+# %%
+from dataclasses import replace
+
+rng = np.random.default_rng(seed)
+reordered = []
+for b in split["test"]:
+    perm = rng.permutation(len(b.features))
+    reordered.append(replace(b, features=b.features[perm], coords=np.asarray(b.coords)[perm]))
+order_rows = {}
+for aggregator in ("abmil", "mamba"):
+    net, _ = mil_train.load_mil(out / f"mil_{aggregator}")
+    p_orig, _ = mil_train.predict_bags(net, split["test"])
+    p_perm, _ = mil_train.predict_bags(net, reordered)
+    change = np.abs(p_orig[:, 1] - p_perm[:, 1])
+    order_rows[aggregator] = {"max |Δp|": change.max(), "mean |Δp|": change.mean(),
+                              "decisions changed": int((p_orig.argmax(1) != p_perm.argmax(1)).sum()),
+                              "bags": len(change)}
+order_table = pd.DataFrame(order_rows).T
+print(order_table.to_string(formatters={"max |Δp|": "{:.2e}".format, "mean |Δp|": "{:.2e}".format,
+                                        "decisions changed": "{:.0f}".format,
+                                        "bags": "{:.0f}".format}))
+ratio = order_rows["mamba"]["max |Δp|"] / max(order_rows["abmil"]["max |Δp|"], 1e-12)
+print(f"\nreordering the tiles moves Mamba-MIL's p(positive) by up to "
+      f"{order_rows['mamba']['max |Δp|']:.2e}, ABMIL's by up to "
+      f"{order_rows['abmil']['max |Δp|']:.2e} ({ratio:.1e} times less for ABMIL): "
+      + ("ABMIL is order-invariant up to rounding, Mamba-MIL is not"
+         if order_rows["abmil"]["max |Δp|"] < 1e-5 < order_rows["mamba"]["max |Δp|"]
+         else "see the table"))
+
+# %% [markdown]
 # ### Where does attention go?
 #
 # In a positive bag, a good aggregator should put its attention on the IDC-positive patches
-# (the witnesses), although it was only ever told the *bag* label.
+# (the witnesses), although it was only ever told the *bag* label. The weights of a bag of n
+# patches sum to 1, so **1/n is the uniform level**: a plain average of the patches. Two numbers
+# say how far a bag's weights a_1..a_n are from it (`wsi.heatmap.attention_spread`):
+#
+# $$n \cdot \max_k a_k \quad (1 = \text{uniform},\ n = \text{one patch takes all}), \qquad
+# \frac{H(a)}{\log n} = \frac{-\sum_k a_k \log a_k}{\log n} \quad (1 = \text{uniform},\ 0 =
+# \text{one patch}).$$
 
 # %%
 model_abmil, _ = mil_train.load_mil(out / "mil_abmil")
@@ -379,22 +465,53 @@ for ax, p, a in zip(np.atleast_1d(axes), paths, attention[0]):
     rel = p.relative_to(idc_labels.parent).as_posix()
     ax.set_title(f"a={a:.2f}\n{'IDC+' if truth[rel] == 'idc_positive' else 'IDC-'}", fontsize=9)
     ax.axis("off")
-fig.suptitle("ABMIL attention in a positive test bag")
+fig.suptitle(f"ABMIL attention in a positive test bag (uniform: 1/n = {1 / len(paths):.2f})")
 save(fig, "bag_attention")
 plt.show()
 
+# %%
+from ssmamba_lite.wsi.heatmap import attention_spread
+
+spread = attention_spread(attention[0])
+print(f"this bag: n = {spread['n']}, n·max a = {spread['max_times_n']:.3f}, "
+      f"H/log n = {spread['entropy_ratio']:.3f}")
+positives = [b for b in split["test"] if b.label == 1]
+_, test_attention = mil_train.predict_bags(model_abmil, positives)
+spreads = pd.DataFrame([attention_spread(a) for a in test_attention])
+hits = [witnesses(b) > 0 and truth[patch_bags[b.name]["paths"][int(np.argmax(a))]
+                                  .relative_to(idc_labels.parent).as_posix()] == "idc_positive"
+        for b, a in zip(positives, test_attention)]
+chance = np.mean([witnesses(b) / len(b.features) for b in positives])
+print(f"{len(positives)} positive test bags: n·max a median {spreads.max_times_n.median():.2f} "
+      f"(max {spreads.max_times_n.max():.2f}), H/log n median {spreads.entropy_ratio.median():.3f}")
+print(f"the most-attended patch is IDC-positive in {np.mean(hits):.0%} of them; picking a patch "
+      f"at random would give {chance:.0%}")
+near_uniform = spreads.max_times_n.median() < 1.25
+print("reading: " + ("the weights stay close to uniform (median n·max a below 1.25), so the "
+                     "pooling is close to a plain average of the patches" if near_uniform else
+                     "the weights are clearly not uniform: ABMIL singles out some patches")
+      + (f"; the largest weight lands on a witness more often than a random pick would "
+         f"({np.mean(hits):.0%} against {chance:.0%}, {len(hits)} bags)" if np.mean(hits) > chance
+         else "; the largest weight lands on a witness no more often than a random pick"))
+
 # %% [markdown]
-# **Reading it.** Nearly equal weights (about 1/n each) mean the aggregator has not learnt to
-# single out the witnesses and is closer to a plain average of the patches. That is common
-# with weak features (a few epochs of MAMIM on one slide's tiles, or random weights) and a few
-# epochs; try a trained `checkpoint` and more epochs.
+# **Reading it.** The printed line above is computed from this run. Weights near 1/n each
+# (n·max a near 1, H/log n near 1) mean the aggregator has not learnt to single out the
+# witnesses and works as a plain average of the patches; the hit rate against the random-pick
+# rate says whether the largest weight lands on a witness more often than chance. Weak features
+# (a few epochs of MAMIM on one slide's tiles, or random weights) and few epochs favour the
+# former; exercise 1 tries a trained `checkpoint` and more epochs.
 
 # %% [markdown]
 # ## 6. An attention heatmap over the slide
 #
 # The trained aggregator runs on the slide's bag of tiles as on any other bag. Each tile is
-# coloured by the *rank* of its attention (blue low, red high) over the thumbnail; ranks
-# rather than raw weights, because weights sum to 1 and shrink as bags grow.
+# coloured by its attention *value*, from 0 (blue) to the largest weight of the slide (red),
+# with a colour bar on which the uniform level 1/n is marked. Colouring by *rank* (as CLAM's
+# heatmaps do) would spread any set of weights from blue to red, however close to uniform
+# they are, and make a near-average look like a sharp choice; `colour_by="rank"` draws that
+# version for comparison, and the numbers under the figure say how far from uniform the weights
+# are.
 #
 # Read this as the mechanism only: the slide is skin, not breast, at another magnification,
 # and the model learnt from IDC patches. With your own labelled slides the whole path is:
@@ -405,24 +522,117 @@ from ssmamba_lite.wsi.heatmap import heatmap_overlay
 
 slide_as_bag = mil_train.Bag(slide_path.stem, torch.from_numpy(slide_bag["features"]),
                              slide_bag["coords"], 0, "slide")
+from matplotlib.colors import ListedColormap, Normalize
+
+from ssmamba_lite.wsi.heatmap import colormap, save_heatmap
+
 probs, attention = mil_train.predict_bags(model_abmil, [slide_as_bag])
-overlay = heatmap_overlay(slide_bag["thumbnail"], slide_bag["coords"], attention[0],
-                          slide_bag["tile_size0"], slide_bag["level0_size"])
-overlay.save(out / "slide_heatmap.png")
-fig, ax = plt.subplots(figsize=(5, 6.5))
-ax.imshow(overlay)
-ax.set_title(f"ABMIL attention (p(positive) = {probs[0, 1]:.2f}; not a diagnosis)")
-ax.axis("off")
+a_slide = attention[0]
+n_tiles = len(a_slide)
+save_heatmap(out / "slide_heatmap.png", slide_bag["thumbnail"], slide_bag["coords"], a_slide,
+             slide_bag["tile_size0"], slide_bag["level0_size"])      # as `mil evaluate` writes it
+fig, axes = plt.subplots(1, 2, figsize=(10, 6.5))
+ramp = ListedColormap(colormap(np.linspace(0, 1, 256)) / 255)
+for ax, colour_by in zip(axes, ("value", "rank")):
+    ax.imshow(heatmap_overlay(slide_bag["thumbnail"], slide_bag["coords"], a_slide,
+                              slide_bag["tile_size0"], slide_bag["level0_size"],
+                              colour_by=colour_by))
+    ax.axis("off")
+    if colour_by == "value":
+        bar = fig.colorbar(plt.cm.ScalarMappable(Normalize(0, a_slide.max()), ramp), ax=ax,
+                           fraction=0.046, label="attention weight")
+        bar.ax.axhline(1 / n_tiles, color="black", lw=2)
+        bar.ax.text(1.6, 1 / n_tiles, " 1/n", transform=bar.ax.get_yaxis_transform(),
+                    va="center", fontsize=8)
+        ax.set_title(f"by value (0 to max); p(positive) = {probs[0, 1]:.2f}, not a diagnosis",
+                     fontsize=9)
+    else:
+        fig.colorbar(plt.cm.ScalarMappable(Normalize(0, 1), ramp), ax=ax, fraction=0.046,
+                     label="rank of the weight (0 lowest, 1 highest)")
+        ax.set_title("by rank: exaggerates small differences", fontsize=9)
 save(fig, "slide_heatmap_figure")
 plt.show()
+slide_spread = attention_spread(a_slide)
+print(f"{n_tiles} tiles, uniform 1/n = {1 / n_tiles:.4f}; weights from {a_slide.min():.4f} to "
+      f"{a_slide.max():.4f}: n·max a = {slide_spread['max_times_n']:.2f}, "
+      f"H/log n = {slide_spread['entropy_ratio']:.3f}")
 
 # %% [markdown]
-# ## What to try
+# ## What you learned
 #
-# * `checkpoint = "none"` (random weights) against the default `"mamim"`, and the encoder
-#   folder written by notebook 04 (MAMIM on IDC patches, the benchmark's own tissue): how far
-#   do the benchmark numbers move?
-# * `epochs = 30`, other `seed`s: how stable are the two aggregators?
-# * `bag_size = 12`: larger bags with the same number of witnesses make the task harder.
-# * `tile_mpp = 0.5`, `tile_size = 224`: more, finer tiles per slide (the command line's
-#   default scale).
+# - A slide becomes a bag of tile features: tissue by Otsu on the saturation of a thumbnail,
+#   tiles at a physical scale (µm per pixel, from each slide's own resolution), a frozen
+#   encoder, one `.h5` per slide.
+# - ABMIL pools the tiles with gated attention and ignores their order; Mamba-MIL runs Mamba
+#   layers over the tiles in the order the bag lists them, so reordering the tiles changes its
+#   output (measured above) and not ABMIL's. On slides that order is raster order; in the
+#   constructed benchmark it is random, so there the sequence carries nothing spatial.
+# - Both learn bag labels from bags of unseen patients here (the table of section 5); the
+#   numbers check the pipeline and are not comparable with the paper's WSI results.
+# - Attention weights sum to 1: read them against 1/n, colour them by value, and measure their
+#   spread (n·max a, H/log n) before saying that a model "looks at" some tiles.
+
+# %% [markdown]
+# ## Self-check
+#
+# Set each answer in its cell and run it; `check` says "correct" or raises an error.
+#
+# **Q1.** A slide gives a bag of n = 200 tiles and the attention is exactly uniform. What is
+# each tile's weight? Three decimals.
+
+# %%
+from ssmamba_lite.course.quiz import check
+
+q1 = 0.005     # change this to your answer, then run the cell
+check("Q1", q1, "07e17407c7918077", decimals=3)
+
+# %% [markdown]
+# **Q2.** You list the tiles of every bag in a new random order and predict again. Which
+# aggregator gives the same probabilities up to rounding: `"abmil"` or `"mamba"`?
+
+# %%
+q2 = "abmil"     # change this to your answer
+check("Q2", q2, "82ad8cafa39d8980")
+
+# %% [markdown]
+# **Q3.** A bag of n = 4 tiles gets the weights (0.7, 0.1, 0.1, 0.1). What is n · max a? One
+# decimal.
+
+# %%
+q3 = 2.8     # change this to your answer
+check("Q3", q3, "c020bad937ece011", decimals=1)
+
+# %% [markdown]
+# **Q4.** A heatmap coloured by rank shows a bright red region. Why is that not yet evidence
+# that the model attends to that region, and what would you check?
+#
+# <details><summary>Answer</summary>
+#
+# Ranks spread any set of weights over the whole colour scale: if every weight is within 1% of
+# 1/n, the top quarter of the tiles is still orange to red. Check the values: colour by value with 1/n
+# marked, and compute n·max a and H/log n. Only weights well above 1/n (n·max a clearly above
+# 1, H/log n clearly below 1) single out tiles; and even then, "attended" means "weighted in
+# the pooling", not "the reason for the diagnosis".
+#
+# </details>
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Encoders: set `checkpoint = "none"` (random weights), `"04"` (notebook 04's MAMIM encoder,
+#    pretrained on IDC patches, the benchmark's own tissue) and the default `"mamim"` (this
+#    slide's tiles). How far do the test AUROCs and the attention spreads move?
+# 2. Stability: `epochs = 30` and `seed = 1, 2`. Do ABMIL and Mamba-MIL keep their order in the
+#    test table? Compare the differences with the spread over seeds.
+# 3. Order: change the order test of section 5 to reverse each bag instead of shuffling it.
+#    With `MILConfig(bidirectional=False)` (one forward scan only), does Mamba-MIL move more?
+# 4. `bag_size = 12`: larger bags with the same number of witnesses per bag. Does the hit rate
+#    of the most-attended patch fall, and does n·max a grow or shrink?
+# 5. `tile_mpp = 0.5`, `tile_size = 224`: more, finer tiles per slide (the command line's
+#    default scale). How many tiles, and how long does extraction take?
+#
+# Previous: [08 · cross-magnification](08_cross_magnification.ipynb). This is the last notebook
+# of the course; the papers behind it are ABMIL
+# ([arXiv:1802.04712](https://arxiv.org/abs/1802.04712)), MambaMIL
+# ([arXiv:2403.06800](https://arxiv.org/abs/2403.06800)) and SSMamba
+# ([arXiv:2604.15711](https://arxiv.org/abs/2604.15711)).
