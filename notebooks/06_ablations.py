@@ -302,12 +302,14 @@ for ax, metric in zip(axes, ("balanced_accuracy", "auroc")):
                     fmt="o", color=colours[row["verdict"]], capsize=4)
         ax.scatter(row["per_seed"], [yi - 0.18] * len(row["per_seed"]), s=10, color="0.5")
     ax.axvline(0, color="k", ls=":", lw=1)
+    ax.locator_params(axis="x", nbins=5)
     ax.set_yticks(y, [f"{v} − full" for v in others])
     ax.set_xlabel(f"difference in {METRIC_NAMES[metric]}")
     ax.grid(axis="x", alpha=0.3)
 fig.suptitle(f"paired differences, {level:.0%} cluster-bootstrap intervals over "
              f"{len(set(patients))} patients, {len(seeds)} seed(s) "
-             f"(green better, red worse, grey within noise)", fontsize=9)
+             f"(green better, red worse, grey within noise; small marks: single seeds)",
+             fontsize=9)
 fig.tight_layout()
 save_figure(fig, out, "ablation_forest")
 plt.show()

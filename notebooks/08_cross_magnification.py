@@ -271,11 +271,14 @@ for a, b in pairs:
             diffs.append({"pair": f"{a} vs {b}", "view": zoom_view_name(z), "zoom": z,
                           "metric": metric, "difference": c.estimate, "low": c.low,
                           "high": c.high, "verdict": c.verdict, "per_seed": c.per_seed})
-            sentences.append(f"{zoom_view_name(z)}: " + c.sentence(f"drop({a})", f"drop({b})"))
+            meaning = {"better": f"{a} loses less than {b}", "worse": f"{a} loses more than {b}",
+                       "within noise": "within noise (the interval covers 0)"}[c.verdict]
+            sentences.append(f"{zoom_view_name(z)}: "
+                             f"{c.numbers(f'drop({a})', f'drop({b})')}: {meaning}")
 diff_table = pd.DataFrame(diffs)
 diff_table.to_csv(out / "drop_differences.csv", index=False)
 print(f"{len(set(patients))} patient groups, {len(seeds)} seed(s), {n_resamples} resamples, "
-      f"{level:.0%} intervals; 'better' = the first arm loses less\n")
+      f"{level:.0%} intervals; a drop is the metric at the view minus the metric as trained\n")
 print("\n".join(sentences) if sentences else "(needs mamim_multi and another arm)")
 
 # %% [markdown]
@@ -307,6 +310,7 @@ for yi, (_, row) in zip(y, part.iterrows()):
                 fmt="o", color=colours[row["verdict"]], capsize=3)
     ax.scatter(row["per_seed"], [yi - 0.2] * len(row["per_seed"]), s=8, color="0.5")
 ax.axvline(0, color="k", ls=":", lw=1)
+ax.locator_params(axis="x", nbins=5)
 ax.set_yticks(y, [f"{r['pair']}, {r['view']}" for _, r in part.iterrows()], fontsize=7)
 ax.set_xlabel("difference of drops, balanced accuracy")
 ax.grid(axis="x", alpha=0.3)

@@ -111,15 +111,18 @@ class Contrast:
         """ "better" when the interval lies above 0, "worse" below, else "within noise"."""
         return verdict(self.low, self.high)
 
+    def numbers(self, a: str, b: str) -> str:
+        """The contrast a - b, its interval and what it rests on, in one line."""
+        name = METRIC_NAMES.get(self.metric, self.metric)
+        return (f"{name} {a} − {b} = {self.estimate:+.3f}, {self.level:.0%} interval "
+                f"[{self.low:+.3f}, {self.high:+.3f}] ({self.n_patients} patients, "
+                f"{len(self.per_seed)} seed(s))")
+
     def sentence(self, a: str, b: str) -> str:
         """One line that reports the contrast a - b and its verdict."""
-        name = METRIC_NAMES.get(self.metric, self.metric)
-        numbers = (f"{name} {a} − {b} = {self.estimate:+.3f}, {self.level:.0%} interval "
-                   f"[{self.low:+.3f}, {self.high:+.3f}] ({self.n_patients} patients, "
-                   f"{len(self.per_seed)} seed(s))")
         if self.verdict == "within noise":
-            return f"{numbers}: within noise (the interval covers 0)"
-        return f"{numbers}: {a} is {self.verdict} than {b}"
+            return f"{self.numbers(a, b)}: within noise (the interval covers 0)"
+        return f"{self.numbers(a, b)}: {a} is {self.verdict} than {b}"
 
 
 def verdict(low: float, high: float) -> str:
