@@ -40,7 +40,7 @@ PER_NOTEBOOK = {
     "01": {"data_dir": "sample:nct-crc-he", "dataset": "", "image_size": 64, "batch_size": 3},
     "02": {"batch_size": 1, "d_inner": 8, "d_state": 4},
     "03": {"image_size": 16, "grid": 4},
-    "04": {},
+    "04": {"retrain": True},          # trains even where the shipped encoder would fit
     "05": {"data_dir": CLASS_FOLDERS},
     "06": {},
     "07": {"data_dir": CLASS_FOLDERS, "image_size": 64, "label_fraction": 1.0},
@@ -237,3 +237,53 @@ def test_a_fresh_clone_runs_on_its_own_sample(tmp_path):
     executed = nbformat.read(tmp_path / "run" / "00_setup_and_tour.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert str(clone / "ssmamba_lite" / "sample_data" / "kather2016") in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The chain: 04 -> 05 -> 07 hand their results on (course/handoff.py).
+# ---------------------------------------------------------------------------------------------
+def _printed(executed: Path) -> str:
+    nb = nbformat.read(executed, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+
+
+@pytest.mark.slow
+def test_the_chain_loads_what_the_predecessor_wrote(tmp_path):
+    """In one run folder, 05 fine-tunes from the encoder 04 wrote and 07 explains the
+    classifier 05 wrote (small settings, on which the shipped weights do not fit)."""
+    chain = [p for p in COURSE if p.stem[:2] in ("04", "05", "07")]
+    small = {k: v for k, v in SMALL.items() if k != "model"}
+    results = runner.run_course(chain, tmp_path / "run", small, {"04": {"retrain": True}},
+                                cwd=tmp_path, cell_timeout=CELL_TIMEOUT,
+                                echo=lambda *a, **k: None)
+    assert all(r.ok for r in results), [r.error for r in results]
+    run = tmp_path / "run"
+    assert "retrain=True: training the MAMIM encoder here" in _printed(
+        run / "04_mamim_pretraining.ipynb")
+    assert (f"loaded the MAMIM encoder made by 04_mamim_pretraining in this run: "
+            f"{run / '04_mamim_pretraining' / 'mamim' / 'encoder.safetensors'}") in \
+        _printed(run / "05_finetuning.ipynb")
+    assert (f"loaded the IDC classifier fine-tuned from MAMIM made by 05_finetuning in this "
+            f"run: {run / '05_finetuning' / 'from_MAMIM' / 'model.safetensors'}") in \
+        _printed(run / "07_explainability.ipynb")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / "ssmamba_lite" / "sample_data" / "weights" / "README.md")
+                    .is_file(), reason="no shipped weights")
+def test_alone_04_and_07_load_the_shipped_weights(tmp_path):
+    """Opened alone at their default data and size, 04 shows the shipped encoder's
+    reconstructions and 07 explains the shipped classifier, without training."""
+    chain = [p for p in COURSE if p.stem[:2] in ("04", "07")]
+    small = {"batch_size": 16, "n_show": 4, "n_tiles": 3, "progress": False}
+    results = runner.run_course(chain, tmp_path / "run", small, cwd=tmp_path,
+                                cell_timeout=CELL_TIMEOUT, echo=lambda *a, **k: None)
+    assert all(r.ok for r in results), [r.error for r in results]
+    text04 = _printed(tmp_path / "run" / "04_mamim_pretraining.ipynb")
+    assert "loaded the shipped MAMIM encoder (ssmamba_lite/sample_data/weights/mamim/" \
+           "encoder.safetensors, made by `ssmamba-lite course weights`" in text04
+    assert "decoder fitted in closed form" in text04
+    assert "loaded the shipped IDC classifier" in _printed(
+        tmp_path / "run" / "07_explainability.ipynb")
+    assert not (tmp_path / "run" / "07_explainability" / "finetune").exists()
