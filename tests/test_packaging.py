@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 
+import pytest
 import yaml
 
 from tests.conftest import REPO
@@ -34,3 +39,32 @@ def test_makefile_builds_the_pinned_cuda_extra():
 
 def test_console_script_points_at_the_cli():
     assert PYPROJECT["project"]["scripts"]["ssmamba-lite"] == "ssmamba_lite.cli:main"
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_samples_and_the_shipped_weights(tmp_path):
+    """`pip wheel` of the repository's files holds every file of sample_data/, the course's
+    pretrained weights included (package data: pyproject's sample_data/**/*)."""
+    src = tmp_path / "src"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard", "pyproject.toml", "README.md",
+                             "ssmamba_lite", "data_scripts"],
+                            cwd=REPO, capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                        "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("ssmamba_lite-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    samples = {str(p.relative_to(src)) for p in (src / "ssmamba_lite" / "sample_data").rglob("*")
+               if p.is_file()}
+    assert samples and samples <= names, sorted(samples - names)[:5]
+    weights = {n for n in samples if n.startswith("ssmamba_lite/sample_data/weights/")}
+    if (REPO / "ssmamba_lite" / "sample_data" / "weights").is_dir():
+        assert {"ssmamba_lite/sample_data/weights/mamim/encoder.safetensors",
+                "ssmamba_lite/sample_data/weights/idc_classifier/model.safetensors",
+                "ssmamba_lite/sample_data/weights/README.md"} <= weights
