@@ -129,15 +129,17 @@ print(f"{len(variants)} variants x {len(seeds)} seeds = {len(variants) * len(see
 # The preset itself stays as it is.
 
 # %%
+from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.engine.factory import build_model
 
+dev = resolve_device(device)
 options = {f"preset, {image_size} px": (image_size, {}),
            f"model_args, {image_size} px": (image_size, dict(model_args)),
            f"preset, {2 * image_size} px": (2 * image_size, {})}
 nets, rows = {}, []
 for name, (size, args) in options.items():
-    net = build_model(model, 2, size, args)
-    x = torch.randn(16, 3, size, size)                   # a batch of 16
+    net = build_model(model, 2, size, args).to(dev)
+    x = torch.randn(16, 3, size, size, device=dev)       # a batch of 16
     sides = [f.shape[-1] for f in net.forward_intermediates(x[:1], intermediates_only=True)]
     mixers = net.cfg.stage_mixers()
     nets[name] = (net, x)
@@ -151,6 +153,8 @@ for round_ in range(4):                            # round 0 warms up (kernels c
     for name, (net, x) in nets.items():
         t0 = time.perf_counter()
         net(x).sum().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         if round_:
             seconds[name].append(time.perf_counter() - t0)
 cost = pd.DataFrame(rows).set_index("option")
