@@ -297,8 +297,8 @@ plt.show()
 # patients we will judge on stay unseen by both stages. `pretrain` prints the count and writes
 # the patients it saw to `pretrain_patients.json`, which fine-tuning checks.
 #
-# **Trained weights instead.** A short run on a laptop paints little. So, unless `retrain =
-# True`, this notebook loads the MAMIM encoder that ships with the package when it was made
+# **Trained weights instead.** Pretraining takes a while, so, unless `retrain = True`, this
+# notebook loads the MAMIM encoder that ships with the package when it was made
 # for these settings (`ssmamba_lite_cpu`, 64 px, `sample:idc-breast`; made by `ssmamba-lite
 # course weights`, see `ssmamba_lite/sample_data/weights/README.md`), and says so. With other
 # data, model or image size it trains here.
@@ -363,12 +363,18 @@ display(hist)
 # so, given the encoder, its best fit has a closed form: least squares over the hidden pixels
 # of the training tiles, the MAMIM loss itself (`course.weights.fit_decoder`). That is done
 # below when the shipped encoder was loaded; a run trained here uses its own decoder.
+#
+# **How much did it learn?** The cell also prints the loss of the laziest painter, which fills
+# every hidden patch with its true mean colour (0 in standardised pixels; a loss of about 1).
+# A model whose loss sits close to that one paints nearly flat patches, as a short
+# pretraining does; only a loss clearly below it means the network predicts structure.
 
 # %%
 from ssmamba_lite.course.analysis import load_mamim
 from ssmamba_lite.course.figures import reconstruction_figure
 from ssmamba_lite.course.weights import shipped_mamim
 from ssmamba_lite.engine.splits import pretraining_samples
+from ssmamba_lite.mamim import patch_normalize, upsample_mask  # noqa: F811  (this cell stands alone)
 
 gen = torch.Generator().manual_seed(seed)
 if found.path is None:
@@ -385,6 +391,14 @@ else:
           f"zoomed and jittered views: {history[-1]['loss']:.3f})")
 mask = mamim.mask_generator(image_size)(len(tiles), gen).to(dev)
 masked, result, _ = mamim.reconstruct(tiles.to(dev), mask)
+if mamim.norm_pix_loss:
+    with torch.no_grad():
+        loss_here = float(mamim(tiles.to(dev), mask)[0])
+    y = patch_normalize(tiles.float(), mamim.mask_patch_size)[0]
+    m_px = upsample_mask(mask.cpu(), mamim.stem_stride)
+    flat = float((y ** 2 * m_px).sum() / (3 * m_px.sum()))    # the loss of predicting 0
+    print(f"on these {len(tiles)} tiles: masked loss {loss_here:.3f}; painting every hidden "
+          f"patch flat in its true mean colour would score {flat:.3f}")
 fig = reconstruction_figure(masked, result, tiles, n=n_show)
 fig.suptitle("reconstruction: hidden patches de-normalised with their true mean and std",
              fontsize=9)
@@ -416,19 +430,31 @@ _ = explorer(show_ratio, mask_ratio=widgets.FloatSlider(value=mask_ratio, min=0.
                                                         step=0.1, description="mask ratio"))
 
 # %% [markdown]
-# The same tiles at every ratio from 0.1 to 0.9, with fresh masks: the loss of the model above
-# on their hidden pixels (the dotted line marks the ratio it was pretrained at).
+# Up to 64 tiles at every ratio from 0.1 to 0.9, with fresh masks: the loss of the model above
+# on their hidden pixels, beside the flat painter's (each hidden patch its true mean colour),
+# and the ratio it was pretrained at (dotted).
 
 # %%
+pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + 1))[:64]
+many = torch.stack([eval_transform(image_size)(load_image(pool.paths[i])) for i in pick.tolist()])
+target = patch_normalize(many.float(), mamim.mask_patch_size)[0] if mamim.norm_pix_loss \
+    else many.float()
 rows = []
 with torch.no_grad():
     for r in np.round(np.arange(0.1, 0.95, 0.1), 2):
-        m = MaskGenerator(image_size, mask_patch_size, 4, float(r))(len(tiles), gen).to(dev)
-        loss, _, _ = mamim(tiles.to(dev), m)
-        rows.append({"mask ratio": float(r), "loss": float(loss)})
+        m = MaskGenerator(image_size, mamim.mask_patch_size, 4, float(r))(len(many), gen)
+        loss, _, _ = mamim(many.to(dev), m.to(dev))
+        m_px = upsample_mask(m, mamim.stem_stride)
+        flat = (target ** 2 * m_px).sum() / (3 * m_px.sum())     # the loss of predicting 0
+        rows.append({"mask ratio": float(r), "loss": float(loss), "flat painter": float(flat)})
 by_ratio = pd.DataFrame(rows)
+better = by_ratio.loc[by_ratio["loss"] < by_ratio["flat painter"], "mask ratio"].tolist()
+print(f"on {len(many)} tiles the model's loss is below the flat painter's at mask ratios "
+      f"{better or 'none'}")
 fig, ax = plt.subplots(figsize=(4.5, 3))
-ax.plot(by_ratio["mask ratio"], by_ratio["loss"], marker="o")
+ax.plot(by_ratio["mask ratio"], by_ratio["loss"], marker="o", label="model")
+ax.plot(by_ratio["mask ratio"], by_ratio["flat painter"], ls="--", color="gray",
+        label="flat painter")
 ax.axvline(mamim.mask_ratio, color="k", ls=":", lw=1, label="trained at")
 ax.set_xlabel("mask ratio"), ax.set_ylabel("loss on hidden pixels"), ax.legend(fontsize=8)
 fig.tight_layout()
@@ -446,8 +472,8 @@ plt.show()
 #   standardised.
 # - A reconstruction shows the network's *pattern* inside each hidden patch; its mean colour
 #   and contrast are the true patch's, put back for display.
-# - The loss against the mask ratio (last figure) shows how much harder the task gets as more
-#   is hidden, for the model loaded or trained above.
+# - The last figure puts the model's loss beside the flat painter's at every mask ratio; the
+#   line above it lists the ratios where this model paints better than flat patches.
 # - The encoder lands in `<output_dir>/mamim/encoder.safetensors`; the next notebooks find it
 #   there, or load the shipped one, and print which (`course/handoff.py`).
 #

@@ -240,7 +240,7 @@ plt.show()
 from ssmamba_lite.course.quiz import check
 
 q1_map_side = 4     # your answer: a whole number
-check("Q1", q1_map_side, "4b227777d4dd1fc6", decimals=0)
+_ = check("Q1", q1_map_side, "4b227777d4dd1fc6", decimals=0)
 
 # %% [markdown]
 # **Q2.** Which is Grad-CAM's channel weight $\alpha_k^c$? (a) the largest gradient of
@@ -249,7 +249,7 @@ check("Q1", q1_map_side, "4b227777d4dd1fc6", decimals=0)
 
 # %%
 q2_alpha = "b"     # your answer: "a", "b", "c" or "d"
-check("Q2", q2_alpha, "3e23e8160039594a")
+_ = check("Q2", q2_alpha, "3e23e8160039594a")
 
 # %% [markdown]
 # **Q3.** Why explain the *confidently wrong* tiles rather than random ones?
