@@ -1,0 +1,91 @@
+"""Where a training step of ssmamba_lite_tiny spends its CPU time, by kind of operator.
+
+    .venv/bin/python benchmarks/profile_model.py                  # 128 px (batch 8), 512 px (batch 2)
+    .venv/bin/python benchmarks/profile_model.py --sizes 128 --top 25
+
+torch.profiler records two training steps (forward, cross-entropy, backward, SGD) after one
+warm-up step; each operator's *self* CPU time is put in one group by its name: the selective
+scan (our numba operators), convolutions (forward and backward), layout and gathers (copies,
+permutes, cat, gather/scatter of the scan orders), normalisation, element-wise arithmetic and
+activations, matrix products, the rest. The shares say what is worth making faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+import ssmamba_lite  # noqa: F401  (registers ssmamba_lite_* with timm)
+
+GROUPS = (   # (group, substrings of operator names), first match wins
+    ("selective scan", ("scan",)),
+    ("convolution", ("conv",)),
+    ("layout and gathers", ("copy_", "contiguous", "permute", "clone", "cat", "gather",
+                            "scatter", "index", "flip", "transpose", "reshape", "view")),
+    ("normalisation", ("norm",)),
+    ("matrix products", ("mm", "matmul", "linear", "addmm", "bmm")),
+    ("element-wise and activations", ("add", "mul", "sub", "div", "exp", "gelu", "silu",
+                                      "softplus", "sigmoid", "fill_", "sum", "mean", "pow",
+                                      "neg", "where", "zero_")),
+)
+
+
+def group_of(name: str) -> str:
+    low = name.lower()
+    return next((g for g, keys in GROUPS if any(k in low for k in keys)), "other")
+
+
+def profile_step(model_name: str, size: int, batch: int):
+    model = timm.create_model(model_name, num_classes=9).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 9, (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()                                                 # warm-up (numba compiles, caches)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            step()
+    return prof.key_averages()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="ssmamba_lite_tiny")
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
+    p.add_argument("--batch", type=int, default=8, help="batch at sizes up to 256 px")
+    p.add_argument("--large-batch", type=int, default=2, help="batch above 256 px")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--top", type=int, default=0, help="also list the N costliest operators")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    for size in args.sizes:
+        batch = args.batch if size <= 256 else args.large_batch
+        events = profile_step(args.model, size, batch)
+        total = sum(e.self_cpu_time_total for e in events)
+        shares = defaultdict(float)
+        for e in events:
+            shares[group_of(e.key)] += e.self_cpu_time_total / total
+        print(f"\n{args.model}, {size} px, batch {batch}, {args.threads} threads: self CPU time "
+              f"of two training steps, {total / 2e6:.2f} s per step")
+        print("| group | share |\n|---|---|")
+        for g, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+            print(f"| {g} | {100 * share:.1f} % |")
+        if args.top:
+            print(f"\ncostliest {args.top} operators (self CPU):")
+            for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:args.top]:
+                print(f"  {100 * e.self_cpu_time_total / total:5.1f} %  {e.count:4d} calls  "
+                      f"[{group_of(e.key)}]  {e.key[:70]}")
+
+
+if __name__ == "__main__":
+    main()
