@@ -294,22 +294,14 @@ print("\n".join(verdicts))
 # a difference this grid cannot tell from noise.
 
 # %%
-colours = {"better": "tab:green", "worse": "tab:red", "within noise": "tab:gray"}
+from ssmamba_lite.course.figures import forest_rows
+
 others = [v for v in variants if v != "full"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 0.6 * len(others) + 1.6), sharey=True)
 for ax, metric in zip(axes, ("balanced_accuracy", "auroc")):
     part = contrast_table[contrast_table["metric"] == metric].set_index("variant").loc[others]
-    y = np.arange(len(others))[::-1]
-    for yi, (_, row) in zip(y, part.iterrows()):
-        ax.errorbar(row["difference"], yi, xerr=[[row["difference"] - row["low"]],
-                                                 [row["high"] - row["difference"]]],
-                    fmt="o", color=colours[row["verdict"]], capsize=4)
-        ax.scatter(row["per_seed"], [yi - 0.18] * len(row["per_seed"]), s=10, color="0.5")
-    ax.axvline(0, color="k", ls=":", lw=1)
-    ax.locator_params(axis="x", nbins=5)
-    ax.set_yticks(y, [f"{v} − full" for v in others])
-    ax.set_xlabel(f"difference in {METRIC_NAMES[metric]}")
-    ax.grid(axis="x", alpha=0.3)
+    forest_rows(ax, [row for _, row in part.iterrows()], [f"{v} − full" for v in others],
+                f"difference in {METRIC_NAMES[metric]}")
 fig.suptitle(f"paired differences, {level:.0%} cluster-bootstrap intervals over "
              f"{len(set(patients))} patients, {len(seeds)} seed(s) "
              f"(green better, red worse, grey within noise; small marks: single seeds)",

@@ -291,6 +291,8 @@ print("\n".join(sentences) if sentences else "(needs mamim_multi and another arm
 # %%
 import seaborn as sns
 
+from ssmamba_lite.course.figures import forest_rows
+
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.2]})
 for ax, metric in zip(axes[:2], ("balanced_accuracy", "auroc")):
     sns.lineplot(data=df, x="zoom", y=metric, hue="arm", marker="o", errorbar=None, ax=ax)
@@ -301,19 +303,10 @@ for ax, metric in zip(axes[:2], ("balanced_accuracy", "auroc")):
     ax.set_ylabel(METRIC_NAMES[metric])
     ax.grid(alpha=0.3)
 ax = axes[2]
-colours = {"better": "tab:green", "worse": "tab:red", "within noise": "tab:gray"}
 part = diff_table[diff_table["metric"] == "balanced_accuracy"].reset_index(drop=True)
-y = np.arange(len(part))[::-1]
-for yi, (_, row) in zip(y, part.iterrows()):
-    ax.errorbar(row["difference"], yi, xerr=[[row["difference"] - row["low"]],
-                                             [row["high"] - row["difference"]]],
-                fmt="o", color=colours[row["verdict"]], capsize=3)
-    ax.scatter(row["per_seed"], [yi - 0.2] * len(row["per_seed"]), s=8, color="0.5")
-ax.axvline(0, color="k", ls=":", lw=1)
-ax.locator_params(axis="x", nbins=5)
-ax.set_yticks(y, [f"{r['pair']}, {r['view']}" for _, r in part.iterrows()], fontsize=7)
-ax.set_xlabel("difference of drops, balanced accuracy")
-ax.grid(axis="x", alpha=0.3)
+forest_rows(ax, [row for _, row in part.iterrows()],
+            [f"{r['pair']}, {r['view']}" for _, r in part.iterrows()],
+            "difference of drops, balanced accuracy", fontsize=7)
 fig.suptitle(f"held-out patients, each tile seen as a blur or a crop; {level:.0%} intervals "
              f"(green better, red worse, grey within noise)", y=1.02, fontsize=9)
 fig.tight_layout()

@@ -281,3 +281,21 @@ def test_the_bootstrap_says_what_is_wrong():
         bootstrap.paired_difference(np.zeros(10, int), patients, p, p, "auroc", 20)
     with pytest.raises(ValueError, match="low <= high"):
         bootstrap.verdict(0.2, 0.1)
+
+
+def test_forest_rows_draws_one_row_per_difference_coloured_by_verdict():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ssmamba_lite.course.figures import VERDICT_COLOURS, forest_rows
+
+    rows = [dict(difference=0.05, low=0.01, high=0.09, verdict="better", per_seed=[0.04, 0.06]),
+            dict(difference=-0.01, low=-0.04, high=0.02, verdict="within noise", per_seed=[0.0])]
+    fig, ax = plt.subplots()
+    forest_rows(ax, rows, ["a − full", "b − full"], "difference")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a − full", "b − full"]
+    assert len(ax.containers) == 2                          # one error bar per row
+    assert matplotlib.colors.same_color(ax.containers[0].lines[0].get_color(),
+                                        VERDICT_COLOURS["better"])
+    plt.close(fig)

@@ -236,6 +236,28 @@ def roc_figure(y_true, probabilities: dict, classes):
     return fig
 
 
+VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "within noise": "tab:gray"}
+
+
+def forest_rows(ax, rows, labels, xlabel: str, fontsize: int | None = None):
+    """A forest plot on `ax`: one row per paired difference (top to bottom), the dot its
+    estimate, the bar its interval, coloured by verdict (VERDICT_COLOURS), small grey marks its
+    per-seed differences, a dotted line at 0. `rows`: dicts or Series with difference, low,
+    high, verdict and per_seed (course.bootstrap's contrasts)."""
+    rows = list(rows)
+    y = np.arange(len(rows))[::-1]
+    for yi, row in zip(y, rows):
+        d = row["difference"]
+        ax.errorbar(d, yi, xerr=[[d - row["low"]], [row["high"] - d]], fmt="o", capsize=3,
+                    color=VERDICT_COLOURS[row["verdict"]])
+        ax.scatter(row["per_seed"], [yi - 0.2] * len(row["per_seed"]), s=9, color="0.5")
+    ax.axvline(0, color="k", ls=":", lw=1)
+    ax.locator_params(axis="x", nbins=5)
+    ax.set_yticks(y, labels, fontsize=fontsize)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+
+
 def reconstruction_figure(masked, result, original, n: int = 8, mean=0.5, std=0.5):
     """Rows: original, masked input, reconstruction (normalised tensors in, figure out)."""
     import matplotlib.pyplot as plt
