@@ -38,6 +38,7 @@ import torch
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ssmamba_lite.course.bootstrap import verdict  # noqa: E402
 from ssmamba_lite.engine import data  # noqa: E402
 from ssmamba_lite.engine.inference import evaluate  # noqa: E402
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain  # noqa: E402
@@ -55,10 +56,11 @@ def mean_ci(values) -> tuple[float, float, float]:
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
-def verdict(lo: float, hi: float) -> str:
+def split_verdict(lo: float, hi: float) -> str:
+    """bootstrap.verdict in this table's words (ahead, behind, within noise)."""
     if not np.isfinite(lo):
         return "one split: no interval"
-    return "ahead" if lo > 0 else "behind" if hi < 0 else "within noise"
+    return verdict(lo, hi, above="ahead", below="behind")
 
 
 def prepare_split(args, split_seed: int, root: Path):
@@ -156,7 +158,7 @@ def summarise(rows: list[dict], args) -> str:
             cells = []
             for k in ("balanced_accuracy", "auroc"):
                 m, lo, hi = mean_ci([ours[s][k] - other[s][k] for s in both])
-                cells += [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]", verdict(lo, hi)]
+                cells += [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]", split_verdict(lo, hi)]
             lines.append(f"| {frac:.0%} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

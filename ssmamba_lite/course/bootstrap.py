@@ -125,11 +125,12 @@ class Contrast:
         return f"{self.numbers(a, b)}: {a} is {self.verdict} than {b}"
 
 
-def verdict(low: float, high: float) -> str:
-    """The verdict an interval [low, high] supports about a difference."""
+def verdict(low: float, high: float, above: str = "better", below: str = "worse") -> str:
+    """The verdict an interval [low, high] supports about a difference: `above` when it lies
+    above 0, `below` when it lies below, "within noise" when it covers 0."""
     if not low <= high:
         raise ValueError(f"verdict: need low <= high, got [{low}, {high}]")
-    return "better" if low > 0 else "worse" if high < 0 else "within noise"
+    return above if low > 0 else below if high < 0 else "within noise"
 
 
 def bootstrap_contrast(labels, patients, arms: dict, coefs: dict, metric: str = "auroc",
