@@ -148,6 +148,17 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))     # channel mixing
 
 
+class Stem(nn.Sequential):
+    """Two 3x3 convolutions, stride 2 each: (batch, 3, H, W) -> (batch, C1, H/4, W/4).
+
+    The image enters in channels-last memory order (still indexed (batch, C, H, W)), and every
+    map after it stays so: on CPUs the 1x1 and depthwise convolutions, and the norms, which
+    work on the channels of each position, run faster on it (benchmarks/bench_model.py)."""
+
+    def forward(self, x):
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
+
+
 class Stage(nn.Module):
     """Optional patch merging (norm, 2x2 conv stride 2: (C_in, H, W) -> (C, H/2, W/2)), blocks."""
 
@@ -202,7 +213,7 @@ class SSMamba(nn.Module):
         self.num_features = self.head_hidden_size = cfg.dims[-1]
         self.drop_rate = cfg.drop_rate
         c0 = cfg.dims[0]
-        self.stem = nn.Sequential(                  # (batch, 3, H, W) -> (batch, C1, H/4, W/4)
+        self.stem = Stem(                           # (batch, 3, H, W) -> (batch, C1, H/4, W/4)
             # no conv bias before a BatchNorm: the norm removes it, its gradient is rounding noise
             nn.Conv2d(cfg.in_chans, c0 // 2, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(c0 // 2),
