@@ -1,11 +1,12 @@
-"""Fast paths of the selective scan. Each computes exactly what `ssmamba_lite.scan`'s readable
-reference computes, and a test holds it there (tests/test_scan.py): outputs, last states and
-the gradients of every input.
+"""Fast paths. Each computes what a readable reference computes, and a test holds it there
+(tests/test_scan.py, tests/test_kernels.py): outputs and the gradients of every input.
 
-    scan_cpu.py   fused numba kernel for CPU tensors (forward and a chunked, recomputing
-                  backward); `scan.selective_scan` picks it for CPU tensors
+    scan_cpu.py   fused numba kernel of the selective scan for CPU tensors (forward and a
+                  chunked, recomputing backward); `scan.selective_scan` picks it on CPU
+    dwconv_cpu.py the weight gradient of a large depthwise convolution on CPU (numba), for
+                  the conv mixer's 7 x 7 filters (layers/mixers.py); reference: PyTorch's
 
-A new fast path: a module here with the core signature (u, delta, A, B, C) -> (y, last state),
+A new scan fast path: a module here with the core signature (u, delta, A, B, C) -> (y, last state),
 a backend name in scan.BACKENDS and its branch in scan.which_backend / scan.selective_scan,
 and a test against `selective_scan_reference`. Nothing here imports from the rest of the package.
 """

@@ -19,17 +19,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssmamba_lite.dms import DirectionalMultiScale
+from ssmamba_lite.kernels.dwconv_cpu import DepthwiseConv2d
 from ssmamba_lite.mamba import Mamba
 
 MIXERS = ("conv", "dms", "mamba1d", "attention")
 
 
 class ConvMixer(nn.Module):
-    """Depthwise k x k convolution: each channel mixes its own k x k neighbourhood."""
+    """Depthwise k x k convolution: each channel mixes its own k x k neighbourhood.
+    (An nn.Conv2d whose weight gradient on CPU comes from kernels/dwconv_cpu.py.)"""
 
     def __init__(self, dim: int, kernel_size: int = 7):
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.dwconv = DepthwiseConv2d(dim, kernel_size)
 
     def forward(self, x):
         return self.dwconv(x)                                  # (batch, C, H, W)
