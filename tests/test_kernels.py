@@ -1,4 +1,4 @@
-"""The Triton scan and the chunked torch scan, held to the readable reference.
+"""The Triton scan, the chunked torch scan and the numba kernels, held to their references.
 
 Without a GPU the Triton kernels run in Triton's interpreter (TRITON_INTERPRET=1) on CPU
 tensors, in a process of their own (tests/triton_cases.py): small shapes, the same code a GPU
@@ -95,3 +95,67 @@ def test_numba_backward_is_the_same_for_any_channel_blocking(bc):
         other = scan_cpu.backward_kernel(*arrays, ckpt, dy, dlast, scan_cpu.CHUNK, parts)
         for a, b in zip(one, other):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_exp_of_the_scan_kernels():
+    """`exp_f32` (the kernels' vectorisable exp) is within one float32 rounding step of exp
+    wherever float32's exp is a normal number, keeps NaN and inf, and float64 kernels keep
+    the C library's exp."""
+    import numpy as np
+    from numba import njit
+
+    from ssmamba_lite.kernels.scan_cpu import decay_exp
+
+    @njit
+    def apply(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = decay_exp(x[i])
+        return out
+
+    x = np.linspace(-87.0, 88.72, 400_001).astype(np.float32)
+    got, want = apply(x), np.exp(x.astype(np.float64))
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - want) / want) < 1.2e-7                # float32's eps: 1.19e-7
+    assert apply(np.float32([0.0]))[0] == 1.0
+    special = apply(np.float32([np.nan, np.inf, 89.0, -np.inf, -100.0]))
+    assert np.isnan(special[0]) and special[1] == np.inf and special[2] == np.inf
+    assert 0 <= special[3] < 2e-38 and 0 <= special[4] < 2e-38       # (exp: 0 or a denormal)
+    x64 = np.linspace(-50, 50, 1001)
+    np.testing.assert_allclose(apply(x64), np.exp(x64), rtol=1e-15)   # float64 accuracy
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_depthwise_conv_weight_gradient_kernel(layout, bias, monkeypatch):
+    """DepthwiseConv2d (the conv mixer's 7 x 7 filters) has nn.Conv2d's parameters and
+    gradients; its weight gradient on CPU comes from the numba kernel (counted here)."""
+    import torch.nn as nn
+
+    from ssmamba_lite.kernels import dwconv_cpu
+
+    calls = []
+    kernel = dwconv_cpu.weight_grad_kernel
+    monkeypatch.setattr(dwconv_cpu, "weight_grad_kernel",
+                        lambda *a: calls.append(1) or kernel(*a))
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+        torch.manual_seed(0)
+        ref = nn.Conv2d(6, 6, 7, padding=3, groups=6, bias=bias).to(dtype)
+        ours = dwconv_cpu.DepthwiseConv2d(6, 7, bias=bias).to(dtype)
+        ours.load_state_dict(ref.state_dict())
+        assert ours.state_dict().keys() == ref.state_dict().keys()
+        fmt = getattr(torch, layout if layout == "channels_last" else "contiguous_format")
+        x = torch.randn(3, 6, 9, 11, dtype=dtype).contiguous(memory_format=fmt)
+        g = torch.randn(3, 6, 9, 11, dtype=dtype)
+        xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+        yr, yo = ref(xr), ours(xo)
+        torch.testing.assert_close(yo, yr, rtol=tol, atol=tol)
+        yr.backward(g)
+        yo.backward(g)
+        for a, b in [(xo.grad, xr.grad), (ours.weight.grad, ref.weight.grad)] + (
+                [(ours.bias.grad, ref.bias.grad)] if bias else []):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol * b.abs().max().item())
+    assert len(calls) == 2, "the numba kernel computed the weight gradients"
+    with torch.no_grad():                                  # inference: PyTorch's path alone
+        ours(x)
+    assert len(calls) == 2
