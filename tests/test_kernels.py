@@ -87,12 +87,13 @@ def test_numba_backward_is_the_same_for_any_channel_blocking(bc):
     A = t["A"].double()
     Bk, Ck = kernel_layout(t["B"], torch.float64), kernel_layout(t["C"], torch.float64)
     arrays = [x.detach().contiguous().numpy() for x in (t["u"], t["delta"], A, Bk, Ck)]
-    _, _, ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK)
+    step = (np.linspace(-0.5, 0.5, 8), True)                       # bias, softplus
+    _, _, ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)
     rng = np.random.default_rng(0)
     dy, dlast = rng.normal(size=arrays[0].shape), rng.normal(size=(1, 8, 4))
-    one = scan_cpu.backward_kernel(*arrays, ckpt, dy, dlast, scan_cpu.CHUNK, 1)
+    one = scan_cpu.backward_kernel(*arrays, *step, ckpt, dy, dlast, scan_cpu.CHUNK, 1)
     for parts in (3, 8):
-        other = scan_cpu.backward_kernel(*arrays, ckpt, dy, dlast, scan_cpu.CHUNK, parts)
+        other = scan_cpu.backward_kernel(*arrays, *step, ckpt, dy, dlast, scan_cpu.CHUNK, parts)
         for a, b in zip(one, other):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
@@ -104,7 +105,7 @@ def test_float32_exp_of_the_scan_kernels():
     import numpy as np
     from numba import njit
 
-    from ssmamba_lite.kernels.scan_cpu import decay_exp
+    from ssmamba_lite.kernels.vecmath import decay_exp
 
     @njit
     def apply(x):
@@ -123,6 +124,35 @@ def test_float32_exp_of_the_scan_kernels():
     assert 0 <= special[3] < 2e-38 and 0 <= special[4] < 2e-38       # (exp: 0 or a denormal)
     x64 = np.linspace(-50, 50, 1001)
     np.testing.assert_allclose(apply(x64), np.exp(x64), rtol=1e-15)   # float64 accuracy
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softplus_and_its_slope_in_the_kernels(dtype):
+    """The kernels' softplus(δ + b) and its derivative equal PyTorch's F.softplus and its
+    gradient (threshold 20 included): float32 within 2.5e-7 relative, float64 to rounding."""
+    import numpy as np
+    from numba import njit
+
+    from ssmamba_lite.kernels.vecmath import sigmoid, softplus
+
+    @njit
+    def apply(x):
+        out, slope = np.empty_like(x), np.empty_like(x)
+        for i in range(x.size):
+            out[i], slope[i] = softplus(x[i]), sigmoid(x[i])
+        return out, slope
+
+    x = np.concatenate([np.linspace(-80, 40, 300_001), [0.0, 20.0, 20.001, 1e-30]])
+    x = x.astype(dtype)
+    got, slope = apply(x)
+    assert got.dtype == slope.dtype == x.dtype
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    want = torch.nn.functional.softplus(xt)
+    want.sum().backward()
+    tol = 2.5e-7 if dtype == "float32" else 1e-15
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=tol, atol=0)
+    np.testing.assert_allclose(slope, xt.grad.numpy(), rtol=tol, atol=tol)
+    assert np.isnan(apply(np.array([np.nan], dtype))[0][0])
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous"])

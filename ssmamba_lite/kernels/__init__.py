@@ -3,6 +3,8 @@
 
     scan_cpu.py   fused numba kernel of the selective scan for CPU tensors (forward and a
                   chunked, recomputing backward); `scan.selective_scan` picks it on CPU
+    vecmath.py    exp and softplus in arithmetic the compiler vectorises (float32), for the
+                  numba kernels; reference: the C library's, PyTorch's softplus
     dwconv_cpu.py the weight gradient of a large depthwise convolution on CPU (numba), for
                   the conv mixer's 7 x 7 filters (layers/mixers.py); reference: PyTorch's
 

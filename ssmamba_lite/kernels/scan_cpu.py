@@ -21,13 +21,10 @@ The forward pass stores h only at the start of every chunk of `CHUNK` steps; the
 recomputes the states of one chunk at a time from that checkpoint (memory O(L/CHUNK · N)).
 Large steps are safe: Ā_t = exp(Δ_t A) only ever decays, so nothing can overflow.
 
-Ā_t = exp(Δ_t A) is the kernels' costliest line: the C library's exp is called once per update
-and keeps the loop over n from being vectorised. In float32 the kernels use `exp_f32` instead,
-the textbook method in plain arithmetic (exp(x) = 2^k exp(r) with k = round(x / ln 2),
-|r| <= ln(2)/2, exp(r) by its degree-7 Taylor polynomial, 2^k from a table), which the
-compiler vectorises over n: relative error below one float32 rounding step (tests/test_scan.py
-checks it against float64 exp), about 5x faster forward kernels (benchmarks/bench_scan.py).
-float64 keeps the C library's exp (`decay_exp` picks by dtype at compile time).
+Δ_t = softplus(δ_t + b) is computed inside the kernels, one row at a time (and recomputed in
+the backward pass, which turns ∂Δ into ∂δ = ∂Δ · sigmoid(δ + b)): no (batch, D, L) tensor of
+steps is written, read back and differentiated by PyTorch. The exp of Ā_t and the softplus use
+vecmath.py's float32 functions, which the compiler vectorises (float64: the C library's).
 
 B and C arrive in the kernels' layout (Bb, G, Lb, N) (layout.py), so that one kernel serves
 fixed (D, N), shared (batch, N, L) and grouped (batch, G, N, L) inputs, and the innermost loop
@@ -43,53 +40,26 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
 from ssmamba_lite.kernels.layout import kernel_layout
+from ssmamba_lite.kernels.vecmath import FASTMATH, decay_exp, sigmoid, softplus
 
 CHUNK = 64  # checkpoint interval of the backward pass
-# Vectorising the sums over n reorders their additions (float rounding only); no flag that
-# assumes away NaN or infinity, so a NaN in the input still comes out as NaN.
-FASTMATH = {"reassoc", "contract", "arcp"}
-POW2 = (2.0 ** np.arange(-127, 128)).astype(np.float32)   # POW2[k + 127] = 2^k, k = -127..127
 
 
-def exp_f32(x):
-    """exp(x) for a float32 x, in plain arithmetic that vectorises (see the module docstring).
-    Saturates below at exp(-87) ~ 1.6e-38 (the reference gives 0 or a denormal there) and
-    returns inf above 88.72 (float32's largest exp), like exp; NaN stays NaN."""
-    xc = min(max(x, np.float32(-87.0)), np.float32(88.72))
-    k = np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))   # round(x / ln 2)
-    r = xc - k * np.float32(0.693145751953125) - k * np.float32(1.428606765330187e-06)
-    p = np.float32(1 / 5040)                                # Σ_{i<=7} r^i / i!  (Horner)
-    p = p * r + np.float32(1 / 720)
-    p = p * r + np.float32(1 / 120)
-    p = p * r + np.float32(1 / 24)
-    p = p * r + np.float32(1 / 6)
-    p = p * r + np.float32(0.5)
-    p = p * r + np.float32(1.0)
-    p = p * r + np.float32(1.0)
-    j = min(max(np.int32(k) + 127, 0), 254)                 # a NaN's k must not index outside
-    e = p * POW2[j] * (np.float32(2.0) if k > 127 else np.float32(1.0))   # 2^k exp(r)
-    return np.float32(np.inf) if x > np.float32(88.7228) else (x if x != x else e)
-
-
-def decay_exp(x):
-    """Ā = exp(ΔA) in the kernels: `exp_f32` for float32, the C library's exp otherwise."""
-    return np.exp(x)
-
-
-@overload(decay_exp, inline="always")
-def _decay_exp_overload(x):
-    if isinstance(x, types.Float) and x.bitwidth == 32:
-        return exp_f32
-    return lambda x: np.exp(x)
+@njit(inline="always", fastmath=FASTMATH)
+def step_sizes(delta, bias, use_softplus, out):
+    """out[t] = Δ_t = softplus(δ_t + b) (or δ_t + b) for one row: a loop that vectorises."""
+    for t in range(delta.shape[0]):
+        v = delta[t] + bias
+        out[t] = softplus(v) if use_softplus else v
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def forward_kernel(u, delta, A, B, C, chunk):
-    """NumPy in, NumPy out: y, last state and chunk checkpoints (see the operators below)."""
+def forward_kernel(u, delta, A, B, C, chunk, bias, use_softplus):
+    """NumPy in, NumPy out: y, last state and chunk checkpoints (see the operators below).
+    delta holds δ; the step is Δ = softplus(δ + bias[d]) (or δ + bias[d])."""
     batch, dim, L = u.shape
     N = A.shape[1]
     nchunks = (L + chunk - 1) // chunk
@@ -102,12 +72,14 @@ def forward_kernel(u, delta, A, B, C, chunk):
         bB, gB = min(b, B.shape[0] - 1), d // per_gB
         bC, gC = min(b, C.shape[0] - 1), d // per_gC
         h = np.zeros(N, u.dtype)
+        dts = np.empty(L, u.dtype)
+        step_sizes(delta[b, d], bias[d], use_softplus, dts)          # Δ_t of this row
         for t in range(L):
             if t % chunk == 0:
                 ckpt[b, d, t // chunk] = h
             tB = min(t, B.shape[2] - 1)
             tC = min(t, C.shape[2] - 1)
-            dt = delta[b, d, t]
+            dt = dts[t]
             x = dt * u[b, d, t]
             acc = 0.0
             for n in range(N):
@@ -119,9 +91,9 @@ def forward_kernel(u, delta, A, B, C, chunk):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def backward_kernel(u, delta, A, B, C, ckpt, dy, dlast, chunk, parts):
-    """NumPy in, NumPy out: du, dΔ, dA (per batch item), dB, dC; `parts` channel blocks per
-    batch item (any value gives the same result)."""
+def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chunk, parts):
+    """NumPy in, NumPy out: du, dδ, dA (per batch item), dB, dC; `parts` channel blocks per
+    batch item (any value gives the same result). dδ = ∂Δ · softplus'(δ + bias) (or ∂Δ)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     nchunks = ckpt.shape[2]
@@ -142,9 +114,11 @@ def backward_kernel(u, delta, A, B, C, ckpt, dy, dlast, chunk, parts):
         hs = np.empty((chunk + 1, N), u.dtype)   # h_{t0-1} .. h_{t1-1} of one chunk
         abar = np.empty((chunk, N), u.dtype)     # Ā_t of one chunk
         g = np.empty(N, u.dtype)
+        dts = np.empty(L, u.dtype)
         for d in range(p * dim // parts, (p + 1) * dim // parts):
             gB, gC = d // per_gB, d // per_gC
             g[:] = dlast[b, d]
+            step_sizes(delta[b, d], bias[d], use_softplus, dts)      # Δ_t of this row
             for c in range(nchunks - 1, -1, -1):
                 t0 = c * chunk
                 t1 = min(L, t0 + chunk)
@@ -152,7 +126,7 @@ def backward_kernel(u, delta, A, B, C, ckpt, dy, dlast, chunk, parts):
                 for t in range(t0, t1):          # recompute this chunk's states
                     i = t - t0
                     tB = min(t, B.shape[2] - 1)
-                    dt = delta[b, d, t]
+                    dt = dts[t]
                     x = dt * u[b, d, t]
                     for n in range(N):
                         abar[i, n] = decay_exp(dt * A[d, n])
@@ -161,7 +135,7 @@ def backward_kernel(u, delta, A, B, C, ckpt, dy, dlast, chunk, parts):
                     i = t - t0
                     tB = min(t, B.shape[2] - 1)
                     tC = min(t, C.shape[2] - 1)
-                    dt, ut, dyt = delta[b, d, t], u[b, d, t], dy[b, d, t]
+                    dt, ut, dyt = dts[t], u[b, d, t], dy[b, d, t]
                     du_t = 0.0
                     ddt = 0.0
                     for n in range(N):
@@ -175,7 +149,10 @@ def backward_kernel(u, delta, A, B, C, ckpt, dy, dlast, chunk, parts):
                         dA[b, d, n] += da * dt                           # ∂A
                         g[n] = gn * abar[i, n]                           # Ā_t g_t -> step t-1
                     du[b, d, t] = du_t
-                    ddelta[b, d, t] = ddt
+                    ddelta[b, d, t] = ddt            # ∂Δ_t; turned into ∂δ_t below
+            if use_softplus:
+                for t in range(L):                   # ∂δ = ∂Δ · sigmoid(δ + b)
+                    ddelta[b, d, t] *= sigmoid(delta[b, d, t] + bias[d])
     dB = dBp.reshape(batch, parts, B.shape[1], B.shape[2], N).sum(axis=1)
     dC = dCp.reshape(batch, parts, C.shape[1], C.shape[2], N).sum(axis=1)
     return du, ddelta, dA, dB, dC
@@ -194,16 +171,19 @@ def _np(t: torch.Tensor) -> np.ndarray:
 # one node with the shapes the fake functions give, instead of tracing into NumPy and numba.
 @torch.library.custom_op("ssmamba_lite::scan_cpu_forward", mutates_args=())
 def scan_cpu_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                     C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     C: torch.Tensor, bias: torch.Tensor,
+                     use_softplus: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y (batch, D, L), last state (batch, D, N) and the chunk checkpoints of the states
-    (batch, D, L / CHUNK, N); every input in the compute dtype, B and C in kernel layout."""
+    (batch, D, L / CHUNK, N); every input in the compute dtype, B and C in kernel layout;
+    Δ = softplus(delta + bias) when use_softplus, else delta + bias (bias: (D,))."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    y, last, ckpt = forward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), CHUNK)
+    y, last, ckpt = forward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), CHUNK, _np(bias),
+                                   use_softplus)
     return torch.from_numpy(y), torch.from_numpy(last), torch.from_numpy(ckpt)
 
 
 @scan_cpu_forward.register_fake
-def _(u, delta, A, B, C):
+def _(u, delta, A, B, C, bias, use_softplus):
     batch, dim, L = u.shape
     N = A.shape[1]
     return (u.new_empty(batch, dim, L), u.new_empty(batch, dim, N),
@@ -212,51 +192,58 @@ def _(u, delta, A, B, C):
 
 @torch.library.custom_op("ssmamba_lite::scan_cpu_backward", mutates_args=())
 def scan_cpu_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                      C: torch.Tensor, ckpt: torch.Tensor, dy: torch.Tensor,
+                      C: torch.Tensor, bias: torch.Tensor, use_softplus: bool,
+                      ckpt: torch.Tensor, dy: torch.Tensor,
                       dlast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                     torch.Tensor, torch.Tensor]:
     """Gradients of u, delta, A (per batch item), B and C (kernel layout, per batch item)."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    out = backward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(ckpt), _np(dy),
-                         _np(dlast), CHUNK, backward_parts(u.shape[0], u.shape[1]))
+    out = backward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(bias), use_softplus,
+                          _np(ckpt), _np(dy), _np(dlast), CHUNK,
+                          backward_parts(u.shape[0], u.shape[1]))
     return tuple(torch.from_numpy(g) for g in out)
 
 
 @scan_cpu_backward.register_fake
-def _(u, delta, A, B, C, ckpt, dy, dlast):
+def _(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast):
     batch, dim, _ = u.shape
     return (torch.empty_like(u), torch.empty_like(u), u.new_empty(batch, dim, A.shape[1]),
             u.new_empty(batch, *B.shape[1:]), u.new_empty(batch, *C.shape[1:]))
 
 
 def _setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs, output[2])
+    ctx.use_softplus = inputs[6]
+    ctx.save_for_backward(*inputs[:6], output[2])
 
 
 def _backward(ctx, dy, dlast, _dckpt):
-    u, delta, A, B, C, ckpt = ctx.saved_tensors
+    u, delta, A, B, C, bias, ckpt = ctx.saved_tensors
     dy = torch.zeros_like(delta) if dy is None else dy.to(delta.dtype)
     dlast = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=delta.dtype) \
         if dlast is None else dlast.to(delta.dtype)
-    du, ddelta, dA, dB, dC = scan_cpu_backward(u, delta, A, B, C, ckpt, dy.contiguous(),
-                                               dlast.contiguous())
+    du, ddelta, dA, dB, dC = scan_cpu_backward(u, delta, A, B, C, bias, ctx.use_softplus, ckpt,
+                                               dy.contiguous(), dlast.contiguous())
     # the kernel accumulates per batch item; a B or C shared by the batch sums them
     dB = dB.sum(0, keepdim=True) if B.shape[0] == 1 else dB
     dC = dC.sum(0, keepdim=True) if C.shape[0] == 1 else dC
-    return du, ddelta, dA.sum(0), dB, dC
+    return du, ddelta, dA.sum(0), dB, dC, ddelta.sum((0, 2)), None      # ∂bias = Σ_{b,t} ∂δ
 
 
 scan_cpu_forward.register_autograd(_backward, setup_context=_setup)
 
 
-def selective_scan_cpu(u, delta, A, B, C):
+def selective_scan_cpu(u, delta, A, B, C, delta_bias=None, delta_softplus=False):
     """Core scan y_t = <C_t, h_t> and the last state, for CPU tensors.
 
-    delta must already hold the final step sizes (bias and softplus applied; float32 or
-    float64: that dtype is the compute dtype). The skip term D and the gate z are applied by
-    `scan.selective_scan`. Returns (y (batch, D, L), last state (batch, D, N)).
+    delta holds δ in the compute dtype (float32 or float64); the kernels compute the step
+    Δ = softplus(δ + delta_bias) themselves (or δ + delta_bias without softplus, δ alone
+    without a bias). The skip term D and the gate z are applied by `scan.selective_scan`.
+    Returns (y (batch, D, L), last state (batch, D, N)).
     """
     dtype = delta.dtype
+    bias = (delta.new_zeros(delta.shape[1]) if delta_bias is None
+            else delta_bias.to(dtype).contiguous())
     y, last, _ = scan_cpu_forward(u.to(dtype).contiguous(), delta.contiguous(),
-                                  A.to(dtype).contiguous(), kernel_layout(B, dtype), kernel_layout(C, dtype))
+                                  A.to(dtype).contiguous(), kernel_layout(B, dtype),
+                                  kernel_layout(C, dtype), bias, bool(delta_softplus))
     return y, last
