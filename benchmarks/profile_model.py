@@ -2,12 +2,17 @@
 
     .venv/bin/python benchmarks/profile_model.py                  # 128 px (batch 8), 512 px (batch 2)
     .venv/bin/python benchmarks/profile_model.py --sizes 128 --top 25
+    .venv/bin/python benchmarks/profile_model.py --saved --sizes 512 --model vit_tiny_patch16_224
 
 torch.profiler records two training steps (forward, cross-entropy, backward, SGD) after one
 warm-up step; each operator's *self* CPU time is put in one group by its name: the selective
 scan (our numba operators), convolutions (forward and backward), layout and gathers (copies,
 permutes, cat, gather/scatter of the scan orders), normalisation, element-wise arithmetic and
 activations, matrix products, the rest. The shares say what is worth making faster.
+
+--saved instead counts what a training step's memory holds between forward and backward: the
+tensors autograd saves for the backward pass, each storage once, by the module (stem, stage,
+block) whose forward saved it.
 """
 
 from __future__ import annotations
@@ -57,6 +62,41 @@ def profile_step(model_name: str, size: int, batch: int):
     return prof.key_averages()
 
 
+def saved_by_module(model_name: str, size: int, batch: int) -> dict:
+    """MiB of tensors saved for backward during one forward pass, by module (one level below
+    each stage: blocks and patch merging; the top-level module elsewhere)."""
+    kwargs = {"img_size": size} if model_name.startswith("vit") else {}
+    model = timm.create_model(model_name, num_classes=9, **kwargs).train()
+    where, seen, mib = ["(top)"], set(), defaultdict(float)
+
+    def enter(name):
+        def hook(module, inputs):
+            where.append(name)                             # (a hook returning None changes nothing)
+        return hook
+
+    def leave(module, inputs, output):
+        where.pop()
+
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if name and len(parts) <= (4 if parts[0] == "stages" else 2):
+            module.register_forward_pre_hook(enter(name))
+            module.register_forward_hook(leave)
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            parts = where[-1].split(".")
+            mib[".".join(parts[:4] if parts[0] == "stages" else parts[:1])] += \
+                storage.nbytes() / 2**20
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.randn(batch, 3, size, size))
+    return dict(mib)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="ssmamba_lite_tiny")
@@ -65,11 +105,21 @@ def main(argv=None) -> None:
     p.add_argument("--large-batch", type=int, default=2, help="batch above 256 px")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--top", type=int, default=0, help="also list the N costliest operators")
+    p.add_argument("--saved", action="store_true",
+                   help="count the tensors saved for backward by module instead")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for size in args.sizes:
         batch = args.batch if size <= 256 else args.large_batch
+        if args.saved:
+            mib = saved_by_module(args.model, size, batch)
+            print(f"\n{args.model}, {size} px, batch {batch}: tensors saved for backward "
+                  f"{sum(mib.values()):.0f} MiB")
+            print("| module | MiB |\n|---|---|")
+            for name, v in sorted(mib.items(), key=lambda kv: -kv[1]):
+                print(f"| {name} | {v:.1f} |")
+            continue
         events = profile_step(args.model, size, batch)
         total = sum(e.self_cpu_time_total for e in events)
         shares = defaultdict(float)

@@ -104,7 +104,7 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
     # one still fills the threads. Channels of a block share B and C (same group), so each job
     # accumulates ∂B, ∂C in its own slab, summed over the blocks at the end: no two threads
     # ever write the same memory. ∂A is per channel, hence per job already.
-    dA = np.zeros((batch, dim, N), u.dtype)
+    dA = np.empty((batch, dim, N), u.dtype)
     dBp = np.zeros((batch * parts, B.shape[1], B.shape[2], N), u.dtype)
     dCp = np.zeros((batch * parts, C.shape[1], C.shape[2], N), u.dtype)
     for job in prange(batch * parts):
@@ -113,11 +113,15 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
         dB, dC = dBp[np.int64(job)], dCp[np.int64(job)]
         hs = np.empty((chunk + 1, N), u.dtype)   # h_{t0-1} .. h_{t1-1} of one chunk
         abar = np.empty((chunk, N), u.dtype)     # Ā_t of one chunk
-        g = np.empty(N, u.dtype)
+        G = np.empty((chunk, N), u.dtype)        # g_t of one chunk
+        g = np.empty(N, u.dtype)                 # g carried into the chunk from the next one
+        dAd = np.empty(N, u.dtype)               # ∂A of one channel
         dts = np.empty(L, u.dtype)
+        zero = np.zeros(1, u.dtype)[0]
         for d in range(p * dim // parts, (p + 1) * dim // parts):
             gB, gC = d // per_gB, d // per_gC
             g[:] = dlast[b, d]
+            dAd[:] = zero
             step_sizes(delta[b, d], bias[d], use_softplus, dts)      # Δ_t of this row
             for c in range(nchunks - 1, -1, -1):
                 t0 = c * chunk
@@ -131,25 +135,43 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
                     for n in range(N):
                         abar[i, n] = decay_exp(dt * A[d, n])
                         hs[i + 1, n] = abar[i, n] * hs[i, n] + x * B[bB, gB, tB, n]
-                for t in range(t1 - 1, t0 - 1, -1):   # walk back through it
+                # Three sweeps over the chunk, each loop over n writing one array (so that
+                # the compiler vectorises it): first g_t, backwards in time ...
+                tC, dyt, last = min(t1 - 1, C.shape[2] - 1), dy[b, d, t1 - 1], t1 - 1 - t0
+                for n in range(N):               # g at the chunk's last step: from the carry
+                    G[last, n] = g[n] + C[bC, gC, tC, n] * dyt
+                for t in range(t1 - 2, t0 - 1, -1):
+                    i = t - t0
+                    tC = min(t, C.shape[2] - 1)
+                    dyt = dy[b, d, t]
+                    for n in range(N):           # g_t = C_t dy_t + Ā_{t+1} g_{t+1}
+                        G[i, n] = G[i + 1, n] * abar[i + 1, n] + C[bC, gC, tC, n] * dyt
+                for n in range(N):
+                    g[n] = G[0, n] * abar[0, n]  # -> the previous chunk
+                # ... then the sums over n of each step, and ∂A ...
+                for t in range(t0, t1):
                     i = t - t0
                     tB = min(t, B.shape[2] - 1)
-                    tC = min(t, C.shape[2] - 1)
-                    dt, ut, dyt = dts[t], u[b, d, t], dy[b, d, t]
-                    du_t = 0.0
-                    ddt = 0.0
+                    dt, ut = dts[t], u[b, d, t]
+                    du_t = zero
+                    ddt = zero
                     for n in range(N):
-                        gn = g[n] + C[bC, gC, tC, n] * dyt               # g_t
-                        dC[gC, tC, n] += dyt * hs[i + 1, n]              # ∂C_t = dy_t h_t
-                        Bn = B[bB, gB, tB, n]
-                        dB[gB, tB, n] += gn * dt * ut                    # ∂B_t = g_t Δ_t u_t
-                        du_t += gn * Bn * dt                             # ∂u_t
-                        da = gn * hs[i, n] * abar[i, n]                  # ∂Ā_t · Ā_t
-                        ddt += gn * Bn * ut + da * A[d, n]               # ∂Δ_t
-                        dA[b, d, n] += da * dt                           # ∂A
-                        g[n] = gn * abar[i, n]                           # Ā_t g_t -> step t-1
-                    du[b, d, t] = du_t
+                        gB_ = G[i, n] * B[bB, gB, tB, n]
+                        da = G[i, n] * hs[i, n] * abar[i, n]             # ∂Ā_t · Ā_t
+                        du_t += gB_                                      # ∂u_t / Δ_t
+                        ddt += gB_ * ut + da * A[d, n]                   # ∂Δ_t
+                        dAd[n] += da * dt                                # ∂A
+                    du[b, d, t] = du_t * dt
                     ddelta[b, d, t] = ddt            # ∂Δ_t; turned into ∂δ_t below
+                # ... then ∂B_t = g_t Δ_t u_t and ∂C_t = dy_t h_t.
+                for t in range(t0, t1):
+                    i = t - t0
+                    tB, tC = min(t, B.shape[2] - 1), min(t, C.shape[2] - 1)
+                    w, dyt = dts[t] * u[b, d, t], dy[b, d, t]
+                    for n in range(N):
+                        dB[gB, tB, n] += G[i, n] * w
+                        dC[gC, tC, n] += dyt * hs[i + 1, n]
+            dA[b, d] = dAd
             if use_softplus:
                 for t in range(L):                   # ∂δ = ∂Δ · sigmoid(δ + b)
                     ddelta[b, d, t] *= sigmoid(delta[b, d, t] + bias[d])
