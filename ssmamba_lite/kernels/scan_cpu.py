@@ -18,7 +18,9 @@ Backward (reverse-mode, per row; g_t = ∂loss/∂h_t, carried backwards in time
     ∂Δ_t     = Σ_n g_t (B_t u_t + A h_{t-1} Ā_t)
     ∂A       = Σ_t g_t h_{t-1} Ā_t Δ_t
 The forward pass stores h only at the start of every chunk of `CHUNK` steps; the backward pass
-recomputes the states of one chunk at a time from that checkpoint (memory O(L/CHUNK · N)).
+recomputes the states of one chunk at a time from that checkpoint (memory O(L/CHUNK · N)), then
+sweeps the chunk three times (g_t backwards in time; the sums over n and ∂A; ∂B and ∂C), so
+that every loop over n writes one array and the compiler vectorises it.
 Large steps are safe: Ā_t = exp(Δ_t A) only ever decays, so nothing can overflow.
 
 Δ_t = softplus(δ_t + b) is computed inside the kernels, one row at a time (and recomputed in
