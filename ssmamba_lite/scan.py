@@ -292,13 +292,12 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     dtype_in = u.dtype
     if name == "cpu":                                  # the kernel applies bias and softplus
         y, last = cpu_kernel()(u, delta.to(work_dtype(u)), A, B, C, delta_bias, delta_softplus)
-        out = _epilogue(y, u.to(y.dtype), D, z, dtype_in)
-        return (out, last) if return_last_state else out
-    delta = _prologue(delta, delta_bias, delta_softplus, work_dtype(u))
-    if name == "chunked":
-        from ssmamba_lite.kernels.scan_chunked import selective_scan_chunked
-        y, last = selective_scan_chunked(u, delta, A, B, C)
     else:
-        y, last = triton_kernel()(u, delta, A, B, C)
+        delta = _prologue(delta, delta_bias, delta_softplus, work_dtype(u))
+        if name == "chunked":
+            from ssmamba_lite.kernels.scan_chunked import selective_scan_chunked
+            y, last = selective_scan_chunked(u, delta, A, B, C)
+        else:
+            y, last = triton_kernel()(u, delta, A, B, C)
     out = _epilogue(y, u.to(y.dtype), D, z, dtype_in)
     return (out, last) if return_last_state else out

@@ -163,6 +163,7 @@ def test_depthwise_conv_weight_gradient_kernel(layout, bias, monkeypatch):
     import torch.nn as nn
 
     from ssmamba_lite.kernels import dwconv_cpu
+    from ssmamba_lite.layers.dwconv import DepthwiseConv2d
 
     calls = []
     kernel = dwconv_cpu.weight_grad_kernel
@@ -171,7 +172,7 @@ def test_depthwise_conv_weight_gradient_kernel(layout, bias, monkeypatch):
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
         torch.manual_seed(0)
         ref = nn.Conv2d(6, 6, 7, padding=3, groups=6, bias=bias).to(dtype)
-        ours = dwconv_cpu.DepthwiseConv2d(6, 7, bias=bias).to(dtype)
+        ours = DepthwiseConv2d(6, 7, bias=bias).to(dtype)
         ours.load_state_dict(ref.state_dict())
         assert ours.state_dict().keys() == ref.state_dict().keys()
         fmt = getattr(torch, layout if layout == "channels_last" else "contiguous_format")

@@ -34,6 +34,7 @@ def mini(**kw) -> SSMamba:
 def test_import_does_not_touch_cuda_or_mamba_ssm():
     code = ("import sys, torch, ssmamba_lite; "
             "assert 'mamba_ssm' not in sys.modules, 'mamba_ssm imported'; "
+            "assert 'numba' not in sys.modules, 'numba imported (kernels load on first use)'; "
             "assert not torch.cuda.is_initialized(), 'CUDA initialised'; "
             "import timm; assert 'ssmamba_lite_tiny' in timm.list_models('ssmamba_lite*')")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -6,7 +6,7 @@
     vecmath.py    exp and softplus in arithmetic the compiler vectorises (float32), for the
                   numba kernels; reference: the C library's, PyTorch's softplus
     dwconv_cpu.py the weight gradient of a large depthwise convolution on CPU (numba), for
-                  the conv mixer's 7 x 7 filters (layers/mixers.py); reference: PyTorch's
+                  the conv mixer's 7 x 7 filters (layers/dwconv.py); reference: PyTorch's
 
 A new scan fast path: a module here with the core signature (u, delta, A, B, C) -> (y, last state),
 a backend name in scan.BACKENDS and its branch in scan.which_backend / scan.selective_scan,

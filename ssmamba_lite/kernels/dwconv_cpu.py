@@ -17,9 +17,9 @@ takes a block of image rows of a channels-last map (batch, H, W, C), where the C
 position lie side by side, so the innermost loop is a vectorised multiply-add over channels
 into the thread's own (k, k, C) sums; the blocks' sums are added at the end.
 
-`DepthwiseConv2d` (layers/mixers.py uses it) is an nn.Conv2d that takes this path for its
-weight gradient on CPU, and PyTorch's everywhere else; tests/test_layers.py holds the
-gradients to PyTorch's.
+`layers.dwconv.DepthwiseConv2d` (the conv mixer's filters) is an nn.Conv2d that takes this path
+for its weight gradient on CPU, and PyTorch's everywhere else (also when numba is missing);
+tests/test_kernels.py holds the gradients to PyTorch's.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from numba import njit, prange
+
+from ssmamba_lite.kernels.scan_cpu import use_torch_threads
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -61,55 +61,7 @@ def depthwise_weight_grad(x: torch.Tensor, g: torch.Tensor, k: int) -> torch.Ten
     and the gradient g of its output, both (batch, C, H, W) float32/float64 CPU tensors."""
     xn = x.permute(0, 2, 3, 1).contiguous().numpy()              # (batch, H, W, C): a view when
     gn = g.permute(0, 2, 3, 1).contiguous().numpy()              # the maps are channels last
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    use_torch_threads()
     parts = max(1, min(xn.shape[0] * xn.shape[1], 4 * numba.get_num_threads()))
     dw = weight_grad_kernel(xn, gn, k, parts)                    # (k, k, C)
     return torch.from_numpy(dw).permute(2, 0, 1).unsqueeze(1).contiguous()
-
-
-class _DepthwiseFn(torch.autograd.Function):
-    """Forward: PyTorch's convolution. Backward: PyTorch's ∂x and ∂bias, this kernel's ∂w."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, g):
-        x, weight = ctx.saved_tensors
-        k, C = weight.shape[-1], weight.shape[0]
-        dx = dw = dbias = None
-        if ctx.needs_input_grad[0]:      # (asking aten for ∂bias too would make it compute ∂w)
-            dx = torch.ops.aten.convolution_backward(
-                g, x, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], C,
-                [True, False, False])[0]
-        if ctx.needs_input_grad[1]:
-            dw = depthwise_weight_grad(x, g, k)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            dbias = g.sum((0, 2, 3))
-        return dx, dw, dbias
-
-
-class DepthwiseConv2d(nn.Conv2d):
-    """Depthwise k x k convolution, stride 1, "same" padding (an nn.Conv2d: same parameters,
-    same state dict). On CPU, with float32/float64 tensors and k >= `min_kernel`, its weight
-    gradient comes from `weight_grad_kernel`; otherwise (and under torch.fx or torch.compile)
-    everything is PyTorch's."""
-
-    min_kernel = 5                     # 3 x 3 is fast in PyTorch already
-
-    def __init__(self, channels: int, kernel_size: int, bias: bool = True):
-        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2,
-                         groups=channels, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(x, torch.fx.Proxy) or torch.compiler.is_compiling():
-            return super().forward(x)      # FX and torch.compile see a plain convolution
-        fast = (x.device.type == "cpu" and self.weight.requires_grad and torch.is_grad_enabled()
-                and x.dtype in (torch.float32, torch.float64) and x.dtype == self.weight.dtype
-                and self.kernel_size[0] >= self.min_kernel and not torch.jit.is_scripting())
-        if not fast:
-            return super().forward(x)
-        return _DepthwiseFn.apply(x, self.weight, self.bias)

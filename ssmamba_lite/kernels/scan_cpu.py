@@ -158,10 +158,10 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
                     du_t = zero
                     ddt = zero
                     for n in range(N):
-                        gB_ = G[i, n] * B[bB, gB, tB, n]
+                        gbn = G[i, n] * B[bB, gB, tB, n]                 # g_t B_t
                         da = G[i, n] * hs[i, n] * abar[i, n]             # ∂Ā_t · Ā_t
-                        du_t += gB_                                      # ∂u_t / Δ_t
-                        ddt += gB_ * ut + da * A[d, n]                   # ∂Δ_t
+                        du_t += gbn                                      # ∂u_t / Δ_t
+                        ddt += gbn * ut + da * A[d, n]                   # ∂Δ_t
                         dAd[n] += da * dt                                # ∂A
                     du[b, d, t] = du_t * dt
                     ddelta[b, d, t] = ddt            # ∂Δ_t; turned into ∂δ_t below
@@ -182,6 +182,11 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
     return du, ddelta, dA, dB, dC
 
 
+def use_torch_threads() -> None:
+    """numba's kernels run on as many threads as PyTorch is set to (torch.set_num_threads)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 def backward_parts(batch: int, dim: int) -> int:
     """Channel blocks per batch item in the backward pass: enough jobs for every thread."""
     return max(1, min(dim, -(-numba.get_num_threads() // batch)))
@@ -200,7 +205,7 @@ def scan_cpu_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: t
     """y (batch, D, L), last state (batch, D, N) and the chunk checkpoints of the states
     (batch, D, L / CHUNK, N); every input in the compute dtype, B and C in kernel layout;
     Δ = softplus(delta + bias) when use_softplus, else delta + bias (bias: (D,))."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    use_torch_threads()
     y, last, ckpt = forward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), CHUNK, _np(bias),
                                    use_softplus)
     return torch.from_numpy(y), torch.from_numpy(last), torch.from_numpy(ckpt)
@@ -221,7 +226,7 @@ def scan_cpu_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
                       dlast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                     torch.Tensor, torch.Tensor]:
     """Gradients of u, delta, A (per batch item), B and C (kernel layout, per batch item)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    use_torch_threads()
     out = backward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(bias), use_softplus,
                           _np(ckpt), _np(dy), _np(dlast), CHUNK,
                           backward_parts(u.shape[0], u.shape[1]))

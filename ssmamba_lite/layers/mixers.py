@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssmamba_lite.dms import DirectionalMultiScale
-from ssmamba_lite.kernels.dwconv_cpu import DepthwiseConv2d
+from ssmamba_lite.layers.dwconv import DepthwiseConv2d
 from ssmamba_lite.mamba import Mamba
 
 MIXERS = ("conv", "dms", "mamba1d", "attention")
@@ -27,7 +27,7 @@ MIXERS = ("conv", "dms", "mamba1d", "attention")
 
 class ConvMixer(nn.Module):
     """Depthwise k x k convolution: each channel mixes its own k x k neighbourhood.
-    (An nn.Conv2d whose weight gradient on CPU comes from kernels/dwconv_cpu.py.)"""
+    (An nn.Conv2d whose weight gradient on CPU comes from a numba kernel: layers/dwconv.py.)"""
 
     def __init__(self, dim: int, kernel_size: int = 7):
         super().__init__()
