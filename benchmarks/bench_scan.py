@@ -10,7 +10,8 @@ mamba-ssm's reference (outputs and all input gradients). Then two figures of the
 alone: how a batch of one scales from 1 thread to --threads (the backward splits channels
 into blocks), and the forward's state updates per second as a fraction of this machine's
 limit, measured as a tight parallel loop doing the same exp and multiply-add per update
-(with the kernel's exp), against the forward kernel alone. Last, the performance targets, each read off this run.
+(with the kernel's exp), against the forward kernel alone. Last, the performance targets,
+each read off this run.
 """
 
 from __future__ import annotations
@@ -99,20 +100,27 @@ def limit_updates_per_s(rows: int, L: int, N: int, repeats: int) -> float:
     return rows * L * N / statistics.median(times)
 
 
+def kernel_args(x: dict, dim: int) -> tuple:
+    """make()'s tensors as the numba forward kernel's arguments after the chunk length: u, δ,
+    A, B, C (kernel layout) and (bias, softplus) = (zeros, False), since make()'s delta is
+    already the step."""
+    from ssmamba_lite.kernels.layout import kernel_layout
+
+    return ([x["u"].numpy(), x["delta"].numpy(), x["A"].numpy(),
+             kernel_layout(x["B"], torch.float32).numpy(),
+             kernel_layout(x["C"], torch.float32).numpy()],
+            (torch.zeros(dim).numpy(), False))
+
+
 def blocks_figure(dim: int, L: int, repeats: int, threads: int) -> None:
     """The backward kernel of a batch of one: all channels in one job (as before the kernel
     split them) against `backward_parts` blocks, interleaved, on `threads` threads."""
     import numba
 
     from ssmamba_lite.kernels import scan_cpu
-    from ssmamba_lite.kernels.layout import kernel_layout
 
     numba.set_num_threads(threads)
-    x = make(1, dim, L, 16)
-    arrays = [x["u"].numpy(), x["delta"].numpy(), x["A"].numpy(),
-              kernel_layout(x["B"], torch.float32).numpy(),
-              kernel_layout(x["C"], torch.float32).numpy()]
-    step = (torch.zeros(dim).numpy(), False)                   # no bias, no softplus: as make()
+    arrays, step = kernel_args(make(1, dim, L, 16), dim)
     ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)[2]
     dy, dlast = torch.randn(1, dim, L).numpy(), torch.zeros(1, dim, 16).numpy()
     parts = scan_cpu.backward_parts(1, dim)
@@ -131,7 +139,6 @@ def kernel_figures(args) -> tuple:
     import numba
 
     from ssmamba_lite.kernels import scan_cpu
-    from ssmamba_lite.kernels.layout import kernel_layout
 
     L, dim1, repeats = args.batch1_length, args.batch1_dim, max(3, args.repeats)
     x = make(1, dim1, L, 16)
@@ -149,13 +156,11 @@ def kernel_figures(args) -> tuple:
     L, batch, dim, N = max(args.lengths), 8, 192, 16
     x = make(batch, dim, L, N)
     fwd = statistics.median(run_once(kernel, x, False)[0] for _ in range(repeats))
-    arrays = [x["u"].numpy(), x["delta"].numpy(), x["A"].numpy(),
-              kernel_layout(x["B"], torch.float32).numpy(),
-              kernel_layout(x["C"], torch.float32).numpy()]
+    arrays, step = kernel_args(x, dim)
     bare_kernel = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, torch.zeros(dim).numpy(), False)
+        scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)
         bare_kernel.append(time.perf_counter() - t0)
     numba.set_num_threads(args.threads)
     limit = limit_updates_per_s(batch * dim, L, N, repeats)
