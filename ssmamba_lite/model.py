@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerNorm2d, register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch.utils.checkpoint import checkpoint
 
 from ssmamba_lite.dms import DirectionalMultiScale, resolve_directions
 from ssmamba_lite.layers.mixers import MIXERS, Mamba1DMixer, make_mixer
@@ -169,9 +170,15 @@ class Stage(nn.Module):
                            if downsample else nn.Identity())
         self.blocks = nn.Sequential(*(Block(dim, mixer, cfg, d_state, p)
                                       for p in drop_paths[:depth]))
+        self.grad_checkpointing = False
 
     def forward(self, x):
-        return self.blocks(self.downsample(x))
+        x = self.downsample(x)
+        if self.grad_checkpointing and torch.is_grad_enabled() and not tracing():
+            for block in self.blocks:          # keep each block's input, recompute the rest
+                x = checkpoint(block, x, use_reentrant=False)   # (same RNG: same drop path)
+            return x
+        return self.blocks(x)
 
 
 def stage_indices(n: int, indices) -> tuple[list, int]:
@@ -318,6 +325,18 @@ class SSMamba(nn.Module):
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None) -> None:
+        """Activation checkpointing (timm's switch): in training, a checkpointed stage keeps
+        only each block's input and recomputes the block in backward. Less memory for one more
+        forward of those blocks. stages: the first k stages (None: all). The stem, whose
+        BatchNorms would count a recomputed batch twice, is never checkpointed."""
+        k = len(self.stages) if stages is None else stages
+        if not 0 <= k <= len(self.stages):
+            raise ValueError(f"SSMamba: stages must be in 0..{len(self.stages)}, got {stages}")
+        for i, stage in enumerate(self.stages):
+            stage.grad_checkpointing = enable and i < k
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:

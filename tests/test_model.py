@@ -163,6 +163,37 @@ def test_seeded_determinism():
     assert not torch.equal(mini()(torch.randn(2, 3, 64, 64)), o1)
 
 
+def test_grad_checkpointing_same_step_less_kept():
+    """set_grad_checkpointing: the same outputs, gradients and BatchNorm statistics (drop path
+    replays its RNG), fewer bytes kept for backward; eval and no_grad skip it."""
+    def run(stages):
+        torch.manual_seed(5)
+        m = mini(drop_path_rate=0.3).train()
+        if stages != "off":
+            m.set_grad_checkpointing(True, stages=stages)
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: kept.append(t.numel() * t.element_size()) or t, lambda t: t):
+            out = m(torch.randn(2, 3, 64, 64))
+        out.square().sum().backward()
+        return out.detach(), [p.grad for p in m.parameters()], list(m.buffers()), sum(kept)
+
+    plain = run("off")
+    for stages in (2, None):
+        other = run(stages)
+        torch.testing.assert_close(other[0], plain[0])
+        for a, b in zip(other[1] + other[2], plain[1] + plain[2]):
+            torch.testing.assert_close(a, b)
+        assert other[3] < 0.7 * plain[3], (stages, other[3], plain[3])
+    m = mini()
+    m.set_grad_checkpointing()
+    assert all(s.grad_checkpointing for s in m.stages)
+    m.set_grad_checkpointing(False)
+    assert not any(s.grad_checkpointing for s in m.stages)
+    with pytest.raises(ValueError, match="stages must be in 0..4"):
+        m.set_grad_checkpointing(True, stages=5)
+
+
 def test_safetensors_round_trip(tmp_path):
     torch.manual_seed(0)
     a = timm.create_model("ssmamba_lite_tiny", num_classes=9).eval()

@@ -53,8 +53,9 @@ def test_cli_pretrain_finetune_evaluate_predict(tmp_path):
     pt, ft, ev = tmp_path / "pt", tmp_path / "ft", tmp_path / "ev"
     # MAMIM on the target data itself: its training patients only (the split finetune makes)
     r = cli("pretrain", "--data", str(data), "--out", str(pt), "--epochs", "1",
-            "--max-steps-per-epoch", "2", *COMMON)
+            "--max-steps-per-epoch", "2", "--grad-checkpointing", *COMMON)
     assert r.returncode == 0, r.stderr
+    assert json.loads((pt / "config.json").read_text())["run"]["grad_checkpointing"] is True
     assert (pt / "encoder.safetensors").is_file()
     seen = json.loads((pt / "pretrain_patients.json").read_text())
     assert f"MAMIM pretrains on {seen['images']} images" in r.stdout and seen["images"] < 48

@@ -69,6 +69,7 @@ class TrainConfig:
     val_fraction: float = 0.2          # held-out patients when the data has no split of its own
     num_workers: int = 0
     compile: bool = False              # torch.compile the training forward and backward
+    grad_checkpointing: bool = False   # recompute blocks in backward: less memory, ~1 more forward
     resume: bool = False
     max_steps_per_epoch: int = 0       # > 0: cut epochs short (quick tries and tests)
     skip_bad_images: bool = False      # drop unreadable images (and say how many) instead of failing
@@ -142,6 +143,8 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
     out = Path(cfg.out)
     train = pretraining_samples(cfg)
     encoder = build_model(cfg.model, 0, cfg.image_size, cfg.model_args)
+    if cfg.grad_checkpointing:
+        encoder.set_grad_checkpointing(True)                # timm's switch (MAMIM runs its stages)
     mamim = MAMIM(encoder, cfg.mask_patch_size, cfg.mask_ratio, cfg.norm_pix_loss).to(env.device)
     masks = mamim.mask_generator(cfg.image_size)
     if env.is_main:
@@ -202,6 +205,8 @@ def finetune(cfg: FinetuneConfig) -> list[dict]:
     train, val, held_out = run_samples(cfg, labelled=True)
     train = label_subset(train, cfg.label_fraction, cfg.split_seed)
     model = build_model(cfg.model, len(train.classes), cfg.image_size, cfg.model_args)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     if cfg.init != "scratch":
         check_unseen(encoder_path(cfg.init), held_out)
         fresh = ckpt.load_weights(model, encoder_path(cfg.init), ignore=("head.",))
