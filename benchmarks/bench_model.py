@@ -5,16 +5,23 @@ Models and sizes are interleaved round by round (model A, B, C at 128 px, then a
 so a slow moment of a shared machine hits all of them alike and the ratios stay meaningful.
 Reports the median step time over the rounds and its spread (max/min); when the spread says the
 machine was busy (> --busy), the rounds are repeated (up to --repeats times) and the least
-disturbed repetition is reported. Peak memory: each (model, size) runs one step in a fresh
-process, which reports its peak resident memory above what it held before the step
-(activations, gradients, optimizer state: what training adds to the model and the batch).
+disturbed repetition is reported.
+
+Peak memory, for each (model, size) in a fresh process, over a step after two warm-up steps:
+- tensor peak: the most bytes of tensors alive at once during the step (activations kept for
+  backward, gradients, temporaries), counted op by op (what torch.cuda.max_memory_allocated
+  reports on a GPU; parameters and optimizer state held before the step are not counted);
+- process peak: the process's peak resident memory during the step (VmHWM), everything
+  included: Python, PyTorch, numba's compiler and kernels, the allocator's free lists.
 
     .venv/bin/python benchmarks/bench_model.py             # 128 px (batch 16), 512 px (batch 2)
     .venv/bin/python benchmarks/bench_model.py --sizes 128 512 1024 --rounds 3
     .venv/bin/python benchmarks/bench_model.py --compiled ssmamba_lite_tiny   # + torch.compile
 
 A model named in --compiled also runs as `<name>+compile`, wrapped in torch.compile (its
-compilation happens in the warm-up rounds and is not timed). A size that does not fit in memory
+compilation happens in the warm-up rounds and is not timed). One named in --checkpointed (by
+default ssmamba_lite_tiny and vit_tiny) also runs as `<name>+ckpt`, with timm's
+`set_grad_checkpointing()`: blocks recomputed in backward instead of kept. A size that does not fit in memory
 for a model is reported as skipped.
 
 Targets: ssmamba_lite_tiny's step at 128 px <= 1.0x resnet18's; at 512 px its img/s >= vit_tiny's
@@ -30,11 +37,14 @@ import statistics
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 import ssmamba_lite  # noqa: F401  (registers ssmamba_lite_* with timm)
 
@@ -42,14 +52,16 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = ("ssmamba_lite_tiny", "resnet18", "vit_tiny_patch16_224")
 
 
-COMPILED = "+compile"
+COMPILED, CHECKPOINTED = "+compile", "+ckpt"
 
 
 def make(name: str, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(what a step calls, the module whose parameters it updates)."""
-    base = name.removesuffix(COMPILED)
+    base = name.removesuffix(COMPILED).removesuffix(CHECKPOINTED)
     kwargs = {"img_size": size} if base.startswith("vit") else {}
     model = timm.create_model(base, num_classes=9, **kwargs).train()
+    if name.endswith(CHECKPOINTED):
+        model.set_grad_checkpointing(True)
     return (torch.compile(model) if name.endswith(COMPILED) else model), model
 
 
@@ -65,9 +77,9 @@ def batch_for(size: int, args) -> int:
     return args.batch if size <= 256 else args.large_batch
 
 
-def peak_memory_mib(name: str, size: int, batch: int, threads: int) -> float | None:
-    """Peak resident memory (MiB) one training step adds, measured in a fresh process; None
-    when the step does not fit."""
+def peak_memory_mib(name: str, size: int, batch: int, threads: int) -> dict | None:
+    """{"tensors": tensor peak, "process": process peak} of a step in MiB, measured in a fresh
+    process; None when the step does not fit."""
     code = ("import sys, json; sys.argv = ['x']; import benchmarks.bench_model as b; "
             f"print(json.dumps(b.step_memory({name!r}, {size}, {batch}, {threads})))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -84,18 +96,47 @@ def rss_mib(field: str) -> float:
     return int(line.split()[1]) / 1024                    # reported in kB
 
 
-def step_memory(name: str, size: int, batch: int, threads: int) -> float:
-    """In this process: the peak resident memory during one step minus the memory held before
-    it, in MiB (Linux: writing 5 to /proc/self/clear_refs resets the peak)."""
+class TensorPeak(TorchDispatchMode):
+    """Counts the bytes of CPU tensor storages alive at once while it is active: each op's new
+    outputs are added, and subtracted when PyTorch frees their storage."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes, self.now, self.peak = {}, 0, 0
+
+    def _freed(self, key: int) -> None:
+        self.now -= self.sizes.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key not in self.sizes and storage.nbytes():     # new storage, not a view
+                    self.sizes[key] = storage.nbytes()
+                    self.now += storage.nbytes()
+                    self.peak = max(self.peak, self.now)
+                    weakref.finalize(storage, self._freed, key)
+        return out
+
+
+def step_memory(name: str, size: int, batch: int, threads: int) -> dict:
+    """In this process, after two warm-up steps: the tensor peak of one step, and the process's
+    peak resident memory during another (MiB)."""
     torch.set_num_threads(threads)
     m, module = make(name, size)
     opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 9, (batch,))
-    before = rss_mib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
+    for _ in range(2):
+        step(m, opt, x, y)
+    with open("/proc/self/clear_refs", "w") as f:         # Linux: resets VmHWM to VmRSS
         f.write("5")
     step(m, opt, x, y)
-    return round(rss_mib("VmHWM") - before, 1)
+    process = rss_mib("VmHWM")
+    with TensorPeak() as counter:
+        step(m, opt, x, y)
+    return {"tensors": round(counter.peak / 2**20, 1), "process": round(process, 1)}
 
 
 def time_rounds(runs: dict, rounds: int, warmup: int) -> dict:
@@ -121,6 +162,8 @@ def main(argv=None) -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--compiled", nargs="*", default=[],
                    help="models also timed under torch.compile")
+    p.add_argument("--checkpointed", nargs="*", default=["ssmamba_lite_tiny", "vit_tiny_patch16_224"],
+                   help="models also run with timm's set_grad_checkpointing()")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--busy", type=float, default=1.3,
@@ -130,7 +173,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    args.models = args.models + [f"{name}{COMPILED}" for name in args.compiled]
+    args.models = (args.models + [f"{name}{COMPILED}" for name in args.compiled]
+                   + [f"{name}{CHECKPOINTED}" for name in args.checkpointed])
 
     runs, skipped = {}, []                                 # (model, size) -> (model, opt, x, y)
     for size in args.sizes:
@@ -170,7 +214,8 @@ def main(argv=None) -> None:
     if ref:
         head += " | " + " | ".join(f"{s} px step / resnet18's" for s in args.sizes)
     if memory:
-        head += " | " + " | ".join(f"{s} px peak MiB" for s in args.sizes)
+        head += " | " + " | ".join(f"{s} px {kind} peak MiB" for kind in ("tensor", "process")
+                                   for s in args.sizes)
     print(head + " |")
     print("|" + "---|" * head.count("|"))
     cell = lambda fmt, key, table: fmt(table[key]) if table.get(key) is not None else "-"  # noqa: E731
@@ -185,8 +230,8 @@ def main(argv=None) -> None:
                 f"{med[name, s] / med[ref, s]:.2f}x" if (name, s) in med and (ref, s) in med
                 else "-" for s in args.sizes)
         if memory:
-            row += " | " + " | ".join(cell(lambda v: f"{v:.0f}", (name, s), memory)
-                                      for s in args.sizes)
+            row += " | " + " | ".join(cell(lambda v, k=kind: f"{v[k]:.0f}", (name, s), memory)
+                                      for kind in ("tensors", "process") for s in args.sizes)
         print(row + " |")
     print(f"\nlargest max/min step-time spread over the rounds: {spread_of(times):.2f}x "
           f"(above {args.busy}x the machine was busy even after repeating: rerun)")
@@ -198,15 +243,17 @@ def main(argv=None) -> None:
             ratio = t[ours, 128] / t[ref, 128]
             print(f"{label:>10}: {ours} step at 128 px = {ratio:.2f}x resnet18's "
                   f"(target <= 1.0x: {'met' if ratio <= 1.0 else 'NOT met'})")
-        if (ours, 512) in t and (vit, 512) in t:
-            speed = t[vit, 512] / t[ours, 512]
-            print(f"{label:>10}: {ours} img/s at 512 px = {speed:.2f}x vit_tiny's "
-                  f"(target >= 1.0x: {'met' if speed >= 1.0 else 'NOT met'})")
-    if memory.get((ours, 512)) is not None and memory.get((vit, 512)) is not None:
-        ratio = memory[ours, 512] / memory[vit, 512]
-        print(f"peak memory of a step at 512 px: {ours} {memory[ours, 512]:.0f} MiB = "
-              f"{ratio:.2f}x vit_tiny's (target < 1.0x: {'met' if ratio < 1.0 else 'NOT met'})")
-
+        for name in (ours, ours + CHECKPOINTED):
+            if (name, 512) in t and (vit, 512) in t:
+                speed = t[vit, 512] / t[name, 512]
+                print(f"{label:>10}: {name} img/s at 512 px = {speed:.2f}x vit_tiny's "
+                      f"(target >= 1.0x: {'met' if speed >= 1.0 else 'NOT met'})")
+    for name in (ours, ours + CHECKPOINTED):
+        if memory.get((name, 512)) and memory.get((vit, 512)):
+            a, b = memory[name, 512]["tensors"], memory[vit, 512]["tensors"]
+            print(f"tensor peak of a step at 512 px: {name} {a:.0f} MiB = {a / b:.2f}x "
+                  f"vit_tiny's (target < 1.0x: {'met' if a < b else 'NOT met'}); process peak "
+                  f"{memory[name, 512]['process']:.0f} vs {memory[vit, 512]['process']:.0f} MiB")
 
 if __name__ == "__main__":
     main()
