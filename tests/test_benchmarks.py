@@ -1,0 +1,34 @@
+"""The benchmarks' own measuring tools, checked on cases whose answer is known."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from tests.conftest import REPO
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tensor_peak_counts_storages_alive_at_once():
+    TensorPeak = load("bench_model").TensorPeak
+    mib = 2**20
+    with TensorPeak() as counter:
+        a = torch.empty(30 * mib, dtype=torch.uint8).fill_(1)
+        b = a + 1                                          # 60 MiB alive
+        view = b[5:]                                       # a view: no new storage
+        del a, b, view                                     # 0 alive
+        c = torch.zeros(40 * mib, dtype=torch.uint8)       # 40 alive: the peak stays 60
+        assert counter.now == 40 * mib
+    assert counter.peak == 60 * mib
+    w = torch.randn(64, 64, requires_grad=True)            # backward's buffers count too
+    with TensorPeak() as counter:
+        (w @ w).sum().backward()
+    assert counter.peak >= 2 * w.numel() * 4, counter.peak
+    del c
