@@ -101,14 +101,14 @@ def limit_updates_per_s(rows: int, L: int, N: int, repeats: int) -> float:
 
 
 def kernel_args(x: dict, dim: int) -> tuple:
-    """make()'s tensors as the numba forward kernel's arguments after the chunk length: u, δ,
-    A, B, C (kernel layout) and (bias, softplus) = (zeros, False), since make()'s delta is
+    """make()'s tensors as the numba kernels' arguments around the chunk length: u, δ, A,
+    B, C (kernel layout), D, then (bias, softplus) = (zeros, False), since make()'s delta is
     already the step."""
     from ssmamba_lite.kernels.layout import kernel_layout
 
     return ([x["u"].numpy(), x["delta"].numpy(), x["A"].numpy(),
              kernel_layout(x["B"], torch.float32).numpy(),
-             kernel_layout(x["C"], torch.float32).numpy()],
+             kernel_layout(x["C"], torch.float32).numpy(), x["D"].numpy()],
             (torch.zeros(dim).numpy(), False))
 
 

@@ -290,8 +290,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return cuda_kernel()(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                              return_last_state)
     dtype_in = u.dtype
-    if name == "cpu":                                  # the kernel applies bias and softplus
-        y, last = cpu_kernel()(u, delta.to(work_dtype(u)), A, B, C, delta_bias, delta_softplus)
+    if name == "cpu":                     # the kernel applies bias, softplus and the skip D
+        y, last = cpu_kernel()(u, delta.to(work_dtype(u)), A, B, C, D, delta_bias, delta_softplus)
+        D = None
     else:
         delta = _prologue(delta, delta_bias, delta_softplus, work_dtype(u))
         if name == "chunked":

@@ -87,6 +87,7 @@ def test_numba_backward_is_the_same_for_any_channel_blocking(bc):
     A = t["A"].double()
     Bk, Ck = kernel_layout(t["B"], torch.float64), kernel_layout(t["C"], torch.float64)
     arrays = [x.detach().contiguous().numpy() for x in (t["u"], t["delta"], A, Bk, Ck)]
+    arrays.append(np.linspace(-1.0, 1.0, 8))                       # the skip D
     step = (np.linspace(-0.5, 0.5, 8), True)                       # bias, softplus
     _, _, ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)
     rng = np.random.default_rng(0)

@@ -1,7 +1,9 @@
 """The fast CPU selective scan: one fused numba kernel per direction of time.
 
 Same math as `ssmamba_lite.scan.selective_scan_reference` (read that first; symbols as in its glossary):
-    Ā_t = exp(Δ_t A),   h_t = Ā_t ⊙ h_{t-1} + Δ_t B_t u_t,   y_t = <C_t, h_t>
+    Ā_t = exp(Δ_t A),   h_t = Ā_t ⊙ h_{t-1} + Δ_t B_t u_t,   y_t = <C_t, h_t> + D u_t
+(the skip D u_t is added in the kernel, where u_t is already at hand: no PyTorch pass over
+(batch, D, L) for it, forwards or backwards).
 
 Why a kernel? Every pure-PyTorch formulation materialises (batch, D, L, N) tensors and is bound
 by memory traffic. Here each (batch, channel) row walks L once and keeps only its N-vector state
@@ -14,7 +16,8 @@ Backward (reverse-mode, per row; g_t = ∂loss/∂h_t, carried backwards in time
     g_t      = C_t dy_t + Ā_{t+1} ⊙ g_{t+1}           (g_L starts from the last state's gradient)
     ∂C_t     = dy_t h_t
     ∂B_t     = g_t Δ_t u_t
-    ∂u_t     = Σ_n g_t B_t Δ_t
+    ∂u_t     = Σ_n g_t B_t Δ_t + D dy_t
+    ∂D       = Σ_t dy_t u_t
     ∂Δ_t     = Σ_n g_t (B_t u_t + A h_{t-1} Ā_t)
     ∂A       = Σ_t g_t h_{t-1} Ā_t Δ_t
 The forward pass stores h only at the start of every chunk of `CHUNK` steps; the backward pass
@@ -59,9 +62,9 @@ def step_sizes(delta, bias, use_softplus, out):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def forward_kernel(u, delta, A, B, C, chunk, bias, use_softplus):
+def forward_kernel(u, delta, A, B, C, D, chunk, bias, use_softplus):
     """NumPy in, NumPy out: y, last state and chunk checkpoints (see the operators below).
-    delta holds δ; the step is Δ = softplus(δ + bias[d]) (or δ + bias[d])."""
+    delta holds δ; the step is Δ = softplus(δ + bias[d]) (or δ + bias[d]); D: skip (dim,)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     nchunks = (L + chunk - 1) // chunk
@@ -87,15 +90,16 @@ def forward_kernel(u, delta, A, B, C, chunk, bias, use_softplus):
             for n in range(N):
                 h[n] = decay_exp(dt * A[d, n]) * h[n] + x * B[bB, gB, tB, n]  # h_t = Ā_t h + ΔBu
                 acc += C[bC, gC, tC, n] * h[n]                             # y_t = <C_t, h_t>
-            y[b, d, t] = acc
+            y[b, d, t] = acc + D[d] * u[b, d, t]                          # + D u_t
         last[b, d] = h
     return y, last, ckpt
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chunk, parts):
-    """NumPy in, NumPy out: du, dδ, dA (per batch item), dB, dC; `parts` channel blocks per
-    batch item (any value gives the same result). dδ = ∂Δ · softplus'(δ + bias) (or ∂Δ)."""
+def backward_kernel(u, delta, A, B, C, D, bias, use_softplus, ckpt, dy, dlast, chunk, parts):
+    """NumPy in, NumPy out: du, dδ, dA, dD (both per batch item), dB, dC; `parts` channel
+    blocks per batch item (any value gives the same result). dδ = ∂Δ · softplus'(δ + bias)
+    (or ∂Δ)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     nchunks = ckpt.shape[2]
@@ -107,6 +111,7 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
     # accumulates ∂B, ∂C in its own slab, summed over the blocks at the end: no two threads
     # ever write the same memory. ∂A is per channel, hence per job already.
     dA = np.empty((batch, dim, N), u.dtype)
+    dD = np.empty((batch, dim), u.dtype)
     dBp = np.zeros((batch * parts, B.shape[1], B.shape[2], N), u.dtype)
     dCp = np.zeros((batch * parts, C.shape[1], C.shape[2], N), u.dtype)
     for job in prange(batch * parts):
@@ -124,6 +129,7 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
             gB, gC = d // per_gB, d // per_gC
             g[:] = dlast[b, d]
             dAd[:] = zero
+            dDd = zero                           # ∂D of one channel
             step_sizes(delta[b, d], bias[d], use_softplus, dts)      # Δ_t of this row
             for c in range(nchunks - 1, -1, -1):
                 t0 = c * chunk
@@ -154,7 +160,7 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
                 for t in range(t0, t1):
                     i = t - t0
                     tB = min(t, B.shape[2] - 1)
-                    dt, ut = dts[t], u[b, d, t]
+                    dt, ut, dyt = dts[t], u[b, d, t], dy[b, d, t]
                     du_t = zero
                     ddt = zero
                     for n in range(N):
@@ -163,7 +169,8 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
                         du_t += gbn                                      # ∂u_t / Δ_t
                         ddt += gbn * ut + da * A[d, n]                   # ∂Δ_t
                         dAd[n] += da * dt                                # ∂A
-                    du[b, d, t] = du_t * dt
+                    du[b, d, t] = du_t * dt + D[d] * dyt
+                    dDd += dyt * ut
                     ddelta[b, d, t] = ddt            # ∂Δ_t; turned into ∂δ_t below
                 # ... then ∂B_t = g_t Δ_t u_t and ∂C_t = dy_t h_t.
                 for t in range(t0, t1):
@@ -174,12 +181,13 @@ def backward_kernel(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast, chun
                         dB[gB, tB, n] += G[i, n] * w
                         dC[gC, tC, n] += dyt * hs[i + 1, n]
             dA[b, d] = dAd
+            dD[b, d] = dDd
             if use_softplus:
                 for t in range(L):                   # ∂δ = ∂Δ · sigmoid(δ + b)
                     ddelta[b, d, t] *= sigmoid(delta[b, d, t] + bias[d])
     dB = dBp.reshape(batch, parts, B.shape[1], B.shape[2], N).sum(axis=1)
     dC = dCp.reshape(batch, parts, C.shape[1], C.shape[2], N).sum(axis=1)
-    return du, ddelta, dA, dB, dC
+    return du, ddelta, dA, dD, dB, dC
 
 
 def use_torch_threads() -> None:
@@ -200,19 +208,19 @@ def _np(t: torch.Tensor) -> np.ndarray:
 # one node with the shapes the fake functions give, instead of tracing into NumPy and numba.
 @torch.library.custom_op("ssmamba_lite::scan_cpu_forward", mutates_args=())
 def scan_cpu_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                     C: torch.Tensor, bias: torch.Tensor,
+                     C: torch.Tensor, D: torch.Tensor, bias: torch.Tensor,
                      use_softplus: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """y (batch, D, L), last state (batch, D, N) and the chunk checkpoints of the states
-    (batch, D, L / CHUNK, N); every input in the compute dtype, B and C in kernel layout;
-    Δ = softplus(delta + bias) when use_softplus, else delta + bias (bias: (D,))."""
+    """y (batch, D, L) with the skip D u, last state (batch, D, N) and the chunk checkpoints of
+    the states (batch, D, L / CHUNK, N); every input in the compute dtype, B and C in kernel
+    layout; Δ = softplus(delta + bias) when use_softplus, else delta + bias (D, bias: (D,))."""
     use_torch_threads()
-    y, last, ckpt = forward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), CHUNK, _np(bias),
-                                   use_softplus)
+    y, last, ckpt = forward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(D), CHUNK,
+                                   _np(bias), use_softplus)
     return torch.from_numpy(y), torch.from_numpy(last), torch.from_numpy(ckpt)
 
 
 @scan_cpu_forward.register_fake
-def _(u, delta, A, B, C, bias, use_softplus):
+def _(u, delta, A, B, C, D, bias, use_softplus):
     batch, dim, L = u.shape
     N = A.shape[1]
     return (u.new_empty(batch, dim, L), u.new_empty(batch, dim, N),
@@ -221,58 +229,62 @@ def _(u, delta, A, B, C, bias, use_softplus):
 
 @torch.library.custom_op("ssmamba_lite::scan_cpu_backward", mutates_args=())
 def scan_cpu_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                      C: torch.Tensor, bias: torch.Tensor, use_softplus: bool,
+                      C: torch.Tensor, D: torch.Tensor, bias: torch.Tensor, use_softplus: bool,
                       ckpt: torch.Tensor, dy: torch.Tensor,
                       dlast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                    torch.Tensor, torch.Tensor]:
-    """Gradients of u, delta, A (per batch item), B and C (kernel layout, per batch item)."""
+                                                    torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of u, delta, A and D (per batch item), B and C (kernel layout, per batch
+    item)."""
     use_torch_threads()
-    out = backward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(bias), use_softplus,
-                          _np(ckpt), _np(dy), _np(dlast), CHUNK,
+    out = backward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(D), _np(bias),
+                          use_softplus, _np(ckpt), _np(dy), _np(dlast), CHUNK,
                           backward_parts(u.shape[0], u.shape[1]))
     return tuple(torch.from_numpy(g) for g in out)
 
 
 @scan_cpu_backward.register_fake
-def _(u, delta, A, B, C, bias, use_softplus, ckpt, dy, dlast):
+def _(u, delta, A, B, C, D, bias, use_softplus, ckpt, dy, dlast):
     batch, dim, _ = u.shape
     return (torch.empty_like(u), torch.empty_like(u), u.new_empty(batch, dim, A.shape[1]),
-            u.new_empty(batch, *B.shape[1:]), u.new_empty(batch, *C.shape[1:]))
+            u.new_empty(batch, dim), u.new_empty(batch, *B.shape[1:]),
+            u.new_empty(batch, *C.shape[1:]))
 
 
 def _setup(ctx, inputs, output):
-    ctx.use_softplus = inputs[6]
-    ctx.save_for_backward(*inputs[:6], output[2])
+    ctx.use_softplus = inputs[7]
+    ctx.save_for_backward(*inputs[:7], output[2])
 
 
 def _backward(ctx, dy, dlast, _dckpt):
-    u, delta, A, B, C, bias, ckpt = ctx.saved_tensors
+    u, delta, A, B, C, D, bias, ckpt = ctx.saved_tensors
     dy = torch.zeros_like(delta) if dy is None else dy.to(delta.dtype)
     dlast = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=delta.dtype) \
         if dlast is None else dlast.to(delta.dtype)
-    du, ddelta, dA, dB, dC = scan_cpu_backward(u, delta, A, B, C, bias, ctx.use_softplus, ckpt,
-                                               dy.contiguous(), dlast.contiguous())
+    du, ddelta, dA, dD, dB, dC = scan_cpu_backward(u, delta, A, B, C, D, bias, ctx.use_softplus,
+                                                   ckpt, dy.contiguous(), dlast.contiguous())
     # the kernel accumulates per batch item; a B or C shared by the batch sums them
     dB = dB.sum(0, keepdim=True) if B.shape[0] == 1 else dB
     dC = dC.sum(0, keepdim=True) if C.shape[0] == 1 else dC
-    return du, ddelta, dA.sum(0), dB, dC, ddelta.sum((0, 2)), None      # ∂bias = Σ_{b,t} ∂δ
+    dbias = ddelta.sum((0, 2)) if ctx.needs_input_grad[6] else None    # ∂bias = Σ_{b,t} ∂δ
+    return du, ddelta, dA.sum(0), dB, dC, dD.sum(0), dbias, None
 
 
 scan_cpu_forward.register_autograd(_backward, setup_context=_setup)
 
 
-def selective_scan_cpu(u, delta, A, B, C, delta_bias=None, delta_softplus=False):
-    """Core scan y_t = <C_t, h_t> and the last state, for CPU tensors.
+def selective_scan_cpu(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
+    """The scan y_t = <C_t, h_t> + D u_t and the last state, for CPU tensors.
 
     delta holds δ in the compute dtype (float32 or float64); the kernels compute the step
     Δ = softplus(δ + delta_bias) themselves (or δ + delta_bias without softplus, δ alone
-    without a bias). The skip term D and the gate z are applied by `scan.selective_scan`.
+    without a bias). D None: no skip. The gate z is applied by `scan.selective_scan`.
     Returns (y (batch, D, L), last state (batch, D, N)).
     """
     dtype = delta.dtype
-    bias = (delta.new_zeros(delta.shape[1]) if delta_bias is None
-            else delta_bias.to(dtype).contiguous())
+    zeros = delta.new_zeros(delta.shape[1])
+    bias = zeros if delta_bias is None else delta_bias.to(dtype).contiguous()
+    skip = zeros if D is None else D.to(dtype).contiguous()
     y, last, _ = scan_cpu_forward(u.to(dtype).contiguous(), delta.contiguous(),
                                   A.to(dtype).contiguous(), kernel_layout(B, dtype),
-                                  kernel_layout(C, dtype), bias, bool(delta_softplus))
+                                  kernel_layout(C, dtype), skip, bias, bool(delta_softplus))
     return y, last
