@@ -22,8 +22,10 @@ Backward (reverse-mode, per row; g_t = ∂loss/∂h_t, carried backwards in time
     ∂A       = Σ_t g_t h_{t-1} Ā_t Δ_t
 The forward pass stores h only at the start of every chunk of `CHUNK` steps; the backward pass
 recomputes the states of one chunk at a time from that checkpoint (memory O(L/CHUNK · N)), then
-sweeps the chunk three times (g_t backwards in time; the sums over n and ∂A; ∂B and ∂C), so
-that every loop over n writes one array and the compiler vectorises it.
+sweeps the chunk three times (g_t backwards in time; the sums over n and ∂A; ∂B and ∂C), in
+loops over n that each write one array (or sum into scalars), so that the compiler vectorises
+them: two arrays written in one loop may overlap as far as the compiler knows, and it then
+keeps that loop scalar or guarded.
 Large steps are safe: Ā_t = exp(Δ_t A) only ever decays, so nothing can overflow.
 
 Δ_t = softplus(δ_t + b) is computed inside the kernels, one row at a time (and recomputed in
@@ -168,7 +170,8 @@ def backward_kernel(u, delta, A, B, C, D, bias, use_softplus, ckpt, dy, dlast, c
                         da = G[i, n] * hs[i, n] * abar[i, n]             # ∂Ā_t · Ā_t
                         du_t += gbn                                      # ∂u_t / Δ_t
                         ddt += gbn * ut + da * A[d, n]                   # ∂Δ_t
-                        dAd[n] += da * dt                                # ∂A
+                    for n in range(N):                                   # ∂A
+                        dAd[n] += G[i, n] * hs[i, n] * abar[i, n] * dt
                     du[b, d, t] = du_t * dt + D[d] * dyt
                     dDd += dyt * ut
                     ddelta[b, d, t] = ddt            # ∂Δ_t; turned into ∂δ_t below
@@ -179,6 +182,7 @@ def backward_kernel(u, delta, A, B, C, D, bias, use_softplus, ckpt, dy, dlast, c
                     w, dyt = dts[t] * u[b, d, t], dy[b, d, t]
                     for n in range(N):
                         dB[gB, tB, n] += G[i, n] * w
+                    for n in range(N):
                         dC[gC, tC, n] += dyt * hs[i + 1, n]
             dA[b, d] = dAd
             dD[b, d] = dDd
