@@ -47,8 +47,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerNorm2d, register_notrace_module
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from torch.utils.checkpoint import checkpoint
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 
 from ssmamba_lite.dms import DirectionalMultiScale, resolve_directions
 from ssmamba_lite.layers.mixers import MIXERS, Mamba1DMixer, make_mixer
@@ -175,9 +174,7 @@ class Stage(nn.Module):
     def forward(self, x):
         x = self.downsample(x)
         if self.grad_checkpointing and torch.is_grad_enabled() and not tracing():
-            for block in self.blocks:          # keep each block's input, recompute the rest
-                x = checkpoint(block, x, use_reentrant=False)   # (same RNG: same drop path)
-            return x
+            return checkpoint_seq(self.blocks, x, use_reentrant=False)   # RNG replayed
         return self.blocks(x)
 
 
@@ -327,22 +324,16 @@ class SSMamba(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True, stages: int | None = None) -> None:
-        """Activation checkpointing (timm's switch): in training, a checkpointed stage keeps
-        only each block's input and recomputes the block in backward. Less memory for one more
-        forward of those blocks. stages: the first k stages (None: all). The stem, whose
-        BatchNorms would count a recomputed batch twice, is never checkpointed."""
-        k = len(self.stages) if stages is None else stages
-        if not 0 <= k <= len(self.stages):
-            raise ValueError(f"SSMamba: stages must be in 0..{len(self.stages)}, got {stages}")
-        for i, stage in enumerate(self.stages):
-            stage.grad_checkpointing = enable and i < k
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch: in training each stage keeps only its blocks' inputs, recomputing them
+        in backward (less memory, one more forward); never the stem (BatchNorm: counted twice)."""
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        """Parameters that weight decay must not pull to 0, beyond biases and norms (which
-        timm's groups exempt as 1-D): those marked `_no_weight_decay` (Δ biases, A_log, D,
-        fusion logits)."""
+        """Parameters weight decay must not pull to 0 beyond biases and norms (timm's groups
+        exempt 1-D ones): those marked `_no_weight_decay` (Δ biases, A_log, D, fusion logits)."""
         return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
 
     @torch.jit.ignore
@@ -350,10 +341,8 @@ class SSMamba(nn.Module):
         """timm's layer grouping (layer-wise lr decay): the stem first, then every block in
         order (a stage's patch merging with its first block), the final norm last."""
         return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [
-            (r"^stages\.(\d+)\.downsample", (0,)),
-            (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-            (r"^norm", (99999,)),
-        ])
+            (r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+            (r"^norm", (99999,))])
 
 
 # ---------------------------------------------------------------------------------------------
