@@ -255,5 +255,6 @@ def main(argv=None) -> None:
                   f"vit_tiny's (target < 1.0x: {'met' if a < b else 'NOT met'}); process peak "
                   f"{memory[name, 512]['process']:.0f} vs {memory[vit, 512]['process']:.0f} MiB")
 
+
 if __name__ == "__main__":
     main()

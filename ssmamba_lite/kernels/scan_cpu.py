@@ -170,7 +170,7 @@ def backward_kernel(u, delta, A, B, C, D, bias, use_softplus, ckpt, dy, dlast, c
                         da = G[i, n] * hs[i, n] * abar[i, n]             # ∂Ā_t · Ā_t
                         du_t += gbn                                      # ∂u_t / Δ_t
                         ddt += gbn * ut + da * A[d, n]                   # ∂Δ_t
-                    for n in range(N):                                   # ∂A
+                    for n in range(N):               # ∂A (one array written per loop)
                         dAd[n] += G[i, n] * hs[i, n] * abar[i, n] * dt
                     du[b, d, t] = du_t * dt + D[d] * dyt
                     dDd += dyt * ut
