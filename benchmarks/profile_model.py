@@ -18,14 +18,15 @@ block) whose forward saved it.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import defaultdict
+from pathlib import Path
 
-import timm
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-import ssmamba_lite  # noqa: F401  (registers ssmamba_lite_* with timm)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_model import make, step  # noqa: E402  (models built, steps taken alike)
 
 GROUPS = (   # (group, substrings of operator names), first match wins
     ("selective scan", ("scan",)),
@@ -46,27 +47,20 @@ def group_of(name: str) -> str:
 
 
 def profile_step(model_name: str, size: int, batch: int):
-    model = timm.create_model(model_name, num_classes=9).train()
+    _, model = make(model_name, size)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 9, (batch,))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    step()                                                 # warm-up (numba compiles, caches)
+    step(model, opt, x, y)                                 # warm-up (numba compiles, caches)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(2):
-            step()
+            step(model, opt, x, y)
     return prof.key_averages()
 
 
 def saved_by_module(model_name: str, size: int, batch: int) -> dict:
     """MiB of tensors saved for backward during one forward pass, by module (one level below
     each stage: blocks and patch merging; the top-level module elsewhere)."""
-    kwargs = {"img_size": size} if model_name.startswith("vit") else {}
-    model = timm.create_model(model_name, num_classes=9, **kwargs).train()
+    _, model = make(model_name, size)
     where, seen, mib = ["(top)"], set(), defaultdict(float)
 
     def enter(name):
