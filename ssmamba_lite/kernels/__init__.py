@@ -8,7 +8,8 @@
     dwconv_cpu.py the weight gradient of a large depthwise convolution on CPU (numba), for
                   the conv mixer's 7 x 7 filters (layers/dwconv.py); reference: PyTorch's
 
-A new scan fast path: a module here with the core signature (u, delta, A, B, C) -> (y, last state),
-a backend name in scan.BACKENDS and its branch in scan.which_backend / scan.selective_scan,
-and a test against `selective_scan_reference`. Nothing here imports from the rest of the package.
+A new scan fast path: a module here with the core signature (u, delta, A, B, C) -> (y, last state)
+(scan_cpu's also takes D, delta_bias and delta_softplus and applies them itself), a backend
+name in scan.BACKENDS and its branch in scan.which_backend / scan.selective_scan, and a test
+against `selective_scan_reference`. Nothing here imports from the rest of the package.
 """
