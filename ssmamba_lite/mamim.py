@@ -11,10 +11,30 @@ position. The multi-magnification views below are our reading of "robust to magn
     x̃   = x ⊙ (1 - M↑)                          hidden pixels zeroed: no leak through the stem
     t   = stem(x̃)                               (batch, C1, H/4, W/4)
     t̃   = t ⊙ (1 - M) + m ⊙ M                   m: the learned mask token (C1,)
-    z   = norm(stages(t̃))                        (batch, C4, H/s, W/s), s = network stride
-    x̂   = PixelShuffle_s(W z)                    light decoder: 1x1 conv to 3·s² channels
+    z_1..z_K = stages(t̃), z_K normed             z_i (batch, C_i, H/s_i, W/s_i), s_i = 4·2^(i-1)
+    x̂   = decoder(z_1..z_K)                      (batch, 3, H, W), see below
     y   = (x - μ_p) / σ_p  (per mask patch p, if norm_pix_loss) else x
     L   = Σ M↑ ⊙ (x̂ - y)² / (3 Σ M↑)             loss on hidden pixels only
+
+Two decoders (`decoder=`):
+
+    "hierarchical" (default; after SparK and MambaMIM): every stage, fused top-down, painted
+    at the stem's stride, so each 4x4 pixel block has a vector of its own
+        f_K = P_K z_K                            P_i: 1x1 conv C_i -> d (lateral)
+        f_i = GELU(conv3x3(up2(f_{i+1}) + P_i z_i)),   i = K-1 .. 1
+        x̂   = PixelShuffle_4(W f_1)              W: 1x1 conv d -> 3·4²
+    "linear" (SimMIM's): the last map alone, x̂ = PixelShuffle_s(W z_K), W: C_K -> 3·s²,
+        s = 32. At 64 px z_K is 2x2: each 32x32 quadrant (four 16 px mask patches) is painted
+        linearly from one vector, which is why this head learns so little at the course's size.
+
+Hidden positions at the deeper stages: the mask token enters once, at the stem; every stage
+then computes features at hidden positions too (a scan walks the whole sequence), and the
+decoder reads them at every scale. Nothing visible is zeroed again (SparK re-masks because its
+convolutions are sparse and never compute hidden positions; ours are dense). The pixels under
+M never reach the encoder: tests hold the prediction fixed when only hidden pixels change.
+
+Masks sized to the image: `default_mask_patch(H)` is the largest of 16, 12, 8, 4 px (multiples
+of the stem stride) that divides H and leaves at least 4 x 4 = 16 mask units (16 px at 64 px).
 
 Magnification: pathology tiles arrive at many apparent magnifications (20x, 40x, scanner
 differences). `RandomMagnification` shows the encoder each tile at a random zoom z in
@@ -26,7 +46,8 @@ differences). `RandomMagnification` shows the encoder each tile at a random zoom
             detail; NOT a wider field of view (what a lower magnification would add lies
             outside the tile)
 
-Glossary: M = mask, M↑ = mask upsampled to pixels, m = mask_token, μ_p, σ_p = mean and
+Glossary: M = mask, M↑ = mask upsampled to pixels, m = mask_token, z_i = output of stage i
+(K stages), f_i = the decoder's map at stage i's grid, d = decoder_width, μ_p, σ_p = mean and
 standard deviation of the pixels of mask patch p, s = encoder stride (32 for SSMamba).
 """
 
@@ -38,24 +59,46 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+MASK_PATCH_SIZES = (16, 12, 8, 4)   # default_mask_patch's candidates, largest first
+MIN_MASK_UNITS = 16                 # mask patches per image that a default must leave
+DECODERS = ("hierarchical", "linear")
+
+
+def default_mask_patch(image_size: int, stem_stride: int = 4) -> int:
+    """The largest of MASK_PATCH_SIZES (multiples of the stem stride) that divides image_size
+    and leaves at least MIN_MASK_UNITS mask patches; a ValueError where none does."""
+    for patch in MASK_PATCH_SIZES:
+        units = (image_size // patch) ** 2
+        if patch % stem_stride == 0 and image_size % patch == 0 and units >= MIN_MASK_UNITS:
+            return patch
+    raise ValueError(f"MAMIM: no mask patch size in {MASK_PATCH_SIZES} divides image size "
+                     f"{image_size} and leaves at least {MIN_MASK_UNITS} mask patches; use an "
+                     f"image size that is a multiple of 32 (e.g. 64)")
+
 
 class MaskGenerator:
-    """Random masks of square blocks of `mask_patch_size` pixels.
+    """Random masks of square blocks of `mask_patch_size` pixels (None: default_mask_patch).
 
     Exactly round(mask_ratio · number of blocks) blocks are hidden in every image, so the
     mask covers the requested ratio. Returned on the stem grid: (batch, H/4, W/4) bool.
     """
 
-    def __init__(self, image_size: int, mask_patch_size: int = 16, stem_stride: int = 4,
+    def __init__(self, image_size: int, mask_patch_size: int | None = 16, stem_stride: int = 4,
                  mask_ratio: float = 0.6):
+        if not mask_patch_size:
+            mask_patch_size = default_mask_patch(image_size, stem_stride)
         if image_size % mask_patch_size or mask_patch_size % stem_stride:
             raise ValueError(f"MaskGenerator: mask_patch_size {mask_patch_size} must divide "
                              f"image_size {image_size} and be a multiple of {stem_stride}")
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"MaskGenerator: mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.patch = mask_patch_size
         self.blocks = image_size // mask_patch_size          # blocks per side
         self.scale = mask_patch_size // stem_stride           # stem tokens per block side
         self.n_masked = round(mask_ratio * self.blocks ** 2)
+        if not 0 < self.n_masked < self.blocks ** 2:
+            raise ValueError(f"MaskGenerator: mask_ratio {mask_ratio} of {self.blocks ** 2} mask "
+                             f"patches hides {self.n_masked}: none or all; use smaller patches")
         self.mask_ratio = mask_ratio
 
     def __call__(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -81,25 +124,67 @@ def patch_normalize(x: torch.Tensor, patch: int, eps: float = 1e-6):
     return (x - mean) / std, mean, std
 
 
-class MAMIM(nn.Module):
-    """Masked image modeling around an SSMamba encoder (uses its stem, stages and norm)."""
+class LinearDecoder(nn.Sequential):
+    """SimMIM's head on the last stage: x̂ = PixelShuffle_s(W z_K), W a 1x1 conv C_K -> 3·s²
+    (an nn.Sequential, so that its weights keep the names decoder.0.* of earlier runs)."""
 
-    def __init__(self, encoder: nn.Module, mask_patch_size: int = 16, mask_ratio: float = 0.6,
-                 norm_pix_loss: bool = True):
+    def __init__(self, dims: tuple, stride: int):
+        super().__init__(nn.Conv2d(dims[-1], 3 * stride ** 2, kernel_size=1),   # W
+                         nn.PixelShuffle(stride))
+
+    def forward(self, feats: list) -> torch.Tensor:
+        return super().forward(feats[-1])                                 # x̂
+
+
+class HierarchicalDecoder(nn.Module):
+    """Every stage fused top-down, pixels painted at the stem's stride (module docstring)."""
+
+    def __init__(self, dims: tuple, width: int = 32, stem_stride: int = 4):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, kernel_size=1) for c in dims)  # P_i
+        self.fuse = nn.ModuleList(                                          # GELU(conv3x3(.))
+            nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.GELU()) for _ in dims[:-1])
+        self.proj = nn.Conv2d(width, 3 * stem_stride ** 2, kernel_size=1)    # W
+        self.shuffle = nn.PixelShuffle(stem_stride)
+
+    def forward(self, feats: list) -> torch.Tensor:
+        f = self.lateral[-1](feats[-1])                                    # f_K = P_K z_K
+        for i in reversed(range(len(feats) - 1)):
+            up = F.interpolate(f, size=feats[i].shape[-2:], mode="nearest")  # up2(f_{i+1})
+            f = self.fuse[i](up + self.lateral[i](feats[i]))                 # f_i
+        return self.shuffle(self.proj(f))                                  # x̂
+
+
+class MAMIM(nn.Module):
+    """Masked image modeling around an SSMamba encoder (uses its stem, stages and norm).
+
+    mask_patch_size None: default_mask_patch of each batch's image size. decoder:
+    "hierarchical" (default) or "linear" (module docstring); decoder_width: d."""
+
+    def __init__(self, encoder: nn.Module, mask_patch_size: int | None = None,
+                 mask_ratio: float = 0.6, norm_pix_loss: bool = True,
+                 decoder: str = "hierarchical", decoder_width: int = 32):
         super().__init__()
         for part in ("stem", "stages", "norm", "cfg"):
             if not hasattr(encoder, part):
                 raise ValueError(f"MAMIM: the encoder must be an SSMamba model (no .{part}); "
                                  f"got {type(encoder).__name__}")
+        if decoder not in DECODERS:
+            raise ValueError(f"MAMIM: decoder must be one of {DECODERS}, got {decoder!r}")
         self.encoder = encoder
-        self.stem_stride, self.stride = 4, encoder.cfg.stride
-        self.mask_patch_size, self.mask_ratio = mask_patch_size, mask_ratio
+        self.stem_stride = 4
+        self.stride = encoder.cfg.stride
+        self.mask_patch_size = mask_patch_size or None
+        self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
+        self.decoder_kind = decoder
         self.mask_token = nn.Parameter(torch.zeros(1, encoder.cfg.dims[0], 1, 1))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.decoder = nn.Sequential(                       # (batch, C4, h, w) -> (batch, 3, H, W)
-            nn.Conv2d(encoder.num_features, 3 * self.stride ** 2, kernel_size=1),
-            nn.PixelShuffle(self.stride))
+        dims = tuple(encoder.cfg.dims)[: len(encoder.stages)]
+        if decoder == "linear":
+            self.decoder = LinearDecoder(dims, self.stride)
+        else:
+            self.decoder = HierarchicalDecoder(dims, decoder_width, self.stem_stride)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -108,8 +193,22 @@ class MAMIM(nn.Module):
             else set()
         return {"mask_token"} | {f"encoder.{n}" for n in inner}
 
+    def patch_size(self, image_size: int) -> int:
+        """The mask patch in pixels at this image size."""
+        return self.mask_patch_size or default_mask_patch(image_size, self.stem_stride)
+
     def mask_generator(self, image_size: int) -> MaskGenerator:
-        return MaskGenerator(image_size, self.mask_patch_size, self.stem_stride, self.mask_ratio)
+        return MaskGenerator(image_size, self.patch_size(image_size), self.stem_stride,
+                             self.mask_ratio)
+
+    def features(self, tokens: torch.Tensor) -> list:
+        """z_1 .. z_K: the output of every stage, the last one normed."""
+        feats = []
+        for stage in self.encoder.stages:
+            tokens = stage(tokens)
+            feats.append(tokens)
+        feats[-1] = self.encoder.norm(feats[-1])
+        return feats
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
         """Returns (loss, prediction (batch, 3, H, W), mask (batch, H/4, W/4))."""
@@ -119,11 +218,11 @@ class MAMIM(nn.Module):
         tokens = self.encoder.stem(images * (1 - m_px))                   # t = stem(x̃)
         m = mask[:, None].to(tokens.dtype)
         tokens = tokens * (1 - m) + self.mask_token.to(tokens.dtype) * m  # t̃
-        z = self.encoder.norm(self.encoder.stages(tokens))                # z
-        pred = self.decoder(z).float()                                    # x̂
+        feats = self.features(tokens)                                     # z_1 .. z_K
+        pred = self.decoder(feats).float()                                # x̂
         target = images.float()
         if self.norm_pix_loss:
-            target = patch_normalize(target, self.mask_patch_size)[0]     # y
+            target = patch_normalize(target, self.patch_size(images.shape[-1]))[0]   # y
         err = (pred - target) ** 2 * m_px
         loss = err.sum() / (m_px.sum() * 3).clamp(min=1)                  # L
         return loss, pred, mask
@@ -133,7 +232,7 @@ class MAMIM(nn.Module):
         """Prediction in pixel space, visible pixels pasted back: (masked input, result, mask)."""
         _, pred, mask = self(images, mask)
         if self.norm_pix_loss:
-            _, mean, std = patch_normalize(images.float(), self.mask_patch_size)
+            _, mean, std = patch_normalize(images.float(), self.patch_size(images.shape[-1]))
             pred = pred * std + mean
         m_px = upsample_mask(mask, self.stem_stride)
         return images * (1 - m_px), images * (1 - m_px) + pred * m_px, mask

@@ -72,9 +72,10 @@ def masked_loss(pred, images, mask, mask_patch_size, norm_pix_loss=True, stem_st
     same = lambda t: t  # noqa: E731
     net = SimpleNamespace(stem=lambda t: t[:, :, ::stem_stride, ::stem_stride], stages=same,
                           norm=same)
-    stand_in = SimpleNamespace(stem_stride=stem_stride, mask_patch_size=mask_patch_size,
-                               norm_pix_loss=norm_pix_loss, mask_token=torch.zeros(1),
-                               encoder=net, decoder=lambda z: pred)
+    stand_in = SimpleNamespace(stem_stride=stem_stride, norm_pix_loss=norm_pix_loss,
+                               patch_size=lambda size: mask_patch_size,
+                               mask_token=torch.zeros(1), features=lambda t: [t],
+                               encoder=net, decoder=lambda feats: pred)
     return Library.forward(stand_in, images, mask)[0]
 """,
     "auroc": """

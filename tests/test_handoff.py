@@ -114,7 +114,7 @@ def test_fit_decoder_is_the_least_squares_optimum():
     and the loss is below that of the random decoder."""
     torch.manual_seed(0)
     net = SSMamba(num_classes=0, dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), d_state=2)
-    mamim = MAMIM(net, mask_patch_size=8).eval()
+    mamim = MAMIM(net, mask_patch_size=8, decoder="linear").eval()
     images = torch.randn(6, 3, 64, 64)
     mask = mamim.mask_generator(64)(6, torch.Generator().manual_seed(3))
     with torch.no_grad():

@@ -37,7 +37,7 @@ import torch
 
 from ssmamba_lite.engine.checkpoint import load_weights, read_json
 from ssmamba_lite.engine.data import Samples
-from ssmamba_lite.engine.factory import model_from_config
+from ssmamba_lite.engine.factory import mamim_from_record
 from ssmamba_lite.engine.inference import predict_probabilities
 from ssmamba_lite.engine.metrics import classification_metrics
 from ssmamba_lite.engine.splits import run_samples
@@ -178,10 +178,7 @@ def load_mamim(run_dir, device="cpu") -> MAMIM:
     for name in ("config.json", "latest.json"):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir}: no {name} (the output folder of `pretrain`)")
-    record = read_json(run_dir / "config.json")
-    run = record["run"]
-    encoder = model_from_config(record, num_classes=0)
-    mamim = MAMIM(encoder, run["mask_patch_size"], run["mask_ratio"], run["norm_pix_loss"])
+    mamim = mamim_from_record(read_json(run_dir / "config.json"))
     latest = read_json(run_dir / "latest.json")
     load_weights(mamim, run_dir / f"{latest['checkpoint']}.safetensors")
     return mamim.to(device).eval()

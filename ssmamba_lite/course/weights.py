@@ -6,14 +6,16 @@
                                written as float16 safetensors with their records and a README
     save_float16(tensors, path)   floating tensors stored as float16 (engine.checkpoint.
                                load_weights puts them into float32 models)
+    mean_masked_loss(mamim, images) the MAMIM loss over images, each under a random mask
     fit_decoder(mamim, images) MAMIM's linear decoder, fitted in closed form to the encoder
-    shipped_mamim(folder, images)   the MAMIM module of the shipped folder, decoder refitted
+    shipped_mamim(folder, images)   the MAMIM module of the shipped folder and its masked loss
 
-The shipped MAMIM file holds the encoder and the mask token (keys encoder.*, mask_token), not
-the decoder: a 1x1 convolution from the last stage's C4 channels to 3·s² pixels (s = 32, the
-encoder's stride), 0.4M weights, which would not fit the package's 25 MB sample budget beside
-the classifier. Given the encoder, the decoder is linear, so its best fit has a closed form
-(least squares on the hidden pixels, the MAMIM loss itself):
+The shipped MAMIM file holds the encoder, the mask token and the hierarchical decoder (keys
+encoder.*, mask_token, decoder.*; the decoder is 40k weights, 80 kB in float16). A folder made
+with the linear head (SimMIM's) ships without it: a 1x1 convolution from the last stage's C4
+channels to 3·s² pixels (s = 32), 0.4M weights, over the package's 25 MB sample budget. Given
+the encoder that decoder is linear, so its best fit has a closed form (least squares on the
+hidden pixels, the MAMIM loss itself):
 
     x̂_k = w_kᵀ [z; 1]      output channel k = a colour and a pixel offset inside an s x s block
     min Σ_n m_nk (w_kᵀ ẑ_n − y_nk)²   ->   (Σ_n m_nk ẑ_n ẑ_nᵀ + λ I) w_k = Σ_n m_nk y_nk ẑ_n
@@ -37,16 +39,17 @@ from safetensors.torch import save_file
 from ssmamba_lite.course.analysis import validation_samples
 from ssmamba_lite.course.handoff import KINDS, MAKER, SHIPPED, shown
 from ssmamba_lite.engine import checkpoint as ckpt
-from ssmamba_lite.engine.data import SAMPLE_ROOT
-from ssmamba_lite.engine.factory import model_from_config
+from ssmamba_lite.engine.data import SAMPLE_ROOT, load_image
+from ssmamba_lite.engine.factory import mamim_from_record
 from ssmamba_lite.engine.inference import evaluate_samples, load_trained
-from ssmamba_lite.engine.splits import PRETRAIN_PATIENTS
+from ssmamba_lite.engine.splits import PRETRAIN_PATIENTS, pretraining_samples
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain
+from ssmamba_lite.engine.transforms import eval_transform
 from ssmamba_lite.mamim import MAMIM, patch_normalize, upsample_mask
 
 DATA, POOL = "sample:idc-breast", "sample:idc-breast-unlabeled"
 RECIPE = dict(model="ssmamba_lite_cpu", image_size=64, batch_size=64, seed=0)
-PRETRAIN = dict(lr=1.5e-3, mask_ratio=0.6, mask_patch_size=16)
+PRETRAIN = dict(lr=1.5e-3, mask_ratio=0.6, mask_patch_size=16, decoder="hierarchical")
 FINETUNE = dict(lr=2e-3, layer_decay=0.75)
 BUDGET = 25_000_000            # bytes: the whole sample_data folder, weights included
 
@@ -84,12 +87,15 @@ def fit_decoder(mamim: MAMIM, images: torch.Tensor, draws: int = 2, batch_size: 
     """Set mamim.decoder's 1x1 convolution to the least-squares fit (module docstring) on
     `images` (n, 3, H, W; normalised as in training), each seen with `draws` random masks.
     Returns the masked loss of the fitted decoder on those images (one more draw)."""
+    if mamim.decoder_kind != "linear":
+        raise ValueError(f"fit_decoder: only the linear decoder has a closed form, this MAMIM "
+                         f"has the {mamim.decoder_kind} one")
     mamim.eval()
     conv, s = mamim.decoder[0], mamim.stride
     device = conv.weight.device
     K, feats = conv.out_channels, conv.in_channels + 1
     captured = {}
-    hook = mamim.decoder.register_forward_pre_hook(lambda m, a: captured.update(z=a[0]))
+    hook = mamim.decoder.register_forward_pre_hook(lambda m, a: captured.update(z=a[0][-1]))
     gram, rhs, groups = None, torch.zeros(feats, K, dtype=torch.float64), None
     masks = mamim.mask_generator(images.shape[-1])
     for _ in range(draws):
@@ -121,22 +127,41 @@ def fit_decoder(mamim: MAMIM, images: torch.Tensor, draws: int = 2, batch_size: 
         weight[ks] = torch.linalg.solve(gram[g] + lam * eye, rhs[:, ks]).T
     conv.weight.copy_(weight[:, :-1].reshape(conv.weight.shape).to(conv.weight))
     conv.bias.copy_(weight[:, -1].to(conv.bias))
+    return mean_masked_loss(mamim, images, batch_size, generator)
+
+
+@torch.no_grad()
+def mean_masked_loss(mamim: MAMIM, images: torch.Tensor, batch_size: int = 64,
+                generator: torch.Generator | None = None) -> float:
+    """The MAMIM loss over `images` (n, 3, H, W), each under one random mask, in eval mode."""
+    mamim.eval()
+    device = mamim.mask_token.device
+    masks = mamim.mask_generator(images.shape[-1])
     losses = [float(mamim(x.to(device), masks(len(x), generator).to(device))[0]) * len(x)
               for x in images.split(batch_size)]
     return sum(losses) / len(images)
 
 
+def scoring_tiles(samples, image_size: int, n: int = 256, seed: int = 0) -> torch.Tensor:
+    """Up to n of `samples`' images, drawn at random, un-augmented: (n, 3, size, size)."""
+    pick = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.stack([eval_transform(image_size)(load_image(samples.paths[i]))
+                        for i in pick.tolist()])
+
+
 def shipped_mamim(folder, images: torch.Tensor, device="cpu", generator=None) -> tuple:
-    """(MAMIM module, masked loss) from a folder of `make_weights` (encoder and mask token),
-    its decoder fitted by `fit_decoder` on `images`. Use the images MAMIM trained on."""
+    """(MAMIM module, masked loss on `images`) from a folder of `make_weights`. A folder of the
+    linear head ships no decoder: it is fitted by `fit_decoder` on `images` (use the images
+    MAMIM trained on)."""
     folder = Path(folder)
-    record = ckpt.read_json(folder / "config.json")
-    run = record["run"]
-    mamim = MAMIM(model_from_config(record, num_classes=0), run["mask_patch_size"],
-                  run["mask_ratio"], run["norm_pix_loss"])
-    ckpt.load_weights(mamim, folder / KINDS["mamim_encoder"].weights, ignore=("decoder.",))
+    mamim = mamim_from_record(ckpt.read_json(folder / "config.json"))
+    linear = mamim.decoder_kind == "linear"
+    ckpt.load_weights(mamim, folder / KINDS["mamim_encoder"].weights,
+                      ignore=("decoder.",) if linear else ())
     mamim = mamim.to(device).eval()
-    return mamim, fit_decoder(mamim, images, generator=generator)
+    if linear:
+        return mamim, fit_decoder(mamim, images, generator=generator)
+    return mamim, mean_masked_loss(mamim, images, generator=generator)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,8 +196,11 @@ def make_weights(out=SHIPPED, work="runs/course_weights", pretrain_epochs: int =
     latest = ckpt.read_json(work / "mamim" / "latest.json")["checkpoint"]
     whole = ckpt.read_tensors(work / "mamim" / f"{latest}.safetensors")
     encoder = ckpt.read_tensors(work / "mamim" / "encoder.safetensors")   # BatchNorm recalibrated
+    decoder = {} if PRETRAIN["decoder"] == "linear" else \
+        {k: v for k, v in whole.items() if k.startswith("decoder.")}   # the linear one is refitted
     save_float16({**{f"encoder.{k}": v for k, v in encoder.items()},
-                  "mask_token": whole["mask_token"]}, enc / KINDS["mamim_encoder"].weights)
+                  "mask_token": whole["mask_token"], **decoder},
+                 enc / KINDS["mamim_encoder"].weights)
     ckpt.save_json(_record(work / "mamim", enc), enc / "config.json")
     shutil.copy(work / "mamim" / PRETRAIN_PATIENTS, enc / PRETRAIN_PATIENTS)
     ckpt.save_json(history_p, enc / "history.json")
@@ -183,6 +211,10 @@ def make_weights(out=SHIPPED, work="runs/course_weights", pretrain_epochs: int =
 
     model, record = load_trained(cls)                     # the float16 file, into float32
     val = validation_samples(cls)
+    seen = pretraining_samples(PretrainConfig(data=DATA, extra_data=POOL, **RECIPE))
+    masked = {name: shipped_mamim(enc, scoring_tiles(samples, 64),
+                                  generator=torch.Generator().manual_seed(0))[1]
+              for name, samples in (("training_tiles", seen), ("held_out_tiles", val))}
     shipped = evaluate_samples(model, val, record["classes"], record["image_size"], 64, "cpu")
     keys = ("balanced_accuracy", "auroc", "accuracy", "macro_f1", "n")
     summary = {
@@ -198,6 +230,7 @@ def make_weights(out=SHIPPED, work="runs/course_weights", pretrain_epochs: int =
         "finetune": {"epochs": epochs, **RECIPE, **FINETUNE},
         "validation_float32": {k: history_f[-1]["val"][k] for k in keys},
         "validation_float16": {k: shipped[k] for k in keys},
+        "masked_loss": {k: round(v, 4) for k, v in masked.items()},
     }
     ckpt.save_json(summary, out / "record.json")
     (out / "README.md").write_text(readme(summary))
@@ -208,7 +241,7 @@ def make_weights(out=SHIPPED, work="runs/course_weights", pretrain_epochs: int =
 
 
 def readme(r: dict) -> str:
-    v, p, s = r["validation_float16"], r["pretrain"], r["seconds"]
+    v, p, s, m = r["validation_float16"], r["pretrain"], r["seconds"], r["masked_loss"]
     return f"""# Pretrained weights of the course (`ssmamba_lite_cpu`, 64 px, IDC)
 
 What a student who opens notebook 04, 05 or 07 on its own loads instead of training
@@ -216,7 +249,7 @@ What a student who opens notebook 04, 05 or 07 on its own loads instead of train
 
 | folder | what |
 |---|---|
-| `mamim/` | MAMIM (masked image modelling) of `ssmamba_lite_cpu` at 64 px: `encoder.safetensors` (keys `encoder.*`: the encoder, BatchNorm re-estimated on unmasked tiles; `mask_token`), `config.json`, `history.json` (loss per epoch), `pretrain_patients.json` (whom it saw). The decoder is not shipped (0.4M weights, over the size budget); notebook 04 refits it in closed form (`course/weights.py`). |
+| `mamim/` | MAMIM (masked image modelling) of `ssmamba_lite_cpu` at 64 px: `encoder.safetensors` (keys `encoder.*`: the encoder, BatchNorm re-estimated on unmasked tiles; `mask_token`; `decoder.*`: the {p['decoder']} decoder), `config.json`, `history.json` (loss per epoch), `pretrain_patients.json` (whom it saw) |
 | `idc_classifier/` | an IDC classifier (2 classes) fine-tuned from that encoder: `model.safetensors`, `config.json`, `history.json` |
 
 Weights are float16 (`engine.checkpoint.load_weights` loads them into float32 models).
@@ -228,7 +261,11 @@ Weights are float16 (`engine.checkpoint.load_weights` loads them into float32 mo
 - MAMIM: {p['epochs']} epochs on {p['images']} tiles of {p['patients']} patients: the training
   tiles of `sample:idc-breast` plus `sample:idc-breast-unlabeled` (training patients only),
   labels unused; mask ratio {p['mask_ratio']}, mask patches of {p['mask_patch_size']} px, batch
-  {p['batch_size']}, lr {p['lr']}; last epoch's masked loss {p['last_loss']}. {s['pretrain']} s.
+  {p['batch_size']}, lr {p['lr']}, {p['decoder']} decoder; last epoch's masked loss
+  {p['last_loss']} (on the zoomed, jittered training views). {s['pretrain']} s.
+- Masked loss of the shipped MAMIM (eval mode, un-augmented tiles, one random mask each; 1.0 =
+  every hidden patch flat in its true mean colour): {m['training_tiles']} on 256 of its
+  training tiles, {m['held_out_tiles']} on 256 tiles of the held-out patients.
 - Fine-tuning: {r['finetune']['epochs']} epochs on the labelled training tiles, batch
   {r['finetune']['batch_size']}, lr {r['finetune']['lr']}, layer-wise lr decay
   {r['finetune']['layer_decay']}. {s['finetune']} s.

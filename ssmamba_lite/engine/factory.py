@@ -17,6 +17,7 @@ import timm
 import torch
 
 from ssmamba_lite.engine.transforms import MEAN, STD
+from ssmamba_lite.mamim import MAMIM
 from ssmamba_lite.model import PRESETS, SSMamba, SSMambaConfig  # (registers the presets)
 
 
@@ -63,3 +64,12 @@ def model_from_config(record: dict, num_classes: int | None = None) -> torch.nn.
     return build_model(record["model"], num_classes, record.get("image_size", 224),
                        record.get("model_args"))
 
+
+def mamim_from_record(record: dict) -> MAMIM:
+    """The MAMIM module (encoder, mask token, decoder) a pretraining run's config.json
+    describes, randomly initialised. A record from before the decoder choice had the linear
+    head, and says so by having no "decoder"."""
+    run = record["run"]
+    return MAMIM(model_from_config(record, num_classes=0), run["mask_patch_size"] or None,
+                 run["mask_ratio"], run["norm_pix_loss"], run.get("decoder", "linear"),
+                 run.get("decoder_width", 32))

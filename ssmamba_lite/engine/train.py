@@ -44,7 +44,7 @@ from ssmamba_lite.engine.splits import (
     run_samples,
 )
 from ssmamba_lite.engine.transforms import eval_transform, mamim_transform, train_transform
-from ssmamba_lite.mamim import MAMIM
+from ssmamba_lite.mamim import MAMIM, MaskGenerator, default_mask_patch
 
 
 @dataclass
@@ -87,7 +87,9 @@ class PretrainConfig(TrainConfig):
     lr: float = 1.5e-3
     extra_data: str = ""               # an unlabelled pool added to cfg.data's training images
     mask_ratio: float = 0.6
-    mask_patch_size: int = 16
+    mask_patch_size: int = 0           # pixels; 0: mamim.default_mask_patch (16 at 64 px)
+    decoder: str = "hierarchical"      # or "linear" (SimMIM's head on the last stage)
+    decoder_width: int = 32            # d, the hierarchical decoder's channels
     norm_pix_loss: bool = True
     min_zoom: float = 0.5              # multi-magnification views: zoom range
     max_zoom: float = 2.0
@@ -139,14 +141,16 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
     """MAMIM on the training images of cfg.data (labels ignored; see splits.pretraining_samples).
     Writes out/encoder.safetensors, config.json and pretrain_patients.json (the patients whose
     images it saw, which `finetune` checks against the patients it holds out)."""
+    cfg.mask_patch_size = cfg.mask_patch_size or default_mask_patch(cfg.image_size)
+    masks = MaskGenerator(cfg.image_size, cfg.mask_patch_size, 4, cfg.mask_ratio)  # checks both
     env = setup(cfg.device, cfg.seed)
     out = Path(cfg.out)
     train = pretraining_samples(cfg)
     encoder = build_model(cfg.model, 0, cfg.image_size, cfg.model_args)
     if cfg.grad_checkpointing:
         encoder.set_grad_checkpointing(True)                # timm's switch (MAMIM runs its stages)
-    mamim = MAMIM(encoder, cfg.mask_patch_size, cfg.mask_ratio, cfg.norm_pix_loss).to(env.device)
-    masks = mamim.mask_generator(cfg.image_size)
+    mamim = MAMIM(encoder, cfg.mask_patch_size, cfg.mask_ratio, cfg.norm_pix_loss, cfg.decoder,
+                  cfg.decoder_width).to(env.device)
     if env.is_main:
         ckpt.save_json(model_record(cfg.model, encoder, cfg, None, "mamim"), out / "config.json")
         ckpt.save_json({"images": len(train), "patients": sorted(set(train.patients))},
