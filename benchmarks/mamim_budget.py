@@ -1,0 +1,228 @@
+"""Does MAMIM pretraining help, and after how many epochs? A budget curve on real IDC patches.
+
+    .venv/bin/python benchmarks/mamim_budget.py                     # budgets 0 5 20, 3 splits
+    .venv/bin/python benchmarks/mamim_budget.py --budgets 0 20 60 200 --labelled DIR
+
+For every split seed the labelled patches are split by patient, 80/20 stratified by class (the
+same splits as learning_idc.py); the 20 % are used for nothing but scoring. For every MAMIM
+budget E (epochs, each budget its own full schedule; E = 0 is a random encoder):
+    pretrain   MAMIM for E epochs on the training patients' tiles plus the unlabelled pool
+               minus every tile of a held-out patient (the course's recipe: decoder, masks,
+               zooms as `pretrain`'s defaults)
+    probe      the encoder frozen, a linear head trained on all training labels
+    sft        the encoder fine-tuned (E = 0: from random weights) with all training labels
+               and with each of --label-fractions of the training patients; a few-label run
+               takes as many optimizer steps as the all-label one (its epochs times the ratio
+               of the image counts), so that budgets compare at equal steps
+Every fine-tuning uses the same recipe at every budget (lr, epochs, layer decay): only the
+starting weights differ. The last epoch is scored (nothing is selected on held-out patients).
+Balanced accuracy reads the classifier at its 0.5 threshold, AUROC its ranking alone: a gain
+in AUROC without one in balanced accuracy is a better ranking with a threshold left behind.
+
+Statistics: per (arm, labels, budget) the mean over split seeds and its 95 % t-interval; per
+split seed the paired difference budget E minus budget 0, its mean and 95 % t-interval, and a
+verdict computed from that interval ("ahead" / "behind" when it excludes 0, "within noise"
+when it covers 0). Every finished run is appended to results.jsonl (an interrupted or extended
+run continues where it stopped: add budgets or split seeds and run again); summary.md holds
+the tables, budget_curve.png the curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning_idc import mean_ci, prepare_split, split_verdict  # noqa: E402
+
+from ssmamba_lite.engine import data  # noqa: E402
+from ssmamba_lite.engine.inference import evaluate  # noqa: E402
+from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain  # noqa: E402
+
+METRICS = ("balanced_accuracy", "auroc")
+
+
+def runs_of(args, split_seed: int, budget: int, train) -> list[tuple[str, float, int]]:
+    """(arm, label fraction, fine-tuning epochs) of one budget."""
+    out = [("probe", 1.0, args.probe_epochs)]
+    n_all = len(train)
+    for frac in args.label_fractions:
+        n = len(data.label_subset(train, frac, seed=split_seed))
+        out.append(("sft", frac, max(1, round(args.epochs * n_all / n))))   # equal steps
+    return out
+
+
+def run_split(args, split_seed: int, done: set, log) -> None:
+    root = Path(args.out) / f"split{split_seed}"
+    args.pool = "train+unlabeled"
+    train, test, pool = prepare_split(args, split_seed, root)
+    print(f"split {split_seed}: train {len(train)} images of {len(set(train.patients))} "
+          f"patients; held out {len(test)} of {len(set(test.patients))}; MAMIM pool "
+          f"{len(pool)}", flush=True)
+    common = dict(image_size=args.image_size, batch_size=args.batch_size, seed=args.seed,
+                  model=args.model, progress=sys.stderr.isatty())
+    for budget in args.budgets:
+        mamim = root / f"mamim-e{budget}"
+        if budget > 0 and (split_seed, budget, "pretrain") not in done:   # resumes a cut run
+            t = time.perf_counter()
+            pretrain(PretrainConfig(data=str(root / "data" / "pool"), out=str(mamim),
+                                    epochs=budget, lr=args.pretrain_lr, resume=True, **common))
+            log({"split_seed": split_seed, "budget": budget, "arm": "pretrain",
+                 "seconds": time.perf_counter() - t})
+        for arm, frac, epochs in runs_of(args, split_seed, budget, train):
+            if (split_seed, budget, arm, frac) in done:
+                continue
+            cfg = FinetuneConfig(
+                data=str(root / "data"), out=str(root / f"{arm}-e{budget}-labels{frac:g}"),
+                epochs=epochs, lr=args.lr, label_fraction=frac, split_seed=split_seed,
+                init=str(mamim) if budget > 0 else "scratch", linear_probe=arm == "probe",
+                layer_decay=args.layer_decay, **common)
+            t = time.perf_counter()
+            finetune(cfg)
+            seconds = time.perf_counter() - t
+            m = evaluate(root / "data" / "val", cfg.out, out=cfg.out)
+            log({"split_seed": split_seed, "budget": budget, "arm": arm, "labels": frac,
+                 "epochs": epochs, **{k: m[k] for k in METRICS}, "n_test": m["n"],
+                 "seconds": seconds})
+
+
+def key(r: dict) -> tuple:
+    return (r["split_seed"], r["budget"], r["arm"]) + ((r["labels"],) if "labels" in r else ())
+
+
+def curves(rows: list[dict]) -> dict:
+    """{(arm, labels): {budget: {split_seed: row}}}."""
+    out: dict = {}
+    for r in rows:
+        if "labels" in r:
+            out.setdefault((r["arm"], r["labels"]), {}).setdefault(r["budget"], {})[
+                r["split_seed"]] = r
+    return out
+
+
+def arm_name(arm: str, labels: float) -> str:
+    return "linear probe, all labels" if arm == "probe" else f"fine-tuning, {labels:.0%} labels"
+
+
+def summarise(rows: list[dict], args) -> str:
+    table = curves(rows)
+    seeds = sorted({r["split_seed"] for r in rows})
+    lines = [f"split seeds {seeds}; {args.model}, {args.image_size} px; MAMIM budgets "
+             f"{sorted({r['budget'] for r in rows})} epochs; 95 % t-intervals over the splits", "",
+             "| arm | MAMIM epochs | splits | balanced acc. | AUROC | epochs | fine-tune s |",
+             "|---|---|---|---|---|---|---|"]
+    for (arm, labels), by_budget in sorted(table.items()):
+        for budget, got in sorted(by_budget.items()):
+            cells = []
+            for k in METRICS:
+                m, lo, hi = mean_ci([r[k] for r in got.values()])
+                cells.append(f"{m:.3f} [{lo:.3f}, {hi:.3f}]")
+            epochs = "/".join(sorted({str(r["epochs"]) for r in got.values()}))
+            secs = np.mean([r["seconds"] for r in got.values()])
+            lines.append(f"| {arm_name(arm, labels)} | {budget} | {len(got)} | "
+                         + " | ".join(cells) + f" | {epochs} | {secs:.0f} |")
+    lines += ["", "Paired by split seed, budget E minus the random encoder (E = 0):", "",
+              "| arm | MAMIM epochs | balanced acc. | verdict | AUROC | verdict |",
+              "|---|---|---|---|---|---|"]
+    for (arm, labels), by_budget in sorted(table.items()):
+        zero = by_budget.get(0, {})
+        for budget, got in sorted(by_budget.items()):
+            both = sorted(set(zero) & set(got))
+            if budget == 0 or not both:
+                continue
+            cells = []
+            for k in METRICS:
+                m, lo, hi = mean_ci([got[s][k] - zero[s][k] for s in both])
+                cells += [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]", split_verdict(lo, hi)]
+            lines.append(f"| {arm_name(arm, labels)} | {budget} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """One panel per arm: balanced accuracy and AUROC against the budget, 95 % intervals."""
+    table = curves(rows)
+    fig, axes = plt.subplots(1, len(table), figsize=(3.6 * len(table), 3.2), squeeze=False)
+    for ax, ((arm, labels), by_budget) in zip(axes[0], sorted(table.items())):
+        budgets = sorted(by_budget)
+        xs = np.arange(len(budgets))
+        for k, style in zip(METRICS, ("-o", "--s")):
+            stats_ = [mean_ci([r[k] for r in by_budget[b].values()]) for b in budgets]
+            mean = np.array([s[0] for s in stats_])
+            err = np.array([[s[0] - s[1], s[2] - s[0]] for s in stats_]).T
+            ax.errorbar(xs, mean, yerr=np.nan_to_num(err), fmt=style, capsize=3,
+                        label="balanced accuracy" if k == METRICS[0] else "AUROC")
+        ax.set_xticks(xs, [str(b) for b in budgets])
+        ax.set_xlabel("MAMIM epochs (0 = random encoder)")
+        ax.set_title(arm_name(arm, labels), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out patients (mean, 95 % CI)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/mamim_budget")
+    ap.add_argument("--labelled", default="sample:idc-breast",
+                    help="labelled IDC patches (path,label,patient_id); a path or sample:NAME")
+    ap.add_argument("--unlabelled", default="sample:idc-breast-unlabeled",
+                    help="the unlabelled pool MAMIM also trains on")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[0, 5, 20])
+    ap.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every run")
+    ap.add_argument("--model", default="ssmamba_lite_cpu")
+    ap.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs with all labels")
+    ap.add_argument("--probe-epochs", type=int, default=8)
+    ap.add_argument("--pretrain-lr", type=float, default=1.5e-3)
+    ap.add_argument("--layer-decay", type=float, default=1.0, help="every fine-tuning run")
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--label-fractions", type=float, nargs="+", default=[1.0, 0.1])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--summarise-only", action="store_true", help="tables and plot, no runs")
+    args = ap.parse_args(argv)
+    if 0 not in args.budgets:
+        ap.error("--budgets must include 0 (the random encoder every budget is paired with)")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = out / "results.jsonl"
+    rows = [json.loads(x) for x in log_file.read_text().splitlines()] if log_file.is_file() else []
+    done = {key(r) for r in rows}
+
+    def log(row):
+        rows.append(row)
+        with log_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if "labels" in row:
+            print(f"split {row['split_seed']} E={row['budget']} {row['arm']} "
+                  f"labels={row['labels']:g} ({row['epochs']} epochs): bal_acc "
+                  f"{row['balanced_accuracy']:.4f}  auroc {row['auroc']:.4f}  "
+                  f"({row['seconds']:.0f} s)", flush=True)
+
+    t0 = time.perf_counter()
+    if not args.summarise_only:
+        for split_seed in args.split_seeds:
+            run_split(args, split_seed, done, log)
+    summary = summarise(rows, args)
+    (out / "summary.md").write_text(summary)
+    plot(rows, out / "budget_curve.png")
+    print("\n" + summary + f"\ntotal {time.perf_counter() - t0:.0f} s; {out / 'budget_curve.png'}")
+
+
+if __name__ == "__main__":
+    main()
