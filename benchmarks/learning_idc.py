@@ -35,32 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssmamba_lite.course.bootstrap import verdict  # noqa: E402
+from ssmamba_lite.course.budget import split_verdict, t_interval  # noqa: E402
 from ssmamba_lite.engine import data  # noqa: E402
 from ssmamba_lite.engine.inference import evaluate  # noqa: E402
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain  # noqa: E402
 
 ARMS = ("scratch", "scratch-long", "mamim+sft", "probe", "resnet18")
 METRICS = ("balanced_accuracy", "auroc", "macro_f1")
-
-
-def mean_ci(values) -> tuple[float, float, float]:
-    """Mean and the 95 % t-interval of the mean (nan interval for fewer than 2 values)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
-def split_verdict(lo: float, hi: float) -> str:
-    """bootstrap.verdict in this table's words (ahead, behind, within noise)."""
-    if not np.isfinite(lo):
-        return "one split: no interval"
-    return verdict(lo, hi, above="ahead", below="behind")
 
 
 def prepare_split(args, split_seed: int, root: Path):
@@ -139,7 +122,7 @@ def summarise(rows: list[dict], args) -> str:
             table[frac, arm] = {r["split_seed"]: r for r in got}
             cells = []
             for k in METRICS:
-                m, lo, hi = mean_ci([r[k] for r in got])
+                m, lo, hi = t_interval([r[k] for r in got])
                 cells.append(f"{m:.3f} [{lo:.3f}, {hi:.3f}]")
             epochs = "/".join(sorted({str(r["epochs"]) for r in got}))
             secs = np.mean([r["seconds"] for r in got])
@@ -157,7 +140,7 @@ def summarise(rows: list[dict], args) -> str:
                 continue
             cells = []
             for k in ("balanced_accuracy", "auroc"):
-                m, lo, hi = mean_ci([ours[s][k] - other[s][k] for s in both])
+                m, lo, hi = t_interval([ours[s][k] - other[s][k] for s in both])
                 cells += [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]", split_verdict(lo, hi)]
             lines.append(f"| {frac:.0%} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -19,10 +19,10 @@ starting weights differ. The last epoch is scored (nothing is selected on held-o
 Balanced accuracy reads the classifier at its 0.5 threshold, AUROC its ranking alone: a gain
 in AUROC without one in balanced accuracy is a better ranking with a threshold left behind.
 
-Statistics: per (arm, labels, budget) the mean over split seeds and its 95 % t-interval; per
-split seed the paired difference budget E minus budget 0, its mean and 95 % t-interval, and a
-verdict computed from that interval ("ahead" / "behind" when it excludes 0, "within noise"
-when it covers 0). Every finished run is appended to results.jsonl (an interrupted or extended
+Statistics (ssmamba_lite/course/budget.py, which notebook 05 uses too): per (arm, labels,
+budget) the mean over split seeds and its 95 % t-interval; per split seed the paired
+difference budget E minus budget 0, its mean and 95 % t-interval, and a verdict computed from
+that interval ("ahead" / "behind" when it excludes 0, "within noise" when it covers 0). Every finished run is appended to results.jsonl (an interrupted or extended
 run continues where it stopped: add budgets or split seeds and run again); summary.md holds
 the tables, budget_curve.png the curve.
 """
@@ -38,14 +38,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_idc import mean_ci, prepare_split, split_verdict  # noqa: E402
+from learning_idc import prepare_split  # noqa: E402
 
+from ssmamba_lite.course.budget import budget_figure, summary_tables  # noqa: E402
 from ssmamba_lite.engine import data  # noqa: E402
 from ssmamba_lite.engine.inference import evaluate  # noqa: E402
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain  # noqa: E402
@@ -101,78 +100,6 @@ def key(r: dict) -> tuple:
     return (r["split_seed"], r["budget"], r["arm"]) + ((r["labels"],) if "labels" in r else ())
 
 
-def curves(rows: list[dict]) -> dict:
-    """{(arm, labels): {budget: {split_seed: row}}}."""
-    out: dict = {}
-    for r in rows:
-        if "labels" in r:
-            out.setdefault((r["arm"], r["labels"]), {}).setdefault(r["budget"], {})[
-                r["split_seed"]] = r
-    return out
-
-
-def arm_name(arm: str, labels: float) -> str:
-    return "linear probe, all labels" if arm == "probe" else f"fine-tuning, {labels:.0%} labels"
-
-
-def summarise(rows: list[dict], args) -> str:
-    table = curves(rows)
-    seeds = sorted({r["split_seed"] for r in rows})
-    lines = [f"split seeds {seeds}; {args.model}, {args.image_size} px; MAMIM budgets "
-             f"{sorted({r['budget'] for r in rows})} epochs; 95 % t-intervals over the splits", "",
-             "| arm | MAMIM epochs | splits | balanced acc. | AUROC | epochs | fine-tune s |",
-             "|---|---|---|---|---|---|---|"]
-    for (arm, labels), by_budget in sorted(table.items()):
-        for budget, got in sorted(by_budget.items()):
-            cells = []
-            for k in METRICS:
-                m, lo, hi = mean_ci([r[k] for r in got.values()])
-                cells.append(f"{m:.3f} [{lo:.3f}, {hi:.3f}]")
-            epochs = "/".join(sorted({str(r["epochs"]) for r in got.values()}))
-            secs = np.mean([r["seconds"] for r in got.values()])
-            lines.append(f"| {arm_name(arm, labels)} | {budget} | {len(got)} | "
-                         + " | ".join(cells) + f" | {epochs} | {secs:.0f} |")
-    lines += ["", "Paired by split seed, budget E minus the random encoder (E = 0):", "",
-              "| arm | MAMIM epochs | balanced acc. | verdict | AUROC | verdict |",
-              "|---|---|---|---|---|---|"]
-    for (arm, labels), by_budget in sorted(table.items()):
-        zero = by_budget.get(0, {})
-        for budget, got in sorted(by_budget.items()):
-            both = sorted(set(zero) & set(got))
-            if budget == 0 or not both:
-                continue
-            cells = []
-            for k in METRICS:
-                m, lo, hi = mean_ci([got[s][k] - zero[s][k] for s in both])
-                cells += [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]", split_verdict(lo, hi)]
-            lines.append(f"| {arm_name(arm, labels)} | {budget} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows: list[dict], path: Path) -> None:
-    """One panel per arm: balanced accuracy and AUROC against the budget, 95 % intervals."""
-    table = curves(rows)
-    fig, axes = plt.subplots(1, len(table), figsize=(3.6 * len(table), 3.2), squeeze=False)
-    for ax, ((arm, labels), by_budget) in zip(axes[0], sorted(table.items())):
-        budgets = sorted(by_budget)
-        xs = np.arange(len(budgets))
-        for k, style in zip(METRICS, ("-o", "--s")):
-            stats_ = [mean_ci([r[k] for r in by_budget[b].values()]) for b in budgets]
-            mean = np.array([s[0] for s in stats_])
-            err = np.array([[s[0] - s[1], s[2] - s[0]] for s in stats_]).T
-            ax.errorbar(xs, mean, yerr=np.nan_to_num(err), fmt=style, capsize=3,
-                        label="balanced accuracy" if k == METRICS[0] else "AUROC")
-        ax.set_xticks(xs, [str(b) for b in budgets])
-        ax.set_xlabel("MAMIM epochs (0 = random encoder)")
-        ax.set_title(arm_name(arm, labels), fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("held-out patients (mean, 95 % CI)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/mamim_budget")
@@ -218,9 +145,12 @@ def main(argv=None) -> None:
     if not args.summarise_only:
         for split_seed in args.split_seeds:
             run_split(args, split_seed, done, log)
-    summary = summarise(rows, args)
+    seeds = sorted({r["split_seed"] for r in rows})
+    summary = (f"split seeds {seeds}; {args.model}, {args.image_size} px; MAMIM budgets "
+               f"{sorted({r['budget'] for r in rows})} epochs; 95 % t-intervals over the "
+               f"splits (ssmamba_lite/course/budget.py)\n\n" + summary_tables(rows))
     (out / "summary.md").write_text(summary)
-    plot(rows, out / "budget_curve.png")
+    budget_figure(rows).savefig(out / "budget_curve.png", dpi=120)
     print("\n" + summary + f"\ntotal {time.perf_counter() - t0:.0f} s; {out / 'budget_curve.png'}")
 
 
