@@ -1,6 +1,6 @@
 """Does MAMIM pretraining help, and after how many epochs? A budget curve on real IDC patches.
 
-    .venv/bin/python benchmarks/mamim_budget.py                     # budgets 0 5 20, 3 splits
+    .venv/bin/python benchmarks/mamim_budget.py             # budgets 0 5 20 60, 3 splits: ~2 h
     .venv/bin/python benchmarks/mamim_budget.py --budgets 0 20 60 200 --labelled DIR
 
 For every split seed the labelled patches are split by patient, 80/20 stratified by class (the
@@ -107,12 +107,12 @@ def main(argv=None) -> None:
                     help="labelled IDC patches (path,label,patient_id); a path or sample:NAME")
     ap.add_argument("--unlabelled", default="sample:idc-breast-unlabeled",
                     help="the unlabelled pool MAMIM also trains on")
-    ap.add_argument("--budgets", type=int, nargs="+", default=[0, 5, 20])
+    ap.add_argument("--budgets", type=int, nargs="+", default=[0, 5, 20, 60])
     ap.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--seed", type=int, default=0, help="training seed of every run")
     ap.add_argument("--model", default="ssmamba_lite_cpu")
-    ap.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs with all labels")
-    ap.add_argument("--probe-epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs with all labels")
+    ap.add_argument("--probe-epochs", type=int, default=5)
     ap.add_argument("--pretrain-lr", type=float, default=1.5e-3)
     ap.add_argument("--layer-decay", type=float, default=1.0, help="every fine-tuning run")
     ap.add_argument("--image-size", type=int, default=64)

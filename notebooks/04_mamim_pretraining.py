@@ -57,9 +57,11 @@
 #
 # **This project's design** (SimMIM-style, [Xie et al. 2022](https://arxiv.org/abs/2111.09886);
 # none of it is from the paper): square block masks, hidden tokens replaced by a learned mask
-# token, a one-layer decoder, a loss on hidden pixels with each mask patch standardised (as in
-# MAE, [He et al. 2022](https://arxiv.org/abs/2111.06377)), and random zooms of each tile as our
-# reading of "cross-magnification". The network is this project's SSMamba-lite, whose mixers
+# token, a light decoder that fuses every stage of the encoder (after SparK,
+# [Tian et al. 2023](https://arxiv.org/abs/2301.03580), and MambaMIM,
+# [Tang et al. 2024](https://arxiv.org/abs/2408.08070)), a loss on hidden pixels with each mask
+# patch standardised (as in MAE, [He et al. 2022](https://arxiv.org/abs/2111.06377)), and
+# random zooms of each tile as our reading of "cross-magnification". The network is this project's SSMamba-lite, whose mixers
 # are Mamba's selective scans ([Gu & Dao 2023](https://arxiv.org/abs/2312.00752)).
 
 # %% [markdown]
@@ -72,14 +74,20 @@
 # With a mask $M$ over the stem's token grid and $M\!\uparrow$ the same mask in pixels,
 #
 # $$\tilde x = x \odot (1 - M\!\uparrow), \quad t = \mathrm{stem}(\tilde x), \quad
-# \tilde t = t \odot (1 - M) + m \odot M, \quad z = \mathrm{stages}(\tilde t), \quad
-# \hat x = \mathrm{PixelShuffle}(W z)$$
+# \tilde t = t \odot (1 - M) + m \odot M, \quad z_1, \dots, z_4 = \mathrm{stages}(\tilde t)$$
+#
+# $$f_4 = P_4 z_4, \quad f_i = \mathrm{GELU}\big(\mathrm{conv}_{3\times 3}(\mathrm{up}_2 f_{i+1}
+# + P_i z_i)\big)\ (i = 3, 2, 1), \quad \hat x = \mathrm{PixelShuffle}_4(W f_1)$$
 #
 # $$\mathcal L = \frac{\sum M\!\uparrow \odot (\hat x - y)^2}{3 \sum M\!\uparrow}, \qquad
 # y = \frac{x - \mu_p}{\sigma_p}\ \text{(each mask patch } p \text{ standardised)} .$$
 #
-# Hidden tokens are *replaced* by a learned mask token $m$, not dropped as in MAE: a scan
-# needs the full sequence, in every direction. The loss counts hidden pixels only. And each
+# $z_i$ is the output of stage $i$ (a map 4, 8, 16, 32 times coarser than the tile), $P_i$ a
+# 1x1 convolution to the decoder's $d = 32$ channels: the decoder starts from the coarsest
+# map, enlarges it step by step and adds each finer stage, then paints every 4x4 pixel block
+# from a vector of its own. Hidden tokens are *replaced* by a learned mask token $m$, not
+# dropped as in MAE: a scan needs the full sequence, in every direction. The loss counts hidden
+# pixels only. And each
 # tile is shown at a random magnification (zoom $\in [0.5, 2]$; notebook 08 measures what it
 # buys).
 
@@ -95,7 +103,8 @@ seed = 0
 model = "ssmamba_lite_cpu"      # the laptop-sized preset; on a GPU: "ssmamba_lite_tiny"
 model_args = {}                 # overrides of SSMambaConfig fields, e.g. {"use_lpr": False}
 mask_ratio = 0.6          # share of mask patches hidden
-mask_patch_size = 16      # side of a mask patch in pixels (divides image_size)
+mask_patch_size = 0       # side of a mask patch in pixels; 0: sized to the image (16 at 64 px)
+decoder = "hierarchical"  # or "linear": SimMIM's one-layer head on the last stage
 min_zoom = 0.5            # multi-magnification views: zoom range
 max_zoom = 2.0
 lr = 1.5e-3
@@ -126,7 +135,9 @@ _ = torch.manual_seed(seed)
 #
 # `MaskGenerator` hides exactly `round(mask_ratio · number of patches)` square patches of
 # `mask_patch_size` pixels in each tile. Large patches and a high ratio (60%) make the task
-# hard enough that copying neighbouring pixels does not solve it.
+# hard enough that copying neighbouring pixels does not solve it. The default patch is sized
+# to the image (`mamim.default_mask_patch`): the largest of 16, 12, 8 or 4 px that leaves at
+# least 16 patches per tile, so that a mask ratio still means something (16 px at 64 px).
 
 # %%
 from ssmamba_lite.course.figures import image_row
@@ -141,7 +152,8 @@ tiles = torch.stack([eval_transform(image_size)(load_image(pool.paths[i])) for i
 ratios = [0.2, 0.4, 0.6, 0.8]
 views = [tiles[0]]
 for r in ratios:
-    m = MaskGenerator(image_size, mask_patch_size, 4, r)(1, torch.Generator().manual_seed(seed))
+    m = MaskGenerator(image_size, mask_patch_size or None, 4, r)(
+        1, torch.Generator().manual_seed(seed))
     views.append(tiles[0] * (1 - upsample_mask(m, 4)[0]) + upsample_mask(m, 4)[0] * -1)
 fig = image_row(views, ["tile"] + [f"mask ratio {r}" for r in ratios])
 save_figure(fig, out, "masks")
@@ -198,7 +210,7 @@ def check_mask(batch, image_size, mask_patch_size, mask_ratio, seed, stem_stride
 check_mask(2, 64, 16, 0.6, seed=0)
 ### BEGIN HIDDEN TESTS
 for seed, args in enumerate([(3, 128, 32, 0.75), (1, 32, 8, 0.5), (4, 96, 16, 0.25),
-                             (2, 64, 64, 0.4)], start=1):
+                             (2, 64, 32, 0.4)], start=1):
     check_mask(*args, seed=seed)
 check_mask(2, 48, 12, 0.5, seed=5, stem_stride=2)
 ### END HIDDEN TESTS
@@ -307,18 +319,23 @@ plt.show()
 import json
 
 from ssmamba_lite.course.handoff import find
+from ssmamba_lite.course.weights import PRETRAIN
 from ssmamba_lite.engine.train import PretrainConfig, pretrain
 
 run_dir = out / "mamim"
-found = find("mamim_encoder", output_dir, data_dir, model, model_args, image_size, retrain,
-             here="04_mamim_pretraining")
+other_decoder = decoder != PRETRAIN["decoder"]      # the shipped encoder has the default one
+if other_decoder and not retrain:
+    print(f"decoder={decoder!r}: the shipped weights have the {PRETRAIN['decoder']} decoder, "
+          f"so this notebook pretrains here")
+found = find("mamim_encoder", output_dir, data_dir, model, model_args, image_size,
+             retrain or other_decoder, here="04_mamim_pretraining")
 print(found.message)
 if found.path is None:
     cfg = PretrainConfig(data=str(data_dir), out=str(run_dir), model=model,
                          model_args=model_args, image_size=image_size, epochs=epochs,
                          batch_size=batch_size, lr=lr, seed=seed, device=device,
                          mask_ratio=mask_ratio, mask_patch_size=mask_patch_size,
-                         min_zoom=min_zoom, max_zoom=max_zoom,
+                         decoder=decoder, min_zoom=min_zoom, max_zoom=max_zoom,
                          max_steps_per_epoch=max_steps_per_epoch, progress=progress,
                          extra_data=extra_data)
     history = pretrain(cfg)
@@ -347,6 +364,40 @@ plt.show()
 display(hist)
 
 # %% [markdown]
+# ### Why the decoder must see every stage
+#
+# The encoder's last stage is 32 times coarser than the tile. A decoder that reads only that
+# map (SimMIM's one-layer head, `decoder = "linear"`) paints each 32 x 32 pixel square
+# linearly from one vector; at 64 px the map is 2 x 2, so one vector paints four 16 px mask
+# patches at once, and a hidden patch can only be filled with something close to its mean.
+# The hierarchical decoder reads every stage and paints each 4 x 4 block from a vector of its
+# own. The figure shows the masked loss per epoch of both heads, trained side by side with the
+# same seed and data (`benchmarks/mamim_decoders.py`, its command in the file it writes); 1.0 is
+# the flat painter, which fills every hidden patch with its true mean colour.
+
+# %%
+from ssmamba_lite.engine.data import SAMPLE_ROOT
+
+print("last-stage map at this image size: "
+      f"{image_size // 32} x {image_size // 32} (one vector per 32 x 32 pixels)")
+curves = json.loads((SAMPLE_ROOT / "weights" / "mamim_decoders.json").read_text())
+fig, ax = plt.subplots(figsize=(4.8, 3))
+for arm, r in curves["arms"].items():
+    ax.plot(range(1, len(r["loss"]) + 1), r["loss"], marker=".", label=f"{arm} decoder")
+ax.axhline(1.0, color="gray", ls="--", lw=1, label="flat painter")
+ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+ax.set_xlabel("epoch"), ax.set_ylabel("masked loss (training views)"), ax.legend(fontsize=8)
+ax.set_title(f"{curves['model']}, {curves['image_size']} px, {curves['pool']} tiles", fontsize=9)
+ax.grid(alpha=0.3)
+fig.tight_layout()
+save_figure(fig, out, "decoders_loss_curves")
+plt.show()
+for arm, r in curves["arms"].items():
+    print(f"{arm}: last epoch {r['loss'][-1]:.3f}; un-augmented tiles, eval mode: "
+          f"{r['eval_train']:.3f} on training tiles, {r['eval_held_out']:.3f} on tiles of "
+          f"held-out patients")
+
+# %% [markdown]
 # ## 4. What it paints back
 #
 # Rows: the tile, what the network saw, and its reconstruction (visible pixels pasted back).
@@ -358,16 +409,19 @@ display(hist)
 # from the original tile; only the pattern inside the patch (where the dark and light spots
 # are) is the network's. Judge the texture, not the colour.
 #
-# The shipped weights hold the encoder and the mask token but not the decoder (0.4M weights,
-# over the package's size budget). The decoder is a single linear map of the encoder's output,
-# so, given the encoder, its best fit has a closed form: least squares over the hidden pixels
-# of the training tiles, the MAMIM loss itself (`course.weights.fit_decoder`). That is done
-# below when the shipped encoder was loaded; a run trained here uses its own decoder.
+# The shipped weights hold the encoder, the mask token and the hierarchical decoder (40k
+# weights). A run trained here uses its own decoder. (A run of the linear head would ship
+# without its 0.4M-weight decoder, over the package's size budget; given the encoder that
+# decoder is a linear map, so `course.weights.fit_decoder` refits it in closed form.)
 #
 # **How much did it learn?** The cell also prints the loss of the laziest painter, which fills
 # every hidden patch with its true mean colour (0 in standardised pixels; a loss of about 1).
 # A model whose loss sits close to that one paints nearly flat patches, as a short
-# pretraining does; only a loss clearly below it means the network predicts structure.
+# pretraining or the linear head does; only a loss clearly below it means the network predicts
+# structure. Even then, expect blur: a squared error is lowest for the *average* of all the
+# fills that fit the visible context, so a hidden patch gets the smooth continuation of the
+# edges and shades around it (a gland's border, the white of fat, the run of stroma), not the
+# sharp nuclei that were there.
 
 # %%
 from ssmamba_lite.course.analysis import load_mamim
@@ -386,15 +440,16 @@ else:
     fit_tiles = torch.stack([eval_transform(image_size)(load_image(seen.paths[i]))
                              for i in fit_on])
     mamim, fit_loss = shipped_mamim(found.path, fit_tiles, dev, gen)
-    print(f"decoder fitted in closed form on {len(fit_on)} of the {len(seen)} training tiles: "
-          f"masked loss {fit_loss:.3f} there (for scale, the pretraining run's last epoch, on "
-          f"zoomed and jittered views: {history[-1]['loss']:.3f})")
+    how = "fitted in closed form" if mamim.decoder_kind == "linear" else "loaded"
+    print(f"shipped {mamim.decoder_kind} decoder {how}: masked loss {fit_loss:.3f} on "
+          f"{len(fit_on)} of the {len(seen)} training tiles (for scale, the pretraining run's "
+          f"last epoch, on zoomed and jittered views: {history[-1]['loss']:.3f})")
 mask = mamim.mask_generator(image_size)(len(tiles), gen).to(dev)
 masked, result, _ = mamim.reconstruct(tiles.to(dev), mask)
 if mamim.norm_pix_loss:
     with torch.no_grad():
         loss_here = float(mamim(tiles.to(dev), mask)[0])
-    y = patch_normalize(tiles.float(), mamim.mask_patch_size)[0]
+    y = patch_normalize(tiles.float(), mamim.patch_size(image_size))[0]
     m_px = upsample_mask(mask.cpu(), mamim.stem_stride)
     flat = float((y ** 2 * m_px).sum() / (3 * m_px.sum()))    # the loss of predicting 0
     print(f"on these {len(tiles)} tiles: masked loss {loss_here:.3f}; painting every hidden "
@@ -420,7 +475,8 @@ from ssmamba_lite.course.figures import explorer
 
 
 def show_ratio(mask_ratio=0.6):
-    m = MaskGenerator(image_size, mask_patch_size, 4, mask_ratio)(len(tiles), gen).to(dev)
+    m = MaskGenerator(image_size, mamim.patch_size(image_size), 4, mask_ratio)(
+        len(tiles), gen).to(dev)
     masked, result, _ = mamim.reconstruct(tiles.to(dev), m)
     reconstruction_figure(masked, result, tiles, n=min(4, n_show))
     plt.show()
@@ -437,12 +493,12 @@ _ = explorer(show_ratio, mask_ratio=widgets.FloatSlider(value=mask_ratio, min=0.
 # %%
 pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + 1))[:64]
 many = torch.stack([eval_transform(image_size)(load_image(pool.paths[i])) for i in pick.tolist()])
-target = patch_normalize(many.float(), mamim.mask_patch_size)[0] if mamim.norm_pix_loss \
-    else many.float()
+target = patch_normalize(many.float(), mamim.patch_size(image_size))[0] \
+    if mamim.norm_pix_loss else many.float()
 rows = []
 with torch.no_grad():
     for r in np.round(np.arange(0.1, 0.95, 0.1), 2):
-        m = MaskGenerator(image_size, mamim.mask_patch_size, 4, float(r))(len(many), gen)
+        m = MaskGenerator(image_size, mamim.patch_size(image_size), 4, float(r))(len(many), gen)
         loss, _, _ = mamim(many.to(dev), m.to(dev))
         m_px = upsample_mask(m, mamim.stem_stride)
         flat = (target ** 2 * m_px).sum() / (3 * m_px.sum())     # the loss of predicting 0
@@ -467,6 +523,9 @@ plt.show()
 # - SSMamba's abstract states that MAMIM pretrains on the *target* ROI data, without large
 #   external data, to mitigate cross-magnification domain shift, before supervised
 #   fine-tuning. Masks, decoder, loss and zooms here are this project's SimMIM-style design.
+# - The decoder decides whether the pretext task can be learnt at all: a head on the 2 x 2
+#   last-stage map of a 64 px tile paints near-flat patches; one that fuses every stage and
+#   paints at the stem's stride gets below the flat painter (the decoder figure of section 3).
 # - MAMIM hides square blocks of the tile, replaces their stem tokens with a learned mask
 #   token (a scan needs every position), and scores only the hidden pixels, each mask patch
 #   standardised.
@@ -563,14 +622,19 @@ assert check("Q3", q3_abstract, "3e23e8160039594a")
 # ## Exercises
 #
 # 1. **Train it yourself.** Set `retrain = True` (and `epochs = 10`) and compare the loss
-#    curve and reconstructions with the shipped encoder's. How many epochs until the
-#    reconstructions show nuclei rather than blur?
-# 2. **Mask ratio.** Pretrain with `mask_ratio = 0.3` and `0.8` (with `retrain = True`) and
+#    curve and reconstructions with the shipped encoder's (100 epochs). After how many epochs
+#    do the hidden patches stop being flat, and where does the blur come from (section 4)?
+# 2. **The linear head.** Set `decoder = "linear"` (the notebook then pretrains here) with
+#    `epochs = 10`: compare its loss with the flat painter's in section 5 and look at its
+#    reconstructions. Then set `image_size = 128` (a 4 x 4 last-stage map): does the linear
+#    head's gap to the hierarchical decoder shrink?
+# 3. **Mask ratio.** Pretrain with `mask_ratio = 0.3` and `0.8` (with `retrain = True`) and
 #    compare the curves of section 5: does the model trained on the harder task also do better
 #    at easy ratios?
-# 3. **Mask patch size.** Try `mask_patch_size = 8` and `32`. Small patches can be filled by
-#    copying neighbours; what happens to the loss, and to what the encoder must learn?
-# 4. **No zoom.** Set `min_zoom = max_zoom = 1.0` to pretrain at one magnification; notebook
+# 4. **Mask patch size.** Try `mask_patch_size = 8` and `32` (at 64 px, 32 px patches leave
+#    only 4 per tile). Small patches can be filled by copying neighbours; what happens to the
+#    loss, and to what the encoder must learn?
+# 5. **No zoom.** Set `min_zoom = max_zoom = 1.0` to pretrain at one magnification; notebook
 #    [08](08_cross_magnification.ipynb) measures what the zooms do for a classifier.
-# 5. **Your own tiles.** Point `data_dir` at a folder of your own tiles; the shipped weights
+# 6. **Your own tiles.** Point `data_dir` at a folder of your own tiles; the shipped weights
 #    will not fit (other data), and the notebook says why and trains.

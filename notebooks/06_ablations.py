@@ -311,6 +311,41 @@ save_figure(fig, out, "ablation_forest")
 plt.show()
 
 # %% [markdown]
+# **Against the paper.** The abstract claims that MAMIM, DMS and LPR each help. The next cell
+# reads this run's verdicts for the three parts the paper names and says, for each, whether
+# this run agrees, contradicts or cannot tell, and what the course's scale cannot show about
+# that part (with the exercise below that would test it at a larger size). The sentences are
+# chosen by the verdicts computed above; none is written in advance.
+
+# %%
+dms_side = image_size // (4 * 2 ** model_args.get("conv_stages", 2))   # DMS's largest map
+LIMITS = {   # what this scale cannot show about each part, and the exercise that tests it larger
+    "no_mamim": (f"MAMIM pretrains for {pretrain_epochs} epoch(s) per cell here; the README's "
+                 f"budget curve measures what longer pretraining buys", "exercise 3"),
+    "no_dms": (f"at {image_size} px DMS scans maps of {dms_side} x {dms_side} tokens and "
+               f"smaller, where directions and scales differ little", "exercise 2"),
+    "no_lpr": (f"at {image_size} px and {epochs} fine-tuning epoch(s) there is little fine "
+               f"detail for LPR's depthwise convolutions (IDC's 50 px tiles are enlarged) and "
+               f"little training for its residual", "exercise 2"),
+}
+PART = {"no_mamim": "MAMIM", "no_dms": "DMS", "no_lpr": "LPR"}
+for v in [v for v in variants if v in LIMITS]:
+    rows = contrast_table[contrast_table["variant"] == v].set_index("metric")["verdict"]
+    worse = [METRIC_NAMES[m] for m, verdict in rows.items() if verdict == "worse"]
+    better = [METRIC_NAMES[m] for m, verdict in rows.items() if verdict == "better"]
+    limit, exercise = LIMITS[v]
+    if better:
+        print(f"{v}: removing {PART[v]} is better in {' and '.join(better)} here, which "
+              f"contradicts the paper's claim that it helps. What this scale cannot show: "
+              f"{limit}; {exercise} tests it at a larger size.")
+    elif worse:
+        print(f"{v}: removing {PART[v]} is worse in {' and '.join(worse)}: this run agrees "
+              f"with the paper that {PART[v]} helps.")
+    else:
+        print(f"{v}: within noise in both metrics: this run cannot tell whether {PART[v]} "
+              f"helps ({limit}; {exercise} tests it at a larger size).")
+
+# %% [markdown]
 # **Reading the result.** The sentences printed in section 4 are the findings of this run,
 # computed from the intervals; nothing else in this notebook is a conclusion. At the default
 # CPU size (the laptop preset, a few epochs, a quarter of the labels, one short MAMIM
@@ -405,9 +440,12 @@ check("Q3", q3, "d4735e3a265e16ee", decimals=0)
 #
 # 1. Set `n_seeds = 4` (and, if you have time, 8): do the intervals narrow, and does any
 #    verdict change? The per-seed marks in the forest plot show how much seeds disagree.
-# 2. Set `image_size = 128` and `model_args = {}`: DMS then scans 8 × 8 maps in stage 3 (the
-#    preset's layout). Compare the step cost of section 1 and the verdicts.
-# 3. Set `pretrain_epochs = 5`: does `no_mamim − full` move once MAMIM trains longer?
+# 2. Set `image_size = 128`: DMS then scans 16 × 16 maps in stage 2 (with the default
+#    `model_args`; with `model_args = {}`, the preset's layout, 8 × 8 maps in stage 3), and
+#    the tiles (50 px, enlarged) keep more of their detail relative to LPR's kernels. Compare
+#    the step cost of section 1 and the verdicts of `no_dms` and `no_lpr`.
+# 3. Set `pretrain_epochs = 20` (the budget at which the README's budget curve measures
+#    MAMIM): does `no_mamim − full` move once MAMIM trains longer?
 # 4. Set `label_fraction = 1.0`: MAMIM is expected to matter most when labels are few; does the
 #    `no_mamim` difference shrink with all labels?
 # 5. Set `level = 0.8`: which verdicts change, and why is that not a way to find effects?

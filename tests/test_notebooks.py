@@ -283,7 +283,7 @@ def test_alone_04_and_07_load_the_shipped_weights(tmp_path):
     text04 = _printed(tmp_path / "run" / "04_mamim_pretraining.ipynb")
     assert "loaded the shipped MAMIM encoder (ssmamba_lite/sample_data/weights/mamim/" \
            "encoder.safetensors, made by `ssmamba-lite course weights`" in text04
-    assert "decoder fitted in closed form" in text04
+    assert "shipped hierarchical decoder loaded: masked loss" in text04
     assert "loaded the shipped IDC classifier" in _printed(
         tmp_path / "run" / "07_explainability.ipynb")
     assert not (tmp_path / "run" / "07_explainability" / "finetune").exists()
