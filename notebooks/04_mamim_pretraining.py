@@ -82,8 +82,9 @@
 # $$\mathcal L = \frac{\sum M\!\uparrow \odot (\hat x - y)^2}{3 \sum M\!\uparrow}, \qquad
 # y = \frac{x - \mu_p}{\sigma_p}\ \text{(each mask patch } p \text{ standardised)} .$$
 #
-# $z_i$ is the output of stage $i$ (a map 4, 8, 16, 32 times coarser than the tile), $P_i$ a
-# 1x1 convolution to the decoder's $d = 32$ channels: the decoder starts from the coarsest
+# $z_i$ is the output of stage $i$ (a map 4, 8, 16, 32 times coarser than the tile; $z_4$
+# after the encoder's final norm), $P_i$ a 1x1 convolution to the decoder's $d = 32$ channels,
+# $W$ a 1x1 convolution from $d$ to $3 \cdot 4^2$ channels (three colours of a 4x4 block): the decoder starts from the coarsest
 # map, enlarges it step by step and adds each finer stage, then paints every 4x4 pixel block
 # from a vector of its own. Hidden tokens are *replaced* by a learned mask token $m$, not
 # dropped as in MAE: a scan needs the full sequence, in every direction. The loss counts hidden
@@ -136,8 +137,8 @@ _ = torch.manual_seed(seed)
 # `MaskGenerator` hides exactly `round(mask_ratio · number of patches)` square patches of
 # `mask_patch_size` pixels in each tile. Large patches and a high ratio (60%) make the task
 # hard enough that copying neighbouring pixels does not solve it. The default patch is sized
-# to the image (`mamim.default_mask_patch`): the largest of 16, 12, 8 or 4 px that leaves at
-# least 16 patches per tile, so that a mask ratio still means something (16 px at 64 px).
+# to the image (`mamim.default_mask_patch`): the largest of 16, 12, 8 or 4 px that divides
+# the tile and leaves at least 16 patches in it, so that a mask ratio still means something (16 px at 64 px).
 
 # %%
 from ssmamba_lite.course.figures import image_row
@@ -631,10 +632,11 @@ assert check("Q3", q3_abstract, "3e23e8160039594a")
 # 3. **Mask ratio.** Pretrain with `mask_ratio = 0.3` and `0.8` (with `retrain = True`) and
 #    compare the curves of section 5: does the model trained on the harder task also do better
 #    at easy ratios?
-# 4. **Mask patch size.** Try `mask_patch_size = 8` and `32` (at 64 px, 32 px patches leave
-#    only 4 per tile). Small patches can be filled by copying neighbours; what happens to the
-#    loss, and to what the encoder must learn?
-# 5. **No zoom.** Set `min_zoom = max_zoom = 1.0` to pretrain at one magnification; notebook
+# 4. **Mask patch size.** With `retrain = True`, try `mask_patch_size = 8` and `32` (at 64 px,
+#    32 px patches leave only 4 per tile). Small patches can be filled by copying neighbours;
+#    what happens to the loss, and to what the encoder must learn?
+# 5. **No zoom.** Set `min_zoom = max_zoom = 1.0` (with `retrain = True`; the shipped encoder
+#    was pretrained with zooms) to pretrain at one magnification; notebook
 #    [08](08_cross_magnification.ipynb) measures what the zooms do for a classifier.
 # 6. **Your own tiles.** Point `data_dir` at a folder of your own tiles; the shipped weights
 #    will not fit (other data), and the notebook says why and trains.

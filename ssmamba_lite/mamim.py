@@ -27,10 +27,11 @@ Two decoders (`decoder=`):
         s = 32. At 64 px z_K is 2x2: each 32x32 quadrant (four 16 px mask patches) is painted
         linearly from one vector, which is why this head learns so little at the course's size.
 
-Hidden positions at the deeper stages: the mask token enters once, at the stem; every stage
-then computes features at hidden positions too (a scan walks the whole sequence), and the
-decoder reads them at every scale. Nothing visible is zeroed again (SparK re-masks because its
-convolutions are sparse and never compute hidden positions; ours are dense). The pixels under
+Hidden positions at the deeper stages: the mask token enters once, replacing the stem's
+outputs; every stage then computes features at hidden positions too (a scan walks the whole
+sequence), and the decoder reads them at every scale. Hidden positions are not re-masked at
+the deeper stages (SparK re-masks them because its sparse convolutions never compute hidden
+positions; ours are dense). The pixels under
 M never reach the encoder: tests hold the prediction fixed when only hidden pixels change.
 
 Masks sized to the image: `default_mask_patch(H)` is the largest of 16, 12, 8, 4 px (multiples
@@ -79,8 +80,8 @@ def default_mask_patch(image_size: int, stem_stride: int = 4) -> int:
 class MaskGenerator:
     """Random masks of square blocks of `mask_patch_size` pixels (None: default_mask_patch).
 
-    Exactly round(mask_ratio · number of blocks) blocks are hidden in every image, so the
-    mask covers the requested ratio. Returned on the stem grid: (batch, H/4, W/4) bool.
+    Exactly round(mask_ratio · number of blocks) blocks are hidden in every image: the
+    hidden share is round(r·n)/n, close to the requested ratio r. Returned on the stem grid: (batch, H/4, W/4) bool.
     """
 
     def __init__(self, image_size: int, mask_patch_size: int | None = 16, stem_stride: int = 4,

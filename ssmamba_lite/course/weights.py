@@ -13,7 +13,8 @@
 The shipped MAMIM file holds the encoder, the mask token and the hierarchical decoder (keys
 encoder.*, mask_token, decoder.*; the decoder is 40k weights, 80 kB in float16). A folder made
 with the linear head (SimMIM's) ships without it: a 1x1 convolution from the last stage's C4
-channels to 3·s² pixels (s = 32), 0.4M weights, over the package's 25 MB sample budget. Given
+channels to 3·s² pixels (s = 32), 0.4M weights (0.8 MB in float16), which would push
+sample_data over its 25 MB budget. Given
 the encoder that decoder is linear, so its best fit has a closed form (least squares on the
 hidden pixels, the MAMIM loss itself):
 
@@ -98,6 +99,7 @@ def fit_decoder(mamim: MAMIM, images: torch.Tensor, draws: int = 2, batch_size: 
     hook = mamim.decoder.register_forward_pre_hook(lambda m, a: captured.update(z=a[0][-1]))
     gram, rhs, groups = None, torch.zeros(feats, K, dtype=torch.float64), None
     masks = mamim.mask_generator(images.shape[-1])
+    patch = mamim.patch_size(images.shape[-1])
     for _ in range(draws):
         for x in images.split(batch_size):
             x = x.to(device)
@@ -108,12 +110,12 @@ def fit_decoder(mamim: MAMIM, images: torch.Tensor, draws: int = 2, batch_size: 
             zn = torch.cat([z.permute(0, 2, 3, 1).reshape(-1, c),
                             torch.ones(b * h * w, 1, device=device)], 1).double().cpu()
             m_px = upsample_mask(mask, mamim.stem_stride).expand(-1, 3, -1, -1)
-            y = patch_normalize(x.float(), mamim.mask_patch_size)[0] if mamim.norm_pix_loss \
+            y = patch_normalize(x.float(), patch)[0] if mamim.norm_pix_loss \
                 else x.float()
             m = F.pixel_unshuffle(m_px, s).permute(0, 2, 3, 1).reshape(-1, K).double().cpu()
             y = F.pixel_unshuffle(y, s).permute(0, 2, 3, 1).reshape(-1, K).double().cpu()
             if groups is None:
-                offsets = _groups(s, h, w, mamim.mask_patch_size)
+                offsets = _groups(s, h, w, patch)
                 groups = [[c * s * s + o for c in range(3) for o in g] for g in offsets]
                 gram = torch.zeros(len(groups), feats, feats, dtype=torch.float64)
             rhs += zn.T @ (m * y)                                      # Σ m_nk y_nk ẑ_n
