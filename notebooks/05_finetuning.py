@@ -310,12 +310,37 @@ plt.show()
 # **Reading the result.** One seed and a short schedule make a noisy comparison: the
 # difference printed in section 5 is one draw. Rerun with other seeds (notebook
 # [06](06_ablations.ipynb) does it systematically, with intervals), more epochs, or
-# `label_fraction = 0.1`. The README's experiment (three patient splits of a larger IDC
-# subset) found MAMIM + SFT within noise of scratch with all labels, and behind it in AUROC
-# with 10% of the labels. The trained models are in the run folders
-# (`model.safetensors`, `config.json`); use them from the command line too: `ssmamba-lite
-# evaluate --data DIR --checkpoint FOLDER`. Notebook [07](07_explainability.ipynb) explains the
-# "from MAMIM" model of this run.
+# `label_fraction = 0.1`. The trained models are in the run folders (`model.safetensors`,
+# `config.json`); use them from the command line too: `ssmamba-lite evaluate --data DIR
+# --checkpoint FOLDER`. Notebook [07](07_explainability.ipynb) explains the "from MAMIM" model
+# of this run.
+#
+# ## 7. The same question with error bars: a budget curve
+#
+# `benchmarks/mamim_budget.py` asks this notebook's question over three patient splits of the
+# IDC sample: a random encoder (0 epochs) and MAMIM encoders pretrained for longer and longer
+# (each budget a full schedule, the course's recipe), each fine-tuned with all labels and with
+# 10% of the training patients' labels (at equal optimizer steps), and probed linearly. Its
+# results ship with the package (`sample_data/weights/mamim_budget.jsonl`, the command in
+# `ssmamba_lite/sample_data/weights/README.md`); the cell below draws them and computes each
+# verdict from the paired interval over the splits (`course/budget.py`): budget $E$ minus the
+# random encoder, split by split. Balanced accuracy reads the classifier at its 0.5 threshold,
+# AUROC its ranking alone.
+
+# %%
+from ssmamba_lite.course.budget import METRICS as BUDGET_METRICS
+from ssmamba_lite.course.budget import budget_figure, paired
+from ssmamba_lite.engine.data import SAMPLE_ROOT
+
+budget_file = SAMPLE_ROOT / "weights" / "mamim_budget.jsonl"
+budget_rows = [json.loads(line) for line in budget_file.read_text().splitlines()]
+fig = budget_figure(budget_rows)
+save_figure(fig, out, "mamim_budget_curve")
+plt.show()
+for d in paired(budget_rows):
+    print(f"{d['arm']}: MAMIM {d['budget']} epochs minus the random encoder, "
+          f"{BUDGET_METRICS[d['metric']]} {d['difference']:+.3f} "
+          f"[{d['low']:+.3f}, {d['high']:+.3f}] over {d['splits']} splits: {d['verdict']}")
 
 # %% [markdown]
 # ## What you learned

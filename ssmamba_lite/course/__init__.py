@@ -10,8 +10,9 @@
     grade.py      autograding of submissions (`ssmamba-lite assignments grade`)
     handoff.py    where a notebook finds what an earlier one made (04 -> 05 -> 07, 09),
                   else the weights that ship in sample_data/weights/
-    weights.py    `ssmamba-lite course weights`: makes those weights; MAMIM's decoder
-                  refitted in closed form for the shipped encoder
+    weights.py    `ssmamba-lite course weights`: makes those weights (the shipped MAMIM
+                  with its decoder; a linear head's is refitted in closed form)
+    budget.py     the MAMIM budget curve's statistics and figure (benchmarks, notebook 05)
 
 A new notebook: notebooks/NN_name.py (jupytext percent format) with a cell tagged
 `parameters` holding at least runner.REQUIRED_PARAMETERS; pair it with
