@@ -20,7 +20,8 @@
 Arms: linear (SimMIM's head on the last stage), hierarchical (the default top-down decoder),
 hier-8px (the same with 8 px mask patches: 64 mask units at 64 px; its loss is on a different
 target, patches standardised at 8 px, so compare its downstream effect, not its loss), hier-w64
-(decoder width 64). Each run's folder is kept under --out; a finished run is not redone.
+(decoder width 64), hier-remask (SparK's choice for hidden positions at the deeper stages: a
+mask token per stage after every stage, instead of the stem's alone). Each run's folder is kept under --out; a finished run is not redone.
 
 Targets (issue "MAMIM learns at the course's scale"): after 20 epochs the hierarchical loss
 <= 0.90 and <= 0.9x the linear head's; a step <= 1.3x the linear head's at 64 and 224 px.
@@ -52,6 +53,7 @@ ARMS = {                     # name: PretrainConfig overrides
     "hierarchical": {"decoder": "hierarchical"},
     "hier-8px": {"decoder": "hierarchical", "mask_patch_size": 8},
     "hier-w64": {"decoder": "hierarchical", "decoder_width": 64},
+    "hier-remask": {"decoder": "hierarchical", "remask": True},
 }
 
 
@@ -75,7 +77,8 @@ def cost(args) -> list[str]:
             over = ARMS[arm]
             mamim = MAMIM(timm.create_model(args.model, num_classes=0),
                           over.get("mask_patch_size"), decoder=over["decoder"],
-                          decoder_width=over.get("decoder_width", 32))
+                          decoder_width=over.get("decoder_width", 32),
+                          remask=over.get("remask", False))
             opt = torch.optim.AdamW(mamim.parameters(), lr=1e-4)
             x = torch.randn(batch, 3, size, size)
             mask = mamim.mask_generator(size)(batch, torch.Generator().manual_seed(0))

@@ -27,12 +27,18 @@ Two decoders (`decoder=`):
         s = 32. At 64 px z_K is 2x2: each 32x32 quadrant (four 16 px mask patches) is painted
         linearly from one vector, which is why this head learns so little at the course's size.
 
-Hidden positions at the deeper stages: the mask token enters once, replacing the stem's
-outputs; every stage then computes features at hidden positions too (a scan walks the whole
-sequence), and the decoder reads them at every scale. Hidden positions are not re-masked at
-the deeper stages (SparK re-masks them because its sparse convolutions never compute hidden
-positions; ours are dense). The pixels under
-M never reach the encoder: tests hold the prediction fixed when only hidden pixels change.
+Hidden positions at the deeper stages: by default the mask token enters once, replacing the
+stem's outputs; every stage then computes features at hidden positions too (a scan walks the
+whole sequence), and the decoder reads them at every scale. `remask=True` is SparK's choice
+instead (its sparse convolutions never compute hidden positions), as an arm to measure:
+after every stage the positions wholly inside hidden patches are replaced again, by a learned
+token m_i of that stage, before the next stage and the decoder read them
+
+    M_i = minpool_{s_i/4}(M)                     1 where every stem cell under it is hidden
+    z_i ← z_i ⊙ (1 - M_i) + m_i ⊙ M_i            i = 1 .. K
+
+(benchmarks/mamim_decoders.py, arm hier-remask, measures both). The pixels under M never
+reach the encoder either way: tests hold the prediction fixed when only hidden pixels change.
 
 Masks sized to the image: `default_mask_patch(H)` is the largest of 16, 12, 8, 4 px (multiples
 of the stem stride) that divides H and leaves at least 4 x 4 = 16 mask units (16 px at 64 px).
@@ -48,7 +54,8 @@ differences). `RandomMagnification` shows the encoder each tile at a random zoom
             outside the tile)
 
 Glossary: M = mask, M↑ = mask upsampled to pixels, m = mask_token, z_i = output of stage i
-(K stages), f_i = the decoder's map at stage i's grid, d = decoder_width, μ_p, σ_p = mean and
+(K stages), M_i, m_i = the mask and token at stage i's grid (remask), f_i = the decoder's map
+at stage i's grid, d = decoder_width, μ_p, σ_p = mean and
 standard deviation of the pixels of mask patch p, s = encoder stride (32 for SSMamba).
 """
 
@@ -160,11 +167,12 @@ class MAMIM(nn.Module):
     """Masked image modeling around an SSMamba encoder (uses its stem, stages and norm).
 
     mask_patch_size None: default_mask_patch of each batch's image size. decoder:
-    "hierarchical" (default) or "linear" (module docstring); decoder_width: d."""
+    "hierarchical" (default) or "linear" (module docstring); decoder_width: d; remask: a mask
+    token per stage after every stage (SparK's choice) instead of at the stem only."""
 
     def __init__(self, encoder: nn.Module, mask_patch_size: int | None = None,
                  mask_ratio: float = 0.6, norm_pix_loss: bool = True,
-                 decoder: str = "hierarchical", decoder_width: int = 32):
+                 decoder: str = "hierarchical", decoder_width: int = 32, remask: bool = False):
         super().__init__()
         for part in ("stem", "stages", "norm", "cfg"):
             if not hasattr(encoder, part):
@@ -182,6 +190,12 @@ class MAMIM(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, encoder.cfg.dims[0], 1, 1))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         dims = tuple(encoder.cfg.dims)[: len(encoder.stages)]
+        self.remask = remask
+        if remask:                                                         # m_1 .. m_K
+            self.stage_tokens = nn.ParameterList(
+                nn.Parameter(torch.zeros(1, c, 1, 1)) for c in dims)
+            for token in self.stage_tokens:
+                nn.init.trunc_normal_(token, std=0.02)
         if decoder == "linear":
             self.decoder = LinearDecoder(dims, self.stride)
         else:
@@ -192,7 +206,9 @@ class MAMIM(nn.Module):
         """The mask token and what the encoder exempts (its names prefixed with encoder.)."""
         inner = self.encoder.no_weight_decay() if hasattr(self.encoder, "no_weight_decay") \
             else set()
-        return {"mask_token"} | {f"encoder.{n}" for n in inner}
+        tokens = {f"stage_tokens.{i}" for i in range(len(self.stage_tokens))} \
+            if self.remask else set()
+        return {"mask_token"} | tokens | {f"encoder.{n}" for n in inner}
 
     def patch_size(self, image_size: int) -> int:
         """The mask patch in pixels at this image size."""
@@ -202,14 +218,30 @@ class MAMIM(nn.Module):
         return MaskGenerator(image_size, self.patch_size(image_size), self.stem_stride,
                              self.mask_ratio)
 
-    def features(self, tokens: torch.Tensor) -> list:
-        """z_1 .. z_K: the output of every stage, the last one normed."""
+    def features(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> list:
+        """z_1 .. z_K: the output of every stage, the last one normed; with remask and a mask
+        (batch, H/4, W/4), each re-masked with its stage's token (module docstring)."""
         feats = []
-        for stage in self.encoder.stages:
+        last = len(self.encoder.stages) - 1
+        for i, stage in enumerate(self.encoder.stages):
             tokens = stage(tokens)
+            if i == last:
+                tokens = self.encoder.norm(tokens)
+            if self.remask and mask is not None:
+                tokens = self.remasked(tokens, mask, i)
             feats.append(tokens)
-        feats[-1] = self.encoder.norm(feats[-1])
         return feats
+
+    def remasked(self, z: torch.Tensor, mask: torch.Tensor, i: int) -> torch.Tensor:
+        """z_i ⊙ (1 - M_i) + m_i ⊙ M_i, M_i = 1 where every stem cell under it is hidden."""
+        m_i = mask[:, None].float()
+        while m_i.shape[-1] > z.shape[-1]:            # each stage halves its grid (floor)
+            m_i = -F.max_pool2d(-m_i, 2)                                   # M_i = minpool(M)
+        if m_i.shape[-2:] != z.shape[-2:]:
+            raise ValueError(f"MAMIM: stage {i + 1}'s grid {tuple(z.shape[-2:])} is not the "
+                             f"stem grid halved {i} times ({tuple(mask.shape[-2:])})")
+        m_i = m_i.to(z.dtype)
+        return z * (1 - m_i) + self.stage_tokens[i].to(z.dtype) * m_i
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
         """Returns (loss, prediction (batch, 3, H, W), mask (batch, H/4, W/4))."""
@@ -219,7 +251,7 @@ class MAMIM(nn.Module):
         tokens = self.encoder.stem(images * (1 - m_px))                   # t = stem(x̃)
         m = mask[:, None].to(tokens.dtype)
         tokens = tokens * (1 - m) + self.mask_token.to(tokens.dtype) * m  # t̃
-        feats = self.features(tokens)                                     # z_1 .. z_K
+        feats = self.features(tokens, mask)                               # z_1 .. z_K
         pred = self.decoder(feats).float()                                # x̂
         target = images.float()
         if self.norm_pix_loss:

@@ -46,11 +46,12 @@ def test_bad_mask_settings_are_named():
         MAMIM(torch.nn.Linear(2, 2))
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
-def test_loss_counts_only_hidden_pixels(decoder):
+@pytest.mark.parametrize("decoder, remask", [(d, False) for d in DECODERS] +
+                         [("hierarchical", True)])
+def test_loss_counts_only_hidden_pixels(decoder, remask):
     torch.manual_seed(0)
     mm = MAMIM(timm.create_model("ssmamba_lite_cpu", num_classes=0), norm_pix_loss=False,
-               decoder=decoder).eval()                                     # no drop-path noise
+               decoder=decoder, remask=remask).eval()                      # no drop-path noise
     x = torch.randn(2, 3, 64, 64)
     mask = mm.mask_generator(64)(2)
     loss, pred, _ = mm(x, mask)
@@ -91,6 +92,30 @@ def test_the_hierarchical_decoder_reads_every_stage_and_is_small():
     assert sum(p.numel() for p in mm.decoder.parameters()) < 50_000   # 100 kB in float16
     linear = MAMIM(timm.create_model("ssmamba_lite_cpu", num_classes=0), decoder="linear")
     assert sum(p.numel() for p in linear.decoder.parameters()) > 300_000
+
+
+@pytest.mark.parametrize("size", [64, 72])
+def test_remask_replaces_wholly_hidden_positions_at_every_stage(size):
+    """SparK's choice as an arm: after each stage, a position whose every stem cell is hidden
+    holds that stage's token, whatever the image; a position with a visible cell is the
+    stage's own output."""
+    torch.manual_seed(0)
+    mm = MAMIM(timm.create_model("ssmamba_lite_cpu", num_classes=0), remask=True).eval()
+    assert {f"stage_tokens.{i}" for i in range(4)} <= mm.no_weight_decay()
+    mask = torch.zeros(1, size // 4, size // 4)
+    mask[:, :8, :8] = 1                          # a 32 px hidden corner
+    feats = []
+    for _ in range(2):
+        stem = mm.encoder.stem(torch.randn(1, 3, size, size))
+        with torch.no_grad():
+            feats.append(mm.features(stem, mask))
+    for i, (a, b) in enumerate(zip(*feats)):
+        cells = 8 >> i                           # the hidden corner on stage i's grid
+        token = mm.stage_tokens[i][0, :, 0, 0]
+        assert torch.equal(a[0, :, 0, 0], token) and torch.equal(b[0, :, cells - 1, 0], token)
+        assert not torch.equal(a[0, :, -1, -1], b[0, :, -1, -1]), f"stage {i + 1}"
+    plain = MAMIM(timm.create_model("ssmamba_lite_cpu", num_classes=0))
+    assert not any("stage_tokens" in k for k in plain.state_dict())
 
 
 def test_a_perfect_prediction_scores_zero():

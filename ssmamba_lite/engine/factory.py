@@ -72,4 +72,4 @@ def mamim_from_record(record: dict) -> MAMIM:
     run = record["run"]
     return MAMIM(model_from_config(record, num_classes=0), run["mask_patch_size"] or None,
                  run["mask_ratio"], run["norm_pix_loss"], run.get("decoder", "linear"),
-                 run.get("decoder_width", 32))
+                 run.get("decoder_width", 32), run.get("remask", False))

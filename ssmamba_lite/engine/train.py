@@ -90,6 +90,7 @@ class PretrainConfig(TrainConfig):
     mask_patch_size: int = 0           # pixels; 0: mamim.default_mask_patch (16 at 64 px)
     decoder: str = "hierarchical"      # or "linear" (SimMIM's head on the last stage)
     decoder_width: int = 32            # d, the hierarchical decoder's channels
+    remask: bool = False               # a mask token per stage after every stage (SparK's)
     norm_pix_loss: bool = True
     min_zoom: float = 0.5              # multi-magnification views: zoom range
     max_zoom: float = 2.0
@@ -150,7 +151,7 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
     if cfg.grad_checkpointing:
         encoder.set_grad_checkpointing(True)                # timm's switch (MAMIM runs its stages)
     mamim = MAMIM(encoder, cfg.mask_patch_size, cfg.mask_ratio, cfg.norm_pix_loss, cfg.decoder,
-                  cfg.decoder_width).to(env.device)
+                  cfg.decoder_width, cfg.remask).to(env.device)
     if env.is_main:
         ckpt.save_json(model_record(cfg.model, encoder, cfg, None, "mamim"), out / "config.json")
         ckpt.save_json({"images": len(train), "patients": sorted(set(train.patients))},
