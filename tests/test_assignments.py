@@ -74,7 +74,7 @@ def masked_loss(pred, images, mask, mask_patch_size, norm_pix_loss=True, stem_st
                           norm=same)
     stand_in = SimpleNamespace(stem_stride=stem_stride, norm_pix_loss=norm_pix_loss,
                                patch_size=lambda size: mask_patch_size,
-                               mask_token=torch.zeros(1), features=lambda t: [t],
+                               mask_token=torch.zeros(1), features=lambda t, m: [t],
                                encoder=net, decoder=lambda feats: pred)
     return Library.forward(stand_in, images, mask)[0]
 """,
