@@ -372,9 +372,11 @@ display(hist)
 # linearly from one vector; at 64 px the map is 2 x 2, so one vector paints four 16 px mask
 # patches at once, and a hidden patch can only be filled with something close to its mean.
 # The hierarchical decoder reads every stage and paints each 4 x 4 block from a vector of its
-# own. The figure shows the masked loss per epoch of both heads, trained side by side with the
-# same seed and data (`benchmarks/mamim_decoders.py`, its command in the file it writes); 1.0 is
-# the flat painter, which fills every hidden patch with its true mean colour.
+# own. The figure shows the masked loss per epoch of both heads, trained with the same seed and
+# data (`benchmarks/mamim_decoders.py`, its command in the file it writes), and a third arm,
+# `hier-remask`: the hierarchical decoder with SparK's re-masking, a mask token written over the
+# hidden positions after every stage instead of at the stem only. 1.0 is the flat painter,
+# which fills every hidden patch with its true mean colour.
 
 # %%
 from ssmamba_lite.engine.data import SAMPLE_ROOT
@@ -397,6 +399,11 @@ for arm, r in curves["arms"].items():
     print(f"{arm}: last epoch {r['loss'][-1]:.3f}; un-augmented tiles, eval mode: "
           f"{r['eval_train']:.3f} on training tiles, {r['eval_held_out']:.3f} on tiles of "
           f"held-out patients")
+if {"hierarchical", "hier-remask"} <= set(curves["arms"]):
+    gap = curves["arms"]["hier-remask"]["eval_held_out"] - \
+        curves["arms"]["hierarchical"]["eval_held_out"]
+    print(f"re-masking minus stem-only, held-out tiles: {gap:+.3f} (one seed per arm: no "
+          f"interval, so no verdict; more seeds would say whether it is more than noise)")
 
 # %% [markdown]
 # ## 4. What it paints back
