@@ -18,8 +18,10 @@ for nothing but the final table. Arms, on the same training patients:
 each with all training labels and with `--label-fractions` of the training patients. The last
 epoch is scored (nothing is selected on the held-out patients).
 
-Statistics: per arm, the mean over split seeds with a 95 % t-interval; per split seed, the
-paired difference MAMIM+SFT minus each other arm, its mean and 95 % t-interval. The verdict of
+Statistics: per arm, the mean over split seeds with a 95 % interval; per split seed, the
+paired difference MAMIM+SFT minus each other arm, its mean and 95 % interval. The intervals are
+the corrected resampled t (course/budget.py: random 80/20 splits share most training patients,
+so their scores are not independent). The verdict of
 each comparison is computed from that interval: "ahead" or "behind" when it excludes 0, "within
 noise" when it covers 0. Every finished run is appended to results.jsonl, so an interrupted
 run continues where it stopped; summary.md holds the tables.
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssmamba_lite.course.budget import split_verdict, t_interval  # noqa: E402
+from ssmamba_lite.course.budget import split_interval, split_verdict  # noqa: E402
 from ssmamba_lite.engine import data  # noqa: E402
 from ssmamba_lite.engine.inference import evaluate  # noqa: E402
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain  # noqa: E402
@@ -72,12 +74,14 @@ def run_split(args, split_seed: int, done: dict, log) -> None:
     common = dict(image_size=args.image_size, batch_size=args.batch_size, seed=args.seed,
                   progress=sys.stderr.isatty())
     mamim = root / "mamim"
-    if {"mamim+sft", "probe"} & set(args.arms) and not (mamim / "encoder.safetensors").is_file():
+    # A pretraining run is finished when its row is in results.jsonl: encoder.safetensors is
+    # written after every epoch, so a cut run has one too; resume=True finishes it.
+    if {"mamim+sft", "probe"} & set(args.arms) and (split_seed, None, "mamim") not in done:
         t = time.perf_counter()
         pretrain(PretrainConfig(data=str(root / "data" / "pool"), out=str(mamim),
                                 model=args.model, model_args=args.model_args,
                                 epochs=args.pretrain_epochs, lr=args.pretrain_lr,
-                                mask_ratio=args.mask_ratio, **common))
+                                mask_ratio=args.mask_ratio, resume=True, **common))
         log({"split_seed": split_seed, "arm": "mamim", "seconds": time.perf_counter() - t})
     for frac in args.label_fractions:
         for arm in args.arms:
@@ -109,7 +113,7 @@ def summarise(rows: list[dict], args) -> str:
     runs = [r for r in rows if r["arm"] != "mamim"]
     seeds = sorted({r["split_seed"] for r in runs})
     lines = [f"split seeds {seeds}; model {args.model}; {args.epochs} fine-tuning epochs, "
-             f"{args.pretrain_epochs} MAMIM epochs; 95 % t-intervals over the splits", "",
+             f"{args.pretrain_epochs} MAMIM epochs; 95 % corrected resampled t-intervals over the splits", "",
              "| labels | arm | epochs | balanced acc. | AUROC | macro-F1 | fine-tune s |",
              "|---|---|---|---|---|---|---|"]
     table = {}
@@ -122,7 +126,7 @@ def summarise(rows: list[dict], args) -> str:
             table[frac, arm] = {r["split_seed"]: r for r in got}
             cells = []
             for k in METRICS:
-                m, lo, hi = t_interval([r[k] for r in got])
+                m, lo, hi = split_interval([r[k] for r in got])
                 cells.append(f"{m:.3f} [{lo:.3f}, {hi:.3f}]")
             epochs = "/".join(sorted({str(r["epochs"]) for r in got}))
             secs = np.mean([r["seconds"] for r in got])
@@ -140,7 +144,7 @@ def summarise(rows: list[dict], args) -> str:
                 continue
             cells = []
             for k in ("balanced_accuracy", "auroc"):
-                m, lo, hi = t_interval([ours[s][k] - other[s][k] for s in both])
+                m, lo, hi = split_interval([ours[s][k] - other[s][k] for s in both])
                 cells += [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]", split_verdict(lo, hi)]
             lines.append(f"| {frac:.0%} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -177,7 +181,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     log_file = out / "results.jsonl"
     rows = [json.loads(x) for x in log_file.read_text().splitlines()] if log_file.is_file() else []
-    done = {(r["split_seed"], r["labels"], r["arm"]) for r in rows if "labels" in r}
+    done = {(r["split_seed"], r.get("labels"), r["arm"]) for r in rows}   # mamim: labels None
 
     def log(row):
         rows.append(row)

@@ -324,8 +324,10 @@ plt.show()
 # results ship with the package (`sample_data/weights/mamim_budget.jsonl`, the command in
 # `ssmamba_lite/sample_data/weights/README.md`); the cell below draws them and computes each
 # verdict from the paired interval over the splits (`course/budget.py`): budget $E$ minus the
-# random encoder, split by split. Balanced accuracy reads the classifier at its 0.5 threshold,
-# AUROC its ranking alone.
+# random encoder, split by split. The interval is the corrected resampled t of Nadeau and Bengio:
+# random 80/20 splits share most of their training patients, so their scores are not
+# independent and the plain $s/\sqrt{S}$ would be too narrow; it uses $s\sqrt{1/S + 0.2/0.8}$.
+# Balanced accuracy reads the classifier at its 0.5 threshold, AUROC its ranking alone.
 
 # %%
 from ssmamba_lite.course.budget import METRICS as BUDGET_METRICS

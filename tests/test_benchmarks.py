@@ -32,3 +32,22 @@ def test_tensor_peak_counts_storages_alive_at_once():
         (w @ w).sum().backward()
     assert counter.peak >= 2 * w.numel() * 4, counter.peak
     del c
+
+
+def test_learning_idc_finishes_a_cut_pretraining_instead_of_using_it(tmp_path, monkeypatch):
+    # encoder.safetensors is written after every epoch: its presence does not mean finished
+    bench = load("learning_idc")
+    calls = []
+    monkeypatch.setattr(bench, "pretrain", lambda cfg: calls.append(cfg.resume))
+    out = tmp_path / "runs"
+    (out / "split0" / "mamim").mkdir(parents=True)
+    (out / "split0" / "mamim" / "encoder.safetensors").write_bytes(b"cut after epoch 3")
+    argv = ["--out", str(out), "--split-seeds", "0", "--arms", "probe",
+            "--label-fractions", "1.0", "--threads", "1"]
+    monkeypatch.setattr(bench, "finetune", lambda cfg: None)
+    monkeypatch.setattr(bench, "evaluate", lambda *a, **k: {
+        "balanced_accuracy": 0.5, "auroc": 0.5, "macro_f1": 0.5, "n": 1})
+    bench.main(argv)
+    assert calls == [True], "a pretraining with no finished row must be resumed, not reused"
+    bench.main(argv)                                       # its row is in results.jsonl now
+    assert calls == [True]

@@ -33,6 +33,18 @@ def test_t_interval_is_the_textbook_one():
     assert m == 0.5 and math.isnan(lo) and math.isnan(hi)
 
 
+def test_intervals_over_random_splits_are_corrected_for_what_the_splits_share():
+    # Nadeau & Bengio: sd * sqrt(1/S + n_test/n_train), not sd / sqrt(S)
+    values = [1.0, 2.0, 4.0]
+    m, lo, hi = t_interval(values, 0.25)
+    half = stats.t.ppf(0.975, 2) * stats.tstd(values) * math.sqrt(1 / 3 + 0.25)
+    assert hi - m == pytest.approx(half) and m - lo == pytest.approx(half)
+    d = paired(rows_for({0: 0.05, 1: 0.06, 2: 0.04}))[0]
+    diffs = [0.05, 0.06, 0.04]
+    width = stats.t.ppf(0.975, 2) * stats.tstd(diffs) * math.sqrt(1 / 3 + 0.2 / 0.8)
+    assert d["high"] - d["difference"] == pytest.approx(width)
+
+
 @pytest.mark.parametrize("shift, expected", [({0: 0.05, 1: 0.06, 2: 0.04}, "ahead"),
                                              ({0: -0.05, 1: -0.06, 2: -0.04}, "behind"),
                                              ({0: 0.05, 1: -0.06, 2: 0.01}, "within noise")])

@@ -47,6 +47,26 @@ def test_label_subset_keeps_whole_patients_and_every_class():
     assert all((g in kept) == (p in set(few.paths)) for g, p in zip(s.patients, s.paths))
 
 
+def _patients(n):
+    """n patients of four images each, both classes on every patient (as in IDC)."""
+    paths, labels, patients = [], [], []
+    for p in range(n):
+        for j in range(4):
+            paths.append(f"/tiles/{p}_{j}.png")
+            labels.append(p % 2 if j < 3 else 1 - p % 2)
+            patients.append(f"p{p}")
+    return data.Samples(paths, labels, patients, ["a", "b"])
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.4, 0.5, 0.6, 0.7])
+def test_fractions_are_not_rounded_to_one_fold(fraction):
+    # one fold of round(1 / f) made 0.4, 0.5 and 0.6 all one half of the patients
+    s = _patients(100)
+    kept = len(set(data.label_subset(s, fraction, seed=1).patients))
+    held = len(set(data.patient_split(s, (1 - fraction, fraction), seed=1)[1].patients))
+    assert kept == held == round(100 * fraction)
+
+
 def test_class_folders_and_unlabelled(tmp_path):
     root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     s = data.scan_labelled(root)

@@ -81,6 +81,55 @@ def toy_run(tmp_path, env=CPU, epochs=1, n=40, record=None, **kw):
     return fit(cfg, env, module, data, loss_fn, lambda m: None)
 
 
+def test_the_ema_warms_up_so_a_short_run_saves_trained_weights(tmp_path):
+    # a fixed decay of 0.999 over 20 steps would save weights ~2 % of the way from the start
+    cfg = FinetuneConfig(data=str(tmp_path), out=str(tmp_path / "o"), epochs=2, batch_size=4,
+                         lr=0.1, min_lr=1e-4, progress=False)
+    torch.manual_seed(0)
+    module = torch.nn.Linear(2, 2)
+    start = module.weight.detach().clone()
+    data = torch.utils.data.TensorDataset(torch.randn(40, 2), torch.zeros(40, dtype=torch.long))
+    saved = []
+    fit(cfg, CPU, module, data, lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]),
+        lambda m: saved.append(m.weight.detach().clone()), ema_decay=0.999)
+    moved = (module.weight.detach() - start).norm()
+    assert (saved[-1] - start).norm() > 0.5 * moved
+
+
+def test_the_weights_are_written_before_the_epoch_is_marked_done(tmp_path, monkeypatch):
+    # killed between the two, a resume must not skip an epoch whose weights were never written
+    from ssmamba_lite.engine import loop
+    order = []
+    real = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda *a, **k: (order.append("done"),
+                                                                  real(*a, **k)))
+    cfg = FinetuneConfig(data=str(tmp_path), out=str(tmp_path / "o"), epochs=2, batch_size=4,
+                         lr=0.1, progress=False)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 2), torch.zeros(8, dtype=torch.long))
+    fit(cfg, CPU, torch.nn.Linear(2, 2), data,
+        lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]),
+        lambda m: order.append("weights"))
+    assert order == ["weights", "done"] * 2
+
+
+def test_a_linear_probe_trains_the_heads_dropout_with_the_head(monkeypatch):
+    from ssmamba_lite.engine import train
+    modes = {}
+
+    def fake_fit(cfg, env, model, *a, train_mode=None, **k):
+        train_mode(model)
+        modes.update(drop=model.head_drop.training, head=model.head.training,
+                     stem=model.stem.training)
+        return []
+
+    monkeypatch.setattr(train, "fit", fake_fit)
+    monkeypatch.setattr(train.ckpt, "save_json", lambda *a, **k: None)
+    finetune(FinetuneConfig(data="sample:idc-breast", out="unused", model="ssmamba_lite_cpu",
+                            model_args={"drop_rate": 0.3}, linear_probe=True, image_size=32,
+                            progress=False))
+    assert modes == {"drop": True, "head": True, "stem": False}
+
+
 def test_a_one_epoch_run_is_not_all_warm_up(tmp_path):
     history = toy_run(tmp_path, epochs=1, warmup_fraction=0.1)   # 10 steps: warm-up 1
     assert history[-1]["lr"] < 0.01, "the cosine decay has run, not the warm-up"
@@ -197,3 +246,12 @@ def test_ema_weights_are_validated_saved_and_restored(tmp_path):
 def test_the_loop_can_compile(tmp_path):
     history = toy_run(tmp_path, epochs=1, compile=True)
     assert history[-1]["step"] == 10 and history[-1]["loss"] > 0
+
+
+def test_macro_f1_skips_a_class_absent_from_labels_and_predictions():
+    from ssmamba_lite.engine.metrics import classification_metrics
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.7, 0.3, 0.0]])
+    m = classification_metrics([0, 1, 0], probs, ["a", "b", "c"])     # no "c" anywhere
+    assert m["macro_f1"] == 1.0 and m["balanced_accuracy"] == 1.0
+    wrong = classification_metrics([0, 1, 1], probs, ["a", "b", "c"])  # one mistake
+    assert wrong["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)

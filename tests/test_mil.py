@@ -128,20 +128,26 @@ def test_cli_train_evaluate_with_heatmaps(tmp_path, capsys):
     assert main(["mil", "train", *common, "--out", str(run), "--epochs", "2",
                  "--hidden", "16", "--attn-dim", "8"]) == 0
     assert {"model.safetensors", "config.json", "metrics.json"} <= {p.name for p in run.iterdir()}
-    assert main(["mil", "evaluate", *common, "--out", str(tmp_path / "ev"),
-                 "--checkpoint", str(run)]) == 0
-    assert len(list((tmp_path / "ev" / "heatmaps").glob("s*.png"))) == 12
     out = capsys.readouterr().out
     assert "test (never used to pick)" in out and "picked on validation" in out
+    # the same slides again: only those the run neither trained on nor picked with
+    test = json.loads((run / "split.json").read_text())["test"]
+    assert main(["mil", "evaluate", *common, "--out", str(tmp_path / "ev0"),
+                 "--checkpoint", str(run)]) == 0
+    assert f"scoring the {len(test)} test slides" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ev0" / "eval_metrics.json").read_text())["n"] == len(test)
+    assert main(["mil", "evaluate", *common, "--out", str(tmp_path / "ev"),
+                 "--checkpoint", str(run), "--split", "all"]) == 0
+    assert len(list((tmp_path / "ev" / "heatmaps").glob("s*.png"))) == 12
     labels.write_text("slide,label\ns0,normal\ns1,tumour\nmissing_slide,normal\n")
     assert main(["mil", "evaluate", *common, "--out", str(tmp_path / "ev2"),
-                 "--checkpoint", str(run)]) == 0                 # the others are evaluated
+                 "--checkpoint", str(run), "--split", "all"]) == 0                 # the others are evaluated
     err = capsys.readouterr().err
     assert "slide missing_slide of" in err and "missing_slide.h5" in err and "left out" in err
     assert json.loads((tmp_path / "ev2" / "eval_metrics.json").read_text())["n"] == 2
     labels.write_text("slide,label\nmissing_slide,normal\n")
     assert main(["mil", "evaluate", *common, "--out", str(tmp_path / "ev3"),
-                 "--checkpoint", str(run)]) == 1
+                 "--checkpoint", str(run), "--split", "all"]) == 1
     assert "no slide of" in capsys.readouterr().err
     labels.write_text("name,label\ns0,normal\n")
     with pytest.raises(ValueError, match="labels.csv needs the columns slide,label"):
@@ -170,6 +176,13 @@ def test_drawn_split_is_three_way_patient_disjoint_and_stratified():
     for k in ("val", "test"):
         assert 4 <= len(patients[k]) <= 8, (k, len(patients[k]))       # about 6 of 30
         assert {b.label for b in split[k]} == {0, 1}, k                # both classes
+
+
+def test_a_drawn_test_share_is_not_rounded_to_one_fold():
+    bags = _bags(40)
+    for share in (0.3, 0.4):
+        split = mil_train.split_bags(bags, val_fraction=0.0, test_fraction=share, seed=0)
+        assert len({b.patient for b in split["test"]}) == round(40 * share), share
 
 
 def test_a_split_column_must_be_whole_valid_and_patient_disjoint():

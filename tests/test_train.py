@@ -75,7 +75,11 @@ def test_cli_pretrain_finetune_evaluate_predict(tmp_path):
     m = json.loads((ev / "metrics.json").read_text())
     assert {"accuracy", "balanced_accuracy", "macro_f1", "auroc", "confusion_matrix", "n",
             "classes"} <= set(m)
-    assert m["n"] == 48 and sum(map(sum, m["confusion_matrix"])) == 48
+    # the data the run was trained on: only the images of the patients it held out are scored
+    held = set(json.loads((ft / "split.json").read_text())["held_out_patients"])
+    n_held = sum(g in held for g in scan_labelled(data).patients)
+    assert 0 < m["n"] == n_held < 48 and sum(map(sum, m["confusion_matrix"])) == n_held
+    assert f"scoring the {n_held} images of the {len(held)} patients" in r.stdout
     image = next((sample_dir("idc-breast") / "idc_positive").glob("*.png"))
     r = cli("predict", "--checkpoint", str(ft), str(image))
     assert r.returncode == 0, r.stderr
@@ -200,7 +204,7 @@ def test_learning_rate_schedule():
     assert f[-1] == pytest.approx(0.01, abs=0.01)
 
 
-def test_mamim_never_sees_a_held_out_patient(tmp_path):
+def test_mamim_never_sees_a_held_out_patient(tmp_path, capsys):
     # data with a split of its own (the IDC sample): the train part, plus the pool
     cfg = PretrainConfig(data="sample:idc-breast", out=str(tmp_path / "p"),
                          extra_data="sample:idc-breast-unlabeled")
@@ -227,3 +231,7 @@ def test_mamim_never_sees_a_held_out_patient(tmp_path):
     with pytest.raises(DataError, match="MAMIM pretrained on images of 1 patient"):
         check_unseen(tmp_path / "enc" / "encoder.safetensors", held)
     check_unseen(tmp_path / "enc" / "encoder.safetensors", {"someone else"})
+    # an encoder without the record cannot be checked, and the run says so
+    (tmp_path / "foreign").mkdir()
+    check_unseen(tmp_path / "foreign" / "encoder.safetensors", held)
+    assert "pretrain_patients.json beside it" in capsys.readouterr().err

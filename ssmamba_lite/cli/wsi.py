@@ -94,7 +94,9 @@ def add_parser(subparsers) -> None:
     _mil_data_args(p)
     p.add_argument("--checkpoint", default=None, help="folder written by `mil train` "
                    "(default: --out)")
-    p.add_argument("--split", default=None, help="only rows of this split (e.g. test)")
+    p.add_argument("--split", default=None, help="only rows of this split (e.g. test); 'all' "
+                   "scores every slide (default: every slide, or, when some were trained on, "
+                   "only the run's test slides, from its split.json)")
     p.add_argument("--no-heatmaps", dest="heatmaps", action="store_false")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_evaluate)
@@ -188,6 +190,7 @@ def _train(args) -> int:
                                     test_fraction=args.test_fraction, seed=args.seed,
                                     device=args.device)
     result = mil_train.train_mil(split["train"], split["val"], classes, args.out, cfg, tcfg)
+    mil_train.save_split(args.out, split)
     best = result["best"]
     print(f"epoch {best['epoch']} picked on validation" + (
         f": val {format_metrics(best['val'])} (optimistic: the best of {len(result['history'])})"
@@ -207,10 +210,17 @@ def _evaluate(args) -> int:
     run_dir = args.checkpoint or args.out
     _, classes = mil_train.load_mil(run_dir)
     bags, _ = mil_train.load_bags(args.features, args.labels, classes)
-    if args.split:
+    if args.split and args.split != "all":
         bags = [b for b in bags if b.split == args.split]
         if not bags:
             raise ValueError(f"{args.labels} has no rows with split {args.split!r}")
+    elif not args.split:
+        bags, said = mil_train.unseen_bags(run_dir, bags)
+        if said:
+            print(said)
+        if not bags:
+            raise ValueError(f"{args.labels}: none of the run's held-out slides is listed "
+                             f"(--split all scores every slide)")
     m = mil_train.evaluate_mil(run_dir, bags, classes, args.out, args.heatmaps, args.device)
     print(format_metrics(m))
     return EXIT_OK

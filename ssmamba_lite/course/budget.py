@@ -6,14 +6,17 @@ held-out scores. Notebook 05 and the README read the rows the benchmark wrote; t
 turns them into tables and a figure, so that both compute the same verdicts.
 
     over the split seeds s = 1..S of one (arm, labels, budget):
-        mean  m = (1/S) Σ_s x_s,   95 % t-interval  m ± t_{0.975, S-1} · sd(x) / √S
+        mean  m = (1/S) Σ_s x_s,   95 % interval  m ± t_{0.975, S-1} · sd(x) · √(1/S + ρ)
+        ρ = n_test / n_train = 0.2 / 0.8 (Nadeau & Bengio's corrected resampled t: random
+        80/20 patient splits share most of their training patients, so their scores are not
+        independent and sd(x)/√S would be too narrow)
     paired against the random encoder, per split seed:
         d_s = x_s(E) - x_s(0),     its mean and t-interval as above
     verdict: "ahead" (interval above 0), "behind" (below 0), "within noise" (covers 0)
 
 The interval is over patient splits (each split a different set of held-out patients and
 training patients, one training seed each): with S = 3 it has 2 degrees of freedom and is
-wide; more split seeds narrow it.
+wide; more split seeds narrow it, but never below the ρ term (disjoint folds would remove it).
 """
 
 from __future__ import annotations
@@ -26,13 +29,24 @@ from ssmamba_lite.course.bootstrap import verdict
 METRICS = {"balanced_accuracy": "balanced accuracy", "auroc": "AUROC"}
 
 
-def t_interval(values) -> tuple[float, float, float]:
-    """Mean and the 95 % t-interval of the mean (nan bounds for fewer than 2 values)."""
+SPLIT_RATIO = 0.2 / 0.8       # ρ = n_test / n_train of the benchmarks' random patient splits
+
+
+def t_interval(values, test_train_ratio: float = 0.0) -> tuple[float, float, float]:
+    """Mean and its 95 % t-interval (nan bounds for fewer than 2 values). With
+    test_train_ratio ρ > 0, the corrected resampled t (Nadeau & Bengio 2003) for scores of
+    random train/test splits: sd · √(1/S + ρ) in place of sd / √S."""
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
         return float(v.mean()), float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) * np.sqrt(1 / len(v) +
+                                                                      test_train_ratio)
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+def split_interval(values) -> tuple[float, float, float]:
+    """t_interval of scores over the benchmarks' random 80/20 patient splits (ρ = SPLIT_RATIO)."""
+    return t_interval(values, SPLIT_RATIO)
 
 
 def split_verdict(lo: float, hi: float) -> str:
@@ -66,7 +80,7 @@ def paired(rows: list[dict]) -> list[dict]:
             if budget == 0 or not both:
                 continue
             for k in METRICS:
-                m, lo, hi = t_interval([got[s][k] - zero[s][k] for s in both])
+                m, lo, hi = split_interval([got[s][k] - zero[s][k] for s in both])
                 out.append({"arm": arm_name(arm, labels), "budget": budget, "metric": k,
                             "splits": len(both), "difference": m, "low": lo, "high": hi,
                             "verdict": split_verdict(lo, hi)})
@@ -81,7 +95,7 @@ def summary_tables(rows: list[dict]) -> str:
         for budget, got in sorted(by_budget.items()):
             cells = []
             for k in METRICS:
-                m, lo, hi = t_interval([r[k] for r in got.values()])
+                m, lo, hi = split_interval([r[k] for r in got.values()])
                 cells.append(f"{m:.3f} [{lo:.3f}, {hi:.3f}]")
             epochs = "/".join(sorted({str(r["epochs"]) for r in got.values()}))
             secs = np.mean([r["seconds"] for r in got.values()])
@@ -107,7 +121,7 @@ def budget_figure(rows: list[dict]):
         budgets = sorted(by_budget)
         xs = np.arange(len(budgets))
         for k, style in zip(METRICS, ("-o", "--s")):
-            got = [t_interval([r[k] for r in by_budget[b].values()]) for b in budgets]
+            got = [split_interval([r[k] for r in by_budget[b].values()]) for b in budgets]
             mean = np.array([g[0] for g in got])
             err = np.nan_to_num(np.array([[g[0] - g[1], g[2] - g[0]] for g in got]).T)
             ax.errorbar(xs, mean, yerr=err, fmt=style, capsize=3, label=METRICS[k])

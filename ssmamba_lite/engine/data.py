@@ -23,9 +23,11 @@ used in training and evaluation are in transforms.py.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -235,29 +237,48 @@ def write_labels_csv(path, samples: Samples, labelled: bool = True) -> Path:
     return path
 
 
+def fold_ratio(fraction: float, n_groups: int) -> Fraction:
+    """a/b, the ratio nearest `fraction` with b <= min(100, n_groups): `held_out_folds` holds
+    out a of b folds (0.2 -> 1/5, 0.4 -> 2/5, 0.7 -> 7/10)."""
+    return Fraction(fraction).limit_denominator(max(2, min(100, n_groups)))
+
+
+def held_out_folds(labels, groups, fraction: float, seed: int = 0) -> list[int] | None:
+    """Indices of about `fraction` of the groups, stratified by class: a of the b folds of
+    scikit-learn's StratifiedGroupKFold (shuffled with `seed`), a/b = `fold_ratio`. Rounding
+    to one fold of round(1/fraction) would make 0.4, 0.5 and 0.6 all one half. None when
+    there are fewer groups than folds, or the ratio is 0 or 1."""
+    ratio = fold_ratio(fraction, len(set(groups)))
+    if not 0 < ratio < 1 or len(set(groups)) < ratio.denominator:
+        return None
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    split = StratifiedGroupKFold(ratio.denominator, shuffle=True, random_state=seed % 2**32)
+    folds = split.split(np.zeros(len(labels)), labels, groups)
+    held = [i for _, fold in itertools.islice(folds, ratio.numerator) for i in fold.tolist()]
+    return sorted(held)
+
+
 def patient_split(samples: Samples, fractions=(0.8, 0.2), seed: int = 0) -> list[Samples]:
     """Split by patient: every patient's images land in exactly one part.
 
-    Two parts of labelled samples are also stratified by class (scikit-learn's
-    StratifiedGroupKFold, shuffled with `seed`): the smaller part is one fold of
-    round(1 / its fraction), so it gets about its fraction of the images of every class.
-    Otherwise patients are shuffled (seeded) and dealt out so that each part gets about its
-    fraction of the images."""
+    Two parts of labelled samples are also stratified by class (`held_out_folds`: the smaller
+    part is a of b folds, a/b its fraction), so it gets about its fraction of the images of
+    every class. Otherwise patients are shuffled (seeded) and dealt out so that each part
+    gets about its fraction of the images."""
     if not math.isclose(sum(fractions), 1.0):
         raise ValueError(f"patient_split: fractions must sum to 1, got {fractions}")
     groups: dict[str, list[int]] = {}
     for i, g in enumerate(samples.patients):
         groups.setdefault(g, []).append(i)
     small = int(np.argmin(fractions))
-    folds = max(2, round(1 / fractions[small])) if fractions[small] > 0 else 0
-    if len(fractions) == 2 and folds and min(samples.labels, default=-1) >= 0 and \
-            len(groups) >= folds and len(set(samples.labels)) > 1:
-        from sklearn.model_selection import StratifiedGroupKFold
-
-        split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed % 2**32)
-        _, held = next(split.split(np.zeros(len(samples)), samples.labels, samples.patients))
-        rest = sorted(set(range(len(samples))) - set(held.tolist()))
-        parts = [rest, sorted(held.tolist())] if small == 1 else [sorted(held.tolist()), rest]
+    held = None
+    if len(fractions) == 2 and min(samples.labels, default=-1) >= 0 and \
+            len(set(samples.labels)) > 1:
+        held = held_out_folds(samples.labels, samples.patients, fractions[small], seed)
+    if held is not None:
+        rest = sorted(set(range(len(samples))) - set(held))
+        parts = [rest, held] if small == 1 else [held, rest]
         return [samples.subset(p) for p in parts]
     order = list(groups)
     np.random.default_rng(seed).shuffle(order)

@@ -19,6 +19,7 @@ from ssmamba_lite.engine.data import Samples, TileDataset, own_split, resolve_da
 from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.engine.factory import model_from_config
 from ssmamba_lite.engine.metrics import classification_metrics, format_metrics
+from ssmamba_lite.engine.splits import scored_part
 from ssmamba_lite.engine.transforms import eval_transform
 
 
@@ -54,14 +55,15 @@ def load_trained(checkpoint, device="cpu"):
 
 def evaluate(data, checkpoint, out=None, batch_size: int = 64, device: str = "auto") -> dict:
     """Metrics of a fine-tuned model on labelled data (its test part, else its val part, when
-    it has a split of its own; else all of it); classes are matched by name to the training
+    it has a split of its own; else the patients the run held out when it was trained on this
+    data, else all of it: splits.scored_part); classes are matched by name to the training
     classes. `data`: a path, "sample:NAME" or "data:NAME" (data.resolve_data)."""
     device = resolve_device(device)
     model, record = load_trained(checkpoint, device)
     root = resolve_data(data)
     parts = own_split(root, classes=record["classes"])
     samples = parts.get("test", parts.get("val")) if parts else \
-        scan_labelled(root, classes=record["classes"])
+        scored_part(Path(checkpoint), root, scan_labelled(root, classes=record["classes"]))
     metrics = evaluate_samples(model, samples, record["classes"], record["image_size"],
                                batch_size, device)
     print(format_metrics(metrics))

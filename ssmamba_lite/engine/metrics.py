@@ -2,7 +2,9 @@
 
     accuracy            fraction of correct predictions
     balanced_accuracy   mean recall over classes (robust to class imbalance)
-    macro_f1            unweighted mean of the per-class F1 scores
+    macro_f1            unweighted mean of the per-class F1 scores over the classes in the
+                        labels or the predictions (a class absent from both has no F1; counted
+                        as 0 it would score a perfect 2-of-3-class prediction 0.667)
     auroc               area under the ROC curve; binary: of the positive class,
                         multi-class: macro one-vs-rest, the mean over classes k of the AUROC of
                         "k against the rest" (classes absent from y_true are skipped)
@@ -56,7 +58,8 @@ def classification_metrics(y_true, probs, classes: list[str]) -> dict:
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=np.union1d(y_true, y_pred),
+                                   average="macro", zero_division=0)),
         "auroc": auroc(y_true, probs),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "n": int(len(y_true)),

@@ -17,6 +17,7 @@ images of the data being fine-tuned, never on a patient that fine-tuning holds o
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ssmamba_lite.engine import checkpoint as ckpt
@@ -34,6 +35,7 @@ from ssmamba_lite.engine.data import (
 )
 
 PRETRAIN_PATIENTS = "pretrain_patients.json"   # beside encoder.safetensors: whom MAMIM saw
+SPLIT_RECORD = "split.json"                    # beside model.safetensors: whom it held out
 
 
 def labelled_parts(cfg, classes=None) -> tuple[Samples, Samples | None, set]:
@@ -94,9 +96,12 @@ def pretraining_samples(cfg) -> Samples:
 
 def check_unseen(init_weights: Path, held_out: set) -> None:
     """A DataError when the MAMIM run that wrote `init_weights` pretrained on images of a
-    patient this fine-tuning run holds out (its record: pretrain_patients.json beside it)."""
+    patient this fine-tuning run holds out (its record: pretrain_patients.json beside it); a
+    warning when there is no record to check."""
     record = init_weights.parent / PRETRAIN_PATIENTS
     if not record.is_file():
+        print(f"warning: {init_weights} has no {PRETRAIN_PATIENTS} beside it: whether its "
+              f"pretraining saw a patient this run holds out cannot be checked", file=sys.stderr)
         return
     seen = sorted(set(ckpt.read_json(record)["patients"]) & held_out)
     if seen:
@@ -104,3 +109,24 @@ def check_unseen(init_weights: Path, held_out: set) -> None:
                         f"this run holds out for validation (e.g. {seen[:3]}); pretrain on the "
                         f"same data with the same --split-seed and --val-fraction, which hold "
                         f"the same patients out")
+
+
+def scored_part(checkpoint: Path, root: Path, samples: Samples) -> Samples:
+    """The images of `samples` (all of `root`, which has no split of its own) that `evaluate`
+    scores: when the fine-tuning run in `checkpoint` drew its split from this same data (its
+    split.json), only the images of the patients it held out (the rest were trained on);
+    all of them, with a warning, when it trained on this data and kept no record."""
+    record = checkpoint / SPLIT_RECORD
+    if record.is_file() and Path(ckpt.read_json(record)["data"]) == root.resolve():
+        held = set(ckpt.read_json(record)["held_out_patients"])
+        kept = samples.subset(i for i, g in enumerate(samples.patients) if g in held)
+        print(f"scoring the {len(kept)} images of the {len(held)} patients the run held out "
+              f"({record}); its other {len(samples) - len(kept)} images were trained on")
+        return kept
+    run = ckpt.read_json(checkpoint / "config.json").get("run", {}) \
+        if (checkpoint / "config.json").is_file() else {}
+    if not record.is_file() and run.get("data") and resolve_data(run["data"]).resolve() == \
+            root.resolve():
+        print(f"warning: {checkpoint} was trained on part of {root} and has no {SPLIT_RECORD}: "
+              f"every image is scored, the trained ones included", file=sys.stderr)
+    return samples

@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssmamba_lite.engine import checkpoint as ckpt
-from ssmamba_lite.engine.data import Samples, TileDataset, label_subset
+from ssmamba_lite.engine.data import Samples, TileDataset, label_subset, resolve_data
 from ssmamba_lite.engine.distributed import Env, setup
 from ssmamba_lite.engine.factory import build_model, model_record
 from ssmamba_lite.engine.inference import predict_probabilities
@@ -39,6 +39,7 @@ from ssmamba_lite.engine.loop import fit
 from ssmamba_lite.engine.metrics import classification_metrics
 from ssmamba_lite.engine.splits import (
     PRETRAIN_PATIENTS,
+    SPLIT_RECORD,
     check_unseen,
     pretraining_samples,
     run_samples,
@@ -228,6 +229,8 @@ def finetune(cfg: FinetuneConfig) -> list[dict]:
     if env.is_main:
         ckpt.save_json(model_record(cfg.model, model, cfg, train.classes, "classification"),
                        out / "config.json")
+        ckpt.save_json({"data": str(resolve_data(cfg.data).resolve()),      # what `evaluate`
+                        "held_out_patients": sorted(held_out)}, out / SPLIT_RECORD)  # scores
     crit = torch.nn.CrossEntropyLoss()
 
     def loss_fn(module, batch):
@@ -236,9 +239,12 @@ def finetune(cfg: FinetuneConfig) -> list[dict]:
     def validate(module):
         return sharded_metrics(module, val, train.classes, cfg.image_size, cfg.batch_size, env)
 
-    def probe_mode(module):                                  # frozen means eval mode
+    def probe_mode(module):                                  # frozen means eval mode,
         module.eval()
         head.train()
+        drop = getattr(module, "head_drop", None)               # but the head's dropout
+        if drop is not None:                                    # trains with the head
+            drop.train()
 
     history = fit(cfg, env, model, TileDataset(train, train_transform(cfg.image_size,
                                                                       cfg.stain_jitter)),

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ssmamba_lite.engine.checkpoint import load_weights, read_json, save_json, save_weights
-from ssmamba_lite.engine.data import read_table
+from ssmamba_lite.engine.data import fold_ratio, held_out_folds, read_table
 from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.engine.metrics import classification_metrics, format_metrics
 from ssmamba_lite.wsi.features import read_features
@@ -131,19 +131,17 @@ def split_bags(bags: list[Bag], val_fraction: float = 0.2, test_fraction: float 
 
 def _hold_out(bags: list[Bag], fraction: float, seed: int) -> tuple[list[Bag], list[Bag]]:
     """(kept, held out): whole patients, about `fraction` of them, stratified by class when
-    every class has enough patients (scikit-learn's StratifiedGroupKFold), else at random."""
+    every class has enough patients (`held_out_folds`: a of b folds, a/b the fraction), else
+    at random."""
     if fraction <= 0 or not bags:
         return list(bags), []
     patients = [b.patient for b in bags]
     labels = [b.label for b in bags]
-    folds = max(2, round(1 / min(fraction, 0.5)))
+    folds = fold_ratio(fraction, len(set(patients))).denominator
     per_class = min(len({p for p, y in zip(patients, labels) if y == c}) for c in set(labels))
-    if per_class >= folds:
-        from sklearn.model_selection import StratifiedGroupKFold
-
-        split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed % 2**32)
-        _, held = next(split.split(np.zeros(len(bags)), labels, patients))
-        held_set = set(held.tolist())
+    held = held_out_folds(labels, patients, fraction, seed) if per_class >= folds else None
+    if held is not None:
+        held_set = set(held)
     else:
         order = sorted(set(patients))
         random.Random(seed).shuffle(order)
@@ -222,6 +220,29 @@ def train_mil(train: list[Bag], val: list[Bag], classes: list[str], out_dir,
     result = {"best": best, "history": history}
     save_json(result, out_dir / "metrics.json")
     return result
+
+
+def save_split(out_dir, split: dict[str, list[Bag]]) -> None:
+    """split.json in a run folder: the slides of each part, so that `mil evaluate` can tell
+    which slides the run trained on."""
+    save_json({k: [b.name for b in v] for k, v in split.items()}, Path(out_dir) / "split.json")
+
+
+def unseen_bags(run_dir, bags: list[Bag]) -> tuple[list[Bag], str]:
+    """(bags to score, what was done): when `bags` hold slides the run in `run_dir` trained on
+    (its split.json), only its test slides (else its validation slides) among them, and a
+    line saying so; otherwise all of them."""
+    record = Path(run_dir) / "split.json"
+    if not record.is_file():
+        return bags, ""
+    split = read_json(record)
+    if not {b.name for b in bags} & set(split["train"]):
+        return bags, ""
+    part = "test" if split.get("test") else "val"
+    kept = [b for b in bags if b.name in set(split[part])]
+    return kept, (f"scoring the {len(kept)} {part} slides of the run's split ({record}); "
+                  f"{len(bags) - len(kept)} others were trained on or picked the epoch "
+                  f"(--split all scores every slide)")
 
 
 def load_mil(run_dir, device="cpu") -> tuple[MILAggregator, list[str]]:
