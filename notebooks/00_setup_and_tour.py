@@ -203,8 +203,9 @@ for room in ["kernels", "layers", "engine", "wsi", "course", "cli"]:
 # %% [markdown]
 # ## 3. The network
 #
-# SSMamba here is hierarchical: a convolutional stem divides the image size by 4, then four
-# stages each halve it again (stride 32 in total). Every block is
+# SSMamba here is hierarchical: a convolutional stem divides the image size by 4, the first
+# stage keeps that size, and each of the other three stages halves it (4 x 2 x 2 x 2 = stride
+# 32 in total; the table below prints stem and stage 1 at the same size). Every block is
 #
 # $$x \leftarrow \mathrm{LPR}(x),\qquad x \leftarrow x + \mathrm{Mixer}(\mathrm{Norm}(x)),\qquad
 # x \leftarrow x + \mathrm{MLP}(\mathrm{Norm}(x))$$
@@ -270,8 +271,9 @@ plt.show()
 #   itself; how the components are built here is this project's design.
 # - Which scan implementation runs here (printed in section 1), and where each part of the
 #   paper lives in the package (section 2).
-# - The network is hierarchical: a stride-4 stem, then four stages that halve the spatial size
-#   (stride 32 in all) while the channels grow; convolution mixers in the fine stages, DMS in
+# - The network is hierarchical: a stride-4 stem, then four stages, the last three of which
+#   halve the spatial size (stride 32 in all) while the channels grow; convolution mixers in
+#   the fine stages, DMS in
 #   the coarse ones (the table and shapes of sections 3 and 4).
 
 # %% [markdown]

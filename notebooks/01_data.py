@@ -158,7 +158,9 @@ plt.show()
 # (Where the data has no `patient_id`, each tile is its own group.) With two parts it also
 # stratifies by class (scikit-learn's `StratifiedGroupKFold`), so that each part gets about its
 # share of every class. Below: a check that no patient is on both sides, and each class's
-# share of the tiles in each part, printed and drawn.
+# share of the tiles in each part, printed and drawn. The check means something only when the
+# data names its patients: where each tile is its own group it holds by construction (the
+# cell after it looks for what such data hides).
 
 # %%
 from ssmamba_lite.engine.data import patient_split
@@ -178,6 +180,36 @@ ax.set_title(f"patient-grouped split: {len(set(train.patients))} / {len(set(val.
 fig.tight_layout()
 save_figure(fig, out, "patient_split")
 plt.show()
+
+# %% [markdown]
+# **When there are no patient ids.** Kather 2016's original file names carry the image each
+# tile was cut from, `CRC-Prim-HE-NN_MMM`, where `CRC-Prim-HE-NN` is one of its ten
+# primary-tumour slides; the sample keeps that name for some of its tiles. Without a
+# `patient_id` column the split above treated every tile as its own group, so tiles of one
+# slide could land on both sides. The cell below groups the tiles whose names carry a slide by
+# that slide and asks this split.
+
+# %%
+import re
+
+from ssmamba_lite.engine.data import has_patient_ids
+
+slide_of = {str(p): m.group(1) for p in samples.paths
+            if (m := re.search(r"(CRC-Prim-HE-\d+)", Path(p).name))}
+if has_patient_ids(samples):
+    print("this data has patient ids: the check above was a real one")
+elif slide_of:
+    sides = {}
+    for part, name in ((train, "train"), (val, "validation")):
+        for path in map(str, part.paths):
+            if path in slide_of:
+                sides.setdefault(slide_of[path], set()).add(name)
+    both = sorted(slide for slide, seen in sides.items() if len(seen) == 2)
+    print(f"{len(slide_of)} tiles name their source slide ({len(sides)} slides); slides with "
+          f"tiles on both sides of this per-tile split: {', '.join(both) if both else 'none'}")
+else:
+    print("no patient ids and no slide in the file names: the split is per tile, and nothing "
+          "here can check it")
 
 # %% [markdown]
 # ## 6. The same tissue at several magnifications
@@ -260,8 +292,10 @@ plt.show()
 #   folders or a `labels.csv`, and this notebook printed how many of each the data has.
 # - Unequal classes make plain accuracy flatter the largest class: the course reports balanced
 #   accuracy (mean recall over classes) and macro F1.
-# - Splits go by patient (`patient_split`), stratified by class; the check above found no
-#   patient on both sides.
+# - Splits go by patient (`patient_split`), stratified by class. "No patient on both sides"
+#   is a real check only when the data names its patients; without ids every tile is its own
+#   group and the check cannot fail, and section 5 printed what grouping by the slide names
+#   says about this split.
 # - A real change of magnification changes the field of view; `magnify` can crop (zoom in) or
 #   blur (zoom < 1) a tile, never widen it.
 # - Training sees flipped, rotated and colour- and stain-jittered views of each tile.

@@ -92,7 +92,10 @@ _ = torch.manual_seed(seed)
 # A linear state-space model maps an input signal $x(t)$ to an output $y(t)$ through a state
 # $h(t) \in \mathbb{R}^N$ (Mamba eq. 1):
 #
-# $$h'(t) = A\,h(t) + B\,x(t), \qquad y(t) = C\,h(t) + D\,x(t).$$
+# $$h'(t) = A\,h(t) + B\,x(t), \qquad y(t) = C\,h(t).$$
+#
+# (Mamba's block adds a skip $D\,x(t)$ to the output, outside the state-space model; the scan
+# functions take it as their argument `D`.)
 #
 # With a diagonal, negative $A$ the state is a set of $N$ leaky memories with different decay
 # rates. Tokens arrive one by one, so we need the state only at the sampling times
@@ -109,8 +112,10 @@ _ = torch.manual_seed(seed)
 # \underbrace{(\Delta A)^{-1}(e^{\Delta A} - I)\,\Delta B}_{\bar B}\; x .$$
 #
 # These $\bar A = \exp(\Delta A)$ and $\bar B = (\Delta A)^{-1}(\exp(\Delta A) - I)\,\Delta B$
-# are Mamba's eq. 4. Since $e^{\Delta A} - I = \Delta A + O((\Delta A)^2)$, to first order
-# $\bar B \approx \Delta B$: the simplified $\bar B$ that Mamba's code uses (below). For a
+# are Mamba's eq. 4. Since $e^{\Delta A} - I = \Delta A + (\Delta A)^2/2 + O((\Delta A)^3)$,
+# $\bar B = (I + \Delta A/2 + \dots)\,\Delta B \approx \Delta B$: the simplified $\bar B$ that
+# Mamba's code uses (below). The two agree to first order in $\Delta$ (their difference is of
+# order $\Delta^2$), and their relative gap, $\Delta A/2$, is first order in $\Delta A$. For a
 # diagonal $A$ everything is per element: state $n$ with $a_n < 0$ gets
 #
 # $$\frac{\bar B_n^{\text{exact}}}{\bar B_n^{\text{simplified}}}
@@ -454,9 +459,17 @@ else:
 # %% [markdown]
 # ## 6. How fast?
 #
-# Forward + backward time against the sequence length $L$ (log-log: a straight line of slope
-# 1 is linear cost). The readable loop pays a fixed price per step; the fused kernels do the
-# same arithmetic without leaving their loop.
+# Forward + backward time against the sequence length $L$. What is $O(L)$ is the *work*: every
+# implementation does the same arithmetic per step, $L$ steps. What the clock measures can grow
+# more slowly (at small $L$ the fixed cost of each call dominates, slope below 1 on log-log
+# axes) or faster (memory traffic that grows with $L$, slope above 1). The readable loop pays a
+# Python and autograd price per step; the fused kernels do the same arithmetic without leaving
+# their loop. (The readable loop takes each step's $B_t, C_t, u_t, \Delta_t$ from one `unbind`
+# of the whole sequence: indexing `B[..., t]` at every step instead makes autograd write a
+# gradient the size of all of $B$ for every step, $O(L^2)$ memory traffic in the backward for
+# $O(L)$ work; mamba-ssm's `selective_scan_ref` indexes `deltaA[:, :, i]` per step, and its
+# backward grows that way.) The cell after the table fits the slope of each implementation's
+# times.
 
 # %%
 import time
@@ -490,6 +503,9 @@ for L_ in lengths:
 speed = pd.DataFrame(rows)
 speed.to_csv(out / "scan_speed.csv", index=False)
 print(speed.pivot(index="L", columns="implementation", values="seconds").round(4))
+for name, g in speed.groupby("implementation"):
+    slope = np.polyfit(np.log(g["L"]), np.log(g["seconds"]), 1)[0]   # log t = slope log L + c
+    print(f"{name}: time grows as L^{slope:.2f} over L = {min(lengths)}..{max(lengths)}")
 
 # %% [markdown]
 # The same numbers on log-log axes. Read the slopes rather than the absolute times: they depend

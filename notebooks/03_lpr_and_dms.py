@@ -205,10 +205,19 @@ print("my_scan_order: checks passed")
 # At scale $s$ the map is average-pooled by $s$ first: an $8\times 8$ grid becomes $4\times 4$
 # at $s=2$, so the scan takes 4x fewer steps and two tokens 8 pixels apart are only 4 steps
 # apart. The output is upsampled back and the scales are summed with learned weights
-# $w_{s,k} = \mathrm{softmax}(a)_{s,k}$:
+# $w_{s,k} = \mathrm{softmax}(a)_{s,k}$. How the directions combine depends on `split`. With
+# split channels (`split=True`, the presets' choice, printed above) direction $k$ scans only
+# its own slice $x^{(k)}$ of $D/K$ channels, and the directions' outputs are concatenated
+# along the channels:
 #
-# $$y = \sum_{s,k} w_{s,k}\; \mathrm{up}_s\!\left(\mathrm{order}_k^{-1}\, \mathrm{S6}_k\,
-# \mathrm{order}_k\, \mathrm{pool}_s(x)\right).$$
+# $$y = \sum_{s} \mathrm{up}_s\!\left(\big\Vert_{k}\; w_{s,k}\,
+# \mathrm{order}_k^{-1}\, \mathrm{S6}_k\, \mathrm{order}_k\, \mathrm{pool}_s(x^{(k)})\right)
+# \qquad (\Vert = \text{concatenation of the } K \text{ slices back to } D \text{ channels}).$$
+#
+# Without split channels (`split=False`, VMamba's SS2D) every direction scans all $D$ channels
+# and the directions' full maps are summed:
+# $y = \sum_{s,k} w_{s,k}\, \mathrm{up}_s(\mathrm{order}_k^{-1}\, \mathrm{S6}_k\,
+# \mathrm{order}_k\, \mathrm{pool}_s(x))$, $K$ times the scanning work.
 #
 # Pick a direction and a scale: in JupyterLab, moving a control draws the path below it.
 
@@ -266,9 +275,19 @@ plt.show()
 #   reached only through the convolution, two columns to the right not at all.
 # - **The preset's directions** (forward and backward along rows and columns): every token is
 #   before $p$ on some path, so the whole map reaches $p$.
-# - **Adding scale 2**: the pooled map is scanned too; a token two rows below $p$ lies in the
-#   pooled block just below $p$'s (or in $p$'s own), a few steps away on the coarse paths
-#   instead of about $2S$ on the fine ones, so we expect it to count more.
+# - **Two rows below, at scale 1 already.** On the preset's order 3 (column-major, backward)
+#   the token two rows below $p$ comes 2 steps before $p$; yet its ERF is tiny. Each scan's
+#   output is $y_t = C_t h_t + D\,u_t$, and at initialisation $\Delta$ is small (0.001 to 0.1),
+#   so $\bar B = \Delta B$ is small and the skip $D\,u_t$ (with $D = 1$) dominates: the map is
+#   normalised by a maximum that the skip sets, and what the scans carry is small beside it.
+# - **Adding scale 2**: the pooled map is scanned too, and its output, skip included, is
+#   upsampled back. $p$'s output then reads the mean of its $2 \times 2$ pooled block, which
+#   through the 3x3 convolution reaches two rows below $p$ (for $p$ in an even row): we expect
+#   "2 below" to count more, through pooling and the skip, not through shorter scan paths.
+# - **What the coarse scans themselves add**: a pooled map is half as long a side, so a token
+#   8 positions away is about half as many steps away. To see the scans without the skip we
+#   set $D = 0$ in every scan: then we expect the share of the ERF that lies 8 or more
+#   positions from $p$ to grow when scale 2 is added.
 # - **LPR at initialisation**: its filters start at zero, so $\mathrm{LPR}(x) = x$: its ERF is
 #   the single pixel $p$, and LPR in front of DMS changes nothing (yet).
 
@@ -281,15 +300,21 @@ plt.show()
 
 # %%
 from ssmamba_lite.course.analysis import effective_receptive_field, erf_reach
-from ssmamba_lite.dms import DirectionalMultiScale, resolve_directions
+from ssmamba_lite.dms import DirectionalMultiScale, resolve_directions, scan_order
 from ssmamba_lite.lpr import LocalPerceptionResidual
 
 
-def make_dms(directions, scales, d_conv=3):
-    """A DMS with the preset's settings, except for directions, scales and d_conv."""
-    return DirectionalMultiScale(channels, directions=directions, scales=scales,
-                                 d_state=cfg.d_state, expand=cfg.ssm_expand,
-                                 split=cfg.split_channels, d_conv=d_conv)
+def make_dms(directions, scales, d_conv=3, skip=True):
+    """A DMS with the preset's settings (and the notebook's `window` for orders 4..7), except
+    for directions, scales and d_conv; skip=False sets D = 0 in every scan (the scans alone)."""
+    module = DirectionalMultiScale(channels, directions=directions, scales=scales,
+                                   d_state=cfg.d_state, expand=cfg.ssm_expand,
+                                   split=cfg.split_channels, d_conv=d_conv, window=window)
+    if not skip:
+        with torch.no_grad():
+            for scan in module.scans:
+                scan.D.zero_()
+    return module
 
 
 def erf(module):
@@ -307,6 +332,8 @@ modules = {
     "DMS, dir 1": make_dms((1,), (1,)),
     f"DMS, dirs {dirs}, scale 1": make_dms(dirs, (1,)),
     f"DMS, dirs {dirs}, scales {cfg.scales}": make_dms(dirs, cfg.scales),
+    f"D = 0, dirs {dirs}, scale 1": make_dms(dirs, (1,), skip=False),
+    f"D = 0, dirs {dirs}, scales {cfg.scales}": make_dms(dirs, cfg.scales, skip=False),
     "LPR at init": LocalPerceptionResidual(channels, cfg.lpr_kernel),
     "LPR at init -> DMS, dir 0": torch.nn.Sequential(
         LocalPerceptionResidual(channels, cfg.lpr_kernel), one_direction),
@@ -352,6 +379,21 @@ bare, d0, d1 = (reach[k] for k in ("bare scan, dir 0 (d_conv=1)", "DMS, dir 0", 
 full1, full = reach[f"DMS, dirs {dirs}, scale 1"], reach[f"DMS, dirs {dirs}, scales {cfg.scales}"]
 same = (erfs["LPR at init -> DMS, dir 0"] - erfs["DMS, dir 0"]).abs().max().item()
 half = (c0 * image_size + c0 + 1) / image_size**2     # (r S + c + 1) / S^2
+rows, cols = np.mgrid[0:image_size, 0:image_size]
+far = np.maximum(abs(rows - c0), abs(cols - c0)) >= 8   # 8 or more positions from p
+
+
+def far_share(name):
+    """The share of a module's ERF (its sum) at positions 8 or more away from p."""
+    e = erfs[name].numpy()
+    return float(e[far].sum() / e.sum())
+
+
+far1, far2 = (far_share(f"D = 0, dirs {dirs}, {k}") for k in ("scale 1", f"scales {cfg.scales}"))
+steps = {k: int(scan_order(image_size, image_size, k).tolist().index(c0 * image_size + c0)
+                - scan_order(image_size, image_size, k).tolist().index((c0 + 2) * image_size + c0))
+         for k in dirs}                               # > 0: two rows below comes that many before p
+closest = min((k for k in steps if steps[k] > 0), key=steps.get)   # the order where it is nearest
 checks = {
     "bare scan, dir 0: above and left reach p, below and right do not":
         bare["above"] > 0 and bare["left"] > 0 and bare["below"] == 0 == bare["right"],
@@ -361,8 +403,13 @@ checks = {
     "DMS, dir 1 (3x3 conv): right reaches p, two columns right does not":
         d1["right"] > 0 and d1["2 right"] == 0,
     f"DMS, dirs {dirs}: the whole map reaches p": full1["area"] == 1.0,
-    f"adding scale 2: two rows below counts more "
+    f"two rows below comes {steps[closest]} steps before p on order {closest}, yet its ERF "
+    f"is {full1['2 below']:.2g} beside the skip's local maximum":
+        steps[closest] <= 2 and full1["2 below"] < 0.01,
+    f"adding scale 2: two rows below counts more through the pooled skip "
     f"({full1['2 below']:.2g} -> {full['2 below']:.2g})": full["2 below"] > full1["2 below"],
+    f"D = 0, adding scale 2: a larger share of the ERF 8 or more positions away "
+    f"({far1:.3f} -> {far2:.3f})": far2 > far1,
     "LPR at init: a single pixel": abs(reach["LPR at init"]["area"] - 1 / image_size**2) < 1e-9,
     f"LPR at init -> DMS, dir 0 has DMS's ERF (max difference {same:.1g})": same == 0,
 }
@@ -595,9 +642,12 @@ print("LPRBlock: checks passed")
 # - A scan is causal, so one direction leaves a blind side. Which positions reach an output
 #   follows from the order and from what runs before the scan: DMS's own 3x3 depthwise
 #   convolution widens the reach by one pixel (so one row below counts in row-major order, two
-#   rows do not), more directions cover the whole map, a coarse scale brings far tokens a few
-#   steps closer. Section 3 checked each of these predictions on the ERFs of modules built with
-#   the preset's settings.
+#   rows do not), more directions cover the whole map. At initialisation the skip $D\,u$
+#   dominates what a scan's output depends on; a coarse scale adds a pooled, upsampled copy
+#   (skip included) that reaches a little further at once, and its scans, being half as long,
+#   give far tokens a larger share of the ERF once the skip is set aside ($D = 0$). Section 3
+#   checked each of these predictions on the ERFs of modules built with the preset's
+#   settings.
 # - LPR is $x + \mathrm{DWConv}_k(x)$, $C(k^2+1)$ weights per block. Here it starts as the
 #   identity (zero filters): its ERF is one pixel and it leaves the residual stream unchanged
 #   (section 4 printed $\max|\mathrm{LPR}(x) - x|$ on real tiles), yet its filters get a

@@ -41,7 +41,8 @@
 # larger than both kinds of noise allow. We therefore (1) train every variant with the same
 # seeds, so that seed *s* of a variant is compared with seed *s* of `full` (paired), (2) keep
 # the patient split fixed across seeds (seeds change training only), (3) resample the held-out
-# *patients* to get an interval for each difference, and (4) let the interval write the
+# *patients* and the *seeds* to get an interval for each difference, (4) widen every interval
+# for the number of differences reported together, and (5) let the interval write the
 # verdict.
 
 # %% [markdown]
@@ -50,7 +51,8 @@
 # - Say why DMS must see token maps of some size before an ablation of DMS can show anything,
 #   and compute those sizes from the image size and the network's strides.
 # - Run an ablation grid (variants × seeds), each cell a notebook of its own.
-# - Compute a paired difference per seed and a cluster-bootstrap interval over patients, and
+# - Compute a paired difference per seed and a bootstrap interval over patients and seeds
+#   (widened for the number of differences reported), and
 #   read a verdict ("better", "worse", "within noise") off the interval.
 # - Read a forest plot of differences and tell a finding from noise.
 #
@@ -241,24 +243,30 @@ display(table)
 #
 # $$ \Delta_s = M(v, s) - M(\text{full}, s), \qquad \hat\Delta = \frac{1}{S}\sum_s \Delta_s . $$
 #
-# Its interval comes from a *cluster bootstrap*: draw the $P$ held-out patients $P$ times with
-# replacement (a patient drawn twice counts its tiles twice), recompute every $\Delta_s$ on
-# that resample (the same patients for both arms: paired), average over seeds, and repeat
-# `n_resamples` times. The central `level` share of these averages is the interval. Patients,
-# not tiles, are resampled because tiles of one patient are alike: resampling tiles would
-# pretend there are far more independent cases than there are.
+# Its interval comes from a *bootstrap over patients and seeds*: draw the $P$ held-out
+# patients $P$ times with replacement (a patient drawn twice counts its tiles twice) and the
+# $S$ seeds $S$ times with replacement, recompute every $\Delta_s$ on the resampled patients
+# (the same patients for both arms: paired) and average them over the drawn seeds; repeat
+# `n_resamples` times. Patients, not tiles, are resampled because tiles of one patient are
+# alike: resampling tiles would pretend there are far more independent cases than there are.
+# Seeds are resampled because training noise is noise too: when the seeds disagree, the
+# interval widens. With $S = 2$ a resample can only draw seeds $\{1,1\}$, $\{1,2\}$ or
+# $\{2,2\}$, so the seeds' part of the interval is crude: 2 seeds can show that seeds disagree,
+# not how much; more seeds are the remedy.
+#
+# **Many differences at once.** The grid reports $m$ differences (variants × metrics). At
+# level 95 % each, about one in twenty differences with no true effect would still read
+# "better" or "worse"; with $m = 8$ the chance that at least one does is up to
+# $1 - 0.95^8 \approx 34\%$. Each interval is therefore computed at level $1 - (1 -
+# \text{level})/m$ (Bonferroni, `bootstrap.family_level`), so that all $m$ together hold at
+# `level`.
 #
 # The verdict: the interval above 0 → the variant is *better* than `full`; below 0 → *worse*;
 # covering 0 → *within noise*. `course/bootstrap.py` computes all of it (tests in
 # `tests/test_analysis.py`).
-#
-# What the interval covers: which patients happened to be held out. The seeds enter only
-# through their average, so the interval does not widen when seeds disagree; with few seeds a
-# difference can be clear over patients and still flip with another seed. The forest plot
-# below marks every seed's own difference for that reason, and more seeds are the remedy.
 
 # %%
-from ssmamba_lite.course.bootstrap import METRIC_NAMES, bootstrap_contrast
+from ssmamba_lite.course.bootstrap import METRIC_NAMES, bootstrap_contrast, family_level
 
 preds = {(v, s): pd.read_csv(out / "cells" / f"{v}_seed{s}" / "predictions.csv")
          for v in variants for s in seeds}
@@ -268,8 +276,15 @@ for key, p in preds.items():
 prob_cols = [c for c in ref.columns if c.startswith("prob_")]
 arms = {v: np.stack([preds[(v, s)][prob_cols].to_numpy() for s in seeds]) for v in variants}
 labels, patients = ref["label"].to_numpy(), ref["patient_id"].to_numpy()
+n_contrasts = 2 * (len(variants) - 1)                 # variants other than full × 2 metrics
+each_level = family_level(level, n_contrasts)
 print(f"{len(ref)} held-out tiles of {len(set(patients))} patients, {len(seeds)} seed(s), "
-      f"{n_resamples} resamples, {level:.0%} intervals\n")
+      f"{n_resamples} resamples; {n_contrasts} differences, each interval at "
+      f"{each_level:.2%} so that all hold together at {level:.0%}")
+if len(seeds) < 3:
+    print(f"only {len(seeds)} seed(s): the intervals cannot say how much the seeds disagree, "
+          f"and a verdict here may not survive more seeds")
+print()
 
 contrasts, verdicts = [], []
 for v in variants:
@@ -277,7 +292,7 @@ for v in variants:
         continue
     for metric in ("balanced_accuracy", "auroc"):
         c = bootstrap_contrast(labels, patients, arms, {v: 1, "full": -1}, metric,
-                               n_resamples, level)
+                               n_resamples, each_level)
         contrasts.append({"variant": v, "metric": metric, "difference": c.estimate,
                           "low": c.low, "high": c.high, "verdict": c.verdict,
                           "per_seed": c.per_seed})
@@ -302,8 +317,8 @@ for ax, metric in zip(axes, ("balanced_accuracy", "auroc")):
     part = contrast_table[contrast_table["metric"] == metric].set_index("variant").loc[others]
     forest_rows(ax, [row for _, row in part.iterrows()], [f"{v} − full" for v in others],
                 f"difference in {METRIC_NAMES[metric]}")
-fig.suptitle(f"paired differences, {level:.0%} cluster-bootstrap intervals over "
-             f"{len(set(patients))} patients, {len(seeds)} seed(s) "
+fig.suptitle(f"paired differences, bootstrap intervals over {len(set(patients))} patients "
+             f"and {len(seeds)} seed(s), {level:.0%} for all {n_contrasts} together "
              f"(green better, red worse, grey within noise; small marks: single seeds)",
              fontsize=9)
 fig.tight_layout()
@@ -346,13 +361,15 @@ for v in [v for v in variants if v in LIMITS]:
               f"helps ({limit}; {exercise} tests it at a larger size).")
 
 # %% [markdown]
-# **Reading the result.** The sentences printed in section 4 are the findings of this run,
-# computed from the intervals; nothing else in this notebook is a conclusion. At the default
-# CPU size (the laptop preset, a few epochs, a quarter of the labels, one short MAMIM
-# epoch) the intervals are wide, and "within noise" is a result too: it says how much compute
-# and how many patients an answer needs. Two things widen or narrow the intervals: the number
-# of held-out patients (fixed by the data) and the training noise, which more seeds average
-# out.
+# **Reading the result.** The sentences printed in section 4 are what this run can say,
+# computed from the intervals (over patients and seeds, widened for the number of differences
+# reported); nothing else in this notebook is a conclusion. They speak of these patients, these
+# seeds and this size only. At the default CPU size (the laptop preset, a few epochs, a quarter
+# of the labels, one short MAMIM epoch, 2 seeds) the intervals are wide, and "within noise" is
+# a result too: it says how much compute and how many patients an answer needs. Three things
+# widen or narrow the intervals: the number of held-out patients (fixed by the data), the
+# training noise (more seeds average it out and measure it), and the number of differences
+# reported at once.
 #
 # **On a GPU.** The same grid with the wider and deeper preset `ssmamba_lite_tiny` (at 128 px
 # its DMS stages see 8 × 8 and 4 × 4 maps with the preset's own `conv_stages = 2`), all labels,
@@ -372,9 +389,10 @@ for v in [v for v in variants if v in LIMITS]:
 #   doubling the image gives it 8 × 8 maps, at the costs measured in section 1.
 # - A grid of variants × training seeds, with the patient split fixed, separates training
 #   noise (seed to seed) from the effect of a part.
-# - A paired difference (variant − full, seed by seed) with a cluster bootstrap over held-out
-#   patients gives an interval; the verdict is read off it, and an interval that covers 0
-#   reads "within noise".
+# - A paired difference (variant − full, seed by seed) with a bootstrap over held-out patients
+#   and seeds gives an interval; reporting $m$ differences at once, each interval is taken at
+#   level $1 - \alpha/m$ (Bonferroni). The verdict is read off it, and an interval that covers
+#   0 reads "within noise".
 # - A forest plot shows every difference, its interval and its seeds at a glance.
 
 # %% [markdown]

@@ -21,8 +21,9 @@ Glossary (code name -> math; shapes in brackets)
 
 The continuous system h'(t) = A h(t) + B x(t), y(t) = C h(t) (Mamba eq. 1a-1b), discretised
 with step Δ by zero-order hold (Mamba eq. 4): Ā = exp(ΔA), B̄ = (ΔA)^{-1} (exp(ΔA) - I) ΔB.
-Mamba's code keeps Ā exact and simplifies B̄ to ΔB (Euler for the input term; the two agree to
-first order in ΔA). Per channel d and state n, with everything depending on t ("selective",
+Mamba's code keeps Ā exact and simplifies B̄ to ΔB (Euler for the input term): B̄ = (I + ΔA/2
++ O((ΔA)^2)) ΔB, so the two agree to first order in Δ, and their relative gap is ΔA/2, first
+order in ΔA. Per channel d and state n, with everything depending on t ("selective",
 Mamba's Algorithm 2):
     Ā_t = exp(Δ_t A)                      (decay: 0 < Ā_t < 1 because A < 0, Δ_t > 0)
     h_t = Ā_t ⊙ h_{t-1} + Δ_t B_t u_t      (h_0 = 0; Mamba eq. 2a with B̄_t ≈ Δ_t B_t)
@@ -132,7 +133,7 @@ def _epilogue(y, u, D, z, dtype_in):
 def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                              delta_softplus=False, return_last_state=False):
     """Selective scan as a plain loop over time. Same signature and result as mamba-ssm's
-    `selective_scan_fn` (real A). Slow backward at long L: use it to learn and to test."""
+    `selective_scan_fn` (real A). One Python step per token: use it to learn and to test."""
     check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     dtype_in = u.dtype
     work = work_dtype(u)
@@ -144,21 +145,23 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     if C.dim() == 4:
         C = expand_groups(C, dim)
 
-    def at(M, t):
-        """M_t broadcast to (batch, D, N) whatever M's layout."""
+    def steps(M):
+        """M_0 .. M_{L-1}, each broadcast to (batch, D, N) whatever M's layout. One unbind for
+        all steps: indexing M[..., t] at every step would make autograd's backward write a
+        gradient as large as all of M for each step, O(L^2) memory traffic for O(L) work."""
         if M.dim() == 2:                               # (D, N): the same at every step
-            return M[None]
+            return [M[None]] * L
         if M.dim() == 3:                               # (batch, N, L): shared by all channels
-            return M[:, None, :, t]
-        return M[:, :, :, t]                           # (batch, D, N, L)
+            return M[:, None].unbind(-1)
+        return M.unbind(-1)                            # (batch, D, N, L)
 
     h = u.new_zeros(batch, dim, A.shape[1])            # h_0 = 0              (batch, D, N)
     ys = []
-    for t in range(L):
-        dt = delta[:, :, t, None]                      # Δ_t                  (batch, D, 1)
+    for dt, B_t, C_t, u_t in zip(delta[..., None].unbind(-2), steps(B), steps(C),
+                                 u[..., None].unbind(-2)):   # Δ_t, u_t: (batch, D, 1)
         A_bar = torch.exp(dt * A)                      # Ā_t = exp(Δ_t A)
-        h = A_bar * h + dt * at(B, t) * u[:, :, t, None]   # h_t = Ā_t h_{t-1} + Δ_t B_t u_t
-        ys.append((h * at(C, t)).sum(-1))              # y_t = <C_t, h_t>     (batch, D)
+        h = A_bar * h + dt * B_t * u_t                 # h_t = Ā_t h_{t-1} + Δ_t B_t u_t
+        ys.append((h * C_t).sum(-1))                   # y_t = <C_t, h_t>     (batch, D)
     y = torch.stack(ys, dim=-1)                        # (batch, D, L)
     out = _epilogue(y, u, D, z, dtype_in)
     return (out, h) if return_last_state else out

@@ -268,6 +268,22 @@ def test_a_clear_effect_reads_better_or_worse_and_seeds_are_pooled():
     assert drop.verdict == "worse"
 
 
+def test_seeds_that_disagree_widen_the_interval():
+    # seed 0: the variant far ahead; seed 1: far behind. Patients alone would call the mean
+    # difference (about 0) precise; the seeds say it is not.
+    labels, patients, rng = _held_out()
+    good, poor = _probs(labels, 2, 4.0, rng), _probs(labels, 2, 0.0, rng)
+    c = bootstrap.paired_difference(labels, patients, np.stack([good, poor]),
+                                    np.stack([poor, good]), "auroc", n_resamples=400)
+    spread = abs(c.per_seed[0] - c.per_seed[1]) / 2
+    assert c.verdict == "within noise" and c.high - c.low > spread
+
+
+def test_the_family_level_is_bonferroni():
+    assert bootstrap.family_level(0.95, 8) == pytest.approx(1 - 0.05 / 8)
+    assert bootstrap.family_level(0.95, 1) == pytest.approx(0.95)
+
+
 def test_the_bootstrap_says_what_is_wrong():
     labels, patients, rng = _held_out(5, 2)
     p = _probs(labels, 2, 1.0, rng)

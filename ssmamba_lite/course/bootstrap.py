@@ -9,8 +9,16 @@ against arm b with seed s; the patient split is the same for every seed).
     P patients, resample r draws P of them with replacement: c_rp = times patient p is drawn
     w_ri = c_r,patient(i)                              tile i's weight in resample r
     Δ_rs = Σ_a coef_a · metric(y, probs_as, w_r)       the contrast, seed s, resample r
-    Δ_r  = mean_s Δ_rs                                 seeds pooled inside each resample
+    Δ_r  = (1/S) Σ_j Δ_r,s_rj                          S seeds s_r1..s_rS drawn with
+                                                       replacement in each resample: seeds
+                                                       are noise too, so seeds that disagree
+                                                       widen the interval
     estimate = mean_s Δ_s (all weights 1);  interval = percentiles (α/2, 1 - α/2) of Δ_r
+
+With S = 2 seeds a resample can only draw {s1, s1}, {s1, s2} or {s2, s2}: the seeds' share of
+the interval is crude, and a notebook says so. Reporting m contrasts at once, each interval at
+level 1 - α/m (Bonferroni, `family_level`) keeps the chance of any false "better" or "worse"
+among them below α.
 
 A weight w_ri is the same as repeating tile i w_ri times, so the weighted metrics below equal
 engine.metrics on the resampled set (tests/test_analysis.py holds them to it):
@@ -114,7 +122,7 @@ class Contrast:
     def numbers(self, a: str, b: str) -> str:
         """The contrast a - b, its interval and what it rests on, in one line."""
         name = METRIC_NAMES.get(self.metric, self.metric)
-        return (f"{name} {a} − {b} = {self.estimate:+.3f}, {self.level:.0%} interval "
+        return (f"{name} {a} − {b} = {self.estimate:+.3f}, {100 * self.level:.4g}% interval "
                 f"[{self.low:+.3f}, {self.high:+.3f}] ({self.n_patients} patients, "
                 f"{len(self.per_seed)} seed(s))")
 
@@ -133,12 +141,18 @@ def verdict(low: float, high: float, above: str = "better", below: str = "worse"
     return above if low > 0 else below if high < 0 else "within noise"
 
 
+def family_level(level: float, contrasts: int) -> float:
+    """Bonferroni: the level of each of `contrasts` intervals such that all of them cover
+    their true values together with probability at least `level`."""
+    return 1 - (1 - level) / max(1, contrasts)
+
+
 def bootstrap_contrast(labels, patients, arms: dict, coefs: dict, metric: str = "auroc",
                        n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Contrast:
-    """The contrast Σ_a coefs[a] · metric(arms[a]) over held-out tiles, with a paired cluster
-    bootstrap interval over patients. `arms[a]`: probabilities (S, n, K) of arm a for S seeds
-    (or (n, K): one seed) on the same n tiles (labels, patients) in the same order; seed s of
-    every arm is paired. `seed` seeds the resampling."""
+    """The contrast Σ_a coefs[a] · metric(arms[a]) over held-out tiles, with a paired
+    bootstrap interval over patients (cluster) and training seeds. `arms[a]`: probabilities
+    (S, n, K) of arm a for S seeds (or (n, K): one seed) on the same n tiles (labels, patients)
+    in the same order; seed s of every arm is paired. `seed` seeds the resampling."""
     if metric not in METRICS:
         raise ValueError(f"bootstrap_contrast: metric {metric!r}; known: {list(METRICS)}")
     missing = sorted(set(coefs) - set(arms))
@@ -157,14 +171,16 @@ def bootstrap_contrast(labels, patients, arms: dict, coefs: dict, metric: str = 
     w = np.vstack([np.ones(len(labels)), patient_resamples(patients, n_resamples, seed)])
     per_seed = sum(coef * np.stack([fn(labels, p, w) for p in probs[a]])   # (S, 1 + R)
                    for a, coef in coefs.items())
-    pooled = per_seed.mean(0)                                     # seeds pooled per resample
-    draws = pooled[1:][np.isfinite(pooled[1:])]
+    n_seeds = per_seed.shape[0]
+    picks = np.random.default_rng([seed, 1]).integers(0, n_seeds, (n_resamples, n_seeds))
+    pooled = per_seed[picks, np.arange(1, n_resamples + 1)[:, None]].mean(1)   # Δ_r, seeds drawn
+    draws = pooled[np.isfinite(pooled)]
     if not len(draws):
         raise ValueError(f"bootstrap_contrast: {metric} is undefined in every resample "
                          f"(a single class among the held-out tiles?)")
     alpha = 1 - level
     low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    return Contrast(metric, float(pooled[0]), float(low), float(high),
+    return Contrast(metric, float(per_seed[:, 0].mean()), float(low), float(high),
                     tuple(float(v) for v in per_seed[:, 0]), level,
                     len(set(np.asarray(patients).astype(str))), int(len(draws)))
 
