@@ -94,6 +94,7 @@ def run_split(args, split_seed: int, done: dict, log) -> None:
             from_mamim = arm in ("mamim+sft", "probe")
             cfg = FinetuneConfig(
                 data=str(root / "data"), out=str(root / f"{arm}-labels{frac:g}"), epochs=epochs,
+                resume=True,                              # a cut run with no row is finished
                 lr=args.lr, label_fraction=frac, split_seed=split_seed,
                 model="resnet18" if arm == "resnet18" else args.model,
                 model_args={} if arm == "resnet18" else args.model_args,

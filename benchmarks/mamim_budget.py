@@ -84,6 +84,7 @@ def run_split(args, split_seed: int, done: set, log) -> None:
                 continue
             cfg = FinetuneConfig(
                 data=str(root / "data"), out=str(root / f"{arm}-e{budget}-labels{frac:g}"),
+                resume=True,                              # a cut run with no row is finished
                 epochs=epochs, lr=args.lr, label_fraction=frac, split_seed=split_seed,
                 init=str(mamim) if budget > 0 else "scratch", linear_probe=arm == "probe",
                 layer_decay=args.layer_decay, **common)

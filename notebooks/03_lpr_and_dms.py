@@ -536,7 +536,8 @@ from ssmamba_lite.engine.train import FinetuneConfig, finetune
 
 trained_dir = out / "short_training"
 t0 = time.perf_counter()
-history = finetune(FinetuneConfig(data=str(data_dir), out=str(trained_dir), model=model,
+history = finetune(FinetuneConfig(data=str(data_dir), out=str(trained_dir), overwrite=True,
+                                  model=model,
                                   image_size=tile_size, epochs=epochs, batch_size=batch_size,
                                   lr=lr, max_steps_per_epoch=max_steps_per_epoch,
                                   device=device, seed=seed, progress=False))

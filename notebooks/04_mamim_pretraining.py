@@ -332,7 +332,7 @@ found = find("mamim_encoder", output_dir, data_dir, model, model_args, image_siz
              retrain or other_decoder, here="04_mamim_pretraining")
 print(found.message)
 if found.path is None:
-    cfg = PretrainConfig(data=str(data_dir), out=str(run_dir), model=model,
+    cfg = PretrainConfig(data=str(data_dir), out=str(run_dir), overwrite=True, model=model,
                          model_args=model_args, image_size=image_size, epochs=epochs,
                          batch_size=batch_size, lr=lr, seed=seed, device=device,
                          mask_ratio=mask_ratio, mask_patch_size=mask_patch_size,

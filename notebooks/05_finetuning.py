@@ -190,7 +190,8 @@ else:
     if found.path is None:
         encoder = out / "mamim" / "encoder.safetensors"
         pretrain(PretrainConfig(data=str(data_dir), extra_data=extra_data,
-                                out=str(out / "mamim"), model=model, model_args=model_args,
+                                out=str(out / "mamim"), overwrite=True, model=model,
+                                model_args=model_args,
                                 image_size=image_size, epochs=pretrain_epochs,
                                 batch_size=batch_size, seed=seed, device=device,
                                 max_steps_per_epoch=pretrain_max_steps, progress=progress))
@@ -230,7 +231,8 @@ for name, init in (("from scratch", "scratch"), ("from MAMIM", str(encoder))):
     runs[name] = out / name.replace(" ", "_")
     print(f"--- {name}")
     histories[name] = finetune(FinetuneConfig(
-        data=str(data_dir), out=str(runs[name]), model=model, model_args=model_args,
+        data=str(data_dir), out=str(runs[name]), overwrite=True, model=model,
+        model_args=model_args,
         image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         device=device, init=init, label_fraction=label_fraction,
         max_steps_per_epoch=max_steps_per_epoch, progress=progress))

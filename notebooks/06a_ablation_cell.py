@@ -81,6 +81,7 @@ t0 = time.perf_counter()
 init, mamim = "scratch", {"mamim_steps": 0, "mamim_warmup_steps": 0, "mamim_loss": None}
 if use_mamim:
     pcfg = PretrainConfig(data=str(data_dir), extra_data=extra_data, out=str(out / "mamim"),
+                          overwrite=True,
                           model=model, model_args=cell_args, image_size=image_size,
                           epochs=pretrain_epochs, batch_size=batch_size, seed=seed,
                           device=device, max_steps_per_epoch=pretrain_max_steps,
@@ -94,7 +95,8 @@ if use_mamim:
           f"learning rate, {total - warmup} after it; loss per epoch {mamim['mamim_loss']}")
     init = str(out / "mamim" / "encoder.safetensors")
 history = finetune(FinetuneConfig(
-    data=str(data_dir), out=str(out / "finetune"), model=model, model_args=cell_args,
+    data=str(data_dir), out=str(out / "finetune"), overwrite=True, model=model,
+    model_args=cell_args,
     image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
     init=init, label_fraction=label_fraction, max_steps_per_epoch=max_steps_per_epoch,
     progress=progress))

@@ -116,7 +116,8 @@ else:
     checkpoint_dir = found.path
 if checkpoint_dir is None:
     checkpoint_dir = out / "finetune"
-    finetune(FinetuneConfig(data=str(data_dir), out=str(checkpoint_dir), model=model,
+    finetune(FinetuneConfig(data=str(data_dir), out=str(checkpoint_dir), overwrite=True,
+                            model=model,
                             model_args=model_args, image_size=image_size, epochs=epochs,
                             batch_size=batch_size, lr=lr, seed=seed, device=device,
                             label_fraction=label_fraction, max_steps_per_epoch=max_steps_per_epoch,

@@ -176,7 +176,8 @@ for s in seeds:
         if ARMS[arm] is not None:
             lo, hi = ARMS[arm]
             pcfg = PretrainConfig(data=str(data_dir), extra_data=extra_data,
-                                  out=str(run / "mamim"), model=model, model_args=model_args,
+                                  out=str(run / "mamim"), overwrite=True, model=model,
+                                  model_args=model_args,
                                   image_size=image_size, epochs=pretrain_epochs,
                                   batch_size=batch_size, seed=s, device=device, min_zoom=lo,
                                   max_zoom=hi, max_steps_per_epoch=pretrain_max_steps,
@@ -187,7 +188,7 @@ for s in seeds:
                   f"{warmup} of them warm-up")
             init = str(run / "mamim" / "encoder.safetensors")
         checkpoints[(arm, s)] = run / "finetune"
-        finetune(FinetuneConfig(data=str(data_dir), out=str(checkpoints[(arm, s)]),
+        finetune(FinetuneConfig(data=str(data_dir), out=str(checkpoints[(arm, s)]), overwrite=True,
                                 model=model, model_args=model_args, image_size=image_size,
                                 epochs=epochs, batch_size=batch_size, lr=lr, seed=s,
                                 device=device, init=init, label_fraction=label_fraction,

@@ -73,6 +73,8 @@ def add_parser(subparsers) -> None:
                                ("max-steps-per-epoch", int, 0), ("seed", int, 0)):
         p.add_argument(f"--{name}", type=typ, default=default)
     p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.set_defaults(func=_pretrain)
 
     mil = subparsers.add_parser("mil", help="slide-level multiple-instance learning")
@@ -164,7 +166,8 @@ def _pretrain(args) -> int:
         max_tiles_per_slide=args.max_tiles_per_slide, model=args.model,
         image_size=args.image_size or args.tile_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, mask_ratio=args.mask_ratio,
-        max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed, device=args.device)
+        max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed, device=args.device,
+        resume=args.resume, overwrite=args.overwrite)
     last = history[-1] if history else {}
     print(f"MAMIM on the slides' tiles: {len(history)} epoch(s), last loss "
           f"{last.get('loss', float('nan')):.4f} -> {args.out} "

@@ -96,7 +96,16 @@ def notebook_parameters(path) -> dict:
     if cell is None:
         raise ValueError(f"{path}: no cell tagged 'parameters'")
     values: dict = {}
-    exec(compile(cell.source, f"{path}:parameters", "exec"), {}, values)
+    for node in ast.parse(cell.source).body:          # read, never run: literals only
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{path}, parameters cell line {node.lineno}: only `name = "
+                             f"literal` lines belong there")
+        try:
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise ValueError(f"{path}, parameters cell line {node.lineno}: "
+                             f"{node.targets[0].id} is not a literal") from None
     return {k: v for k, v in values.items() if not k.startswith("_")}
 
 

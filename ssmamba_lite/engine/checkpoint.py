@@ -69,7 +69,11 @@ def read_tensors(path, device="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    return load_file(str(path), device=str(device))
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as e:                                  # safetensors' own error types
+        raise ValueError(f"{path} is not a readable .safetensors file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else 'truncated?'})") from None
 
 
 def load_weights(module: torch.nn.Module, path, ignore: tuple = ()) -> list[str]:
@@ -114,7 +118,15 @@ def save_torch(obj, path) -> None:
 
 
 def load_torch(path):
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """A trainer-state file (weights_only: no code in it is run); a ValueError naming the file
+    when it is truncated or not a torch file."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}); delete the "
+                         f"run folder's latest.json to start over, or restore the file") from None
 
 
 def save_json(obj, path) -> None:
@@ -122,4 +134,49 @@ def save_json(obj, path) -> None:
 
 
 def read_json(path) -> dict:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# A run folder before a run writes into it.
+# ---------------------------------------------------------------------------------------------
+RUN_FILES = ("model.safetensors", "encoder.safetensors", "latest.json")   # a run was here
+SAME_RUN = ("task", "model", "model_args", "image_size", "classes")       # what --resume keeps
+
+
+def check_run_folder(out, record: dict, resume: bool, overwrite: bool, delete: bool = True
+                     ) -> None:
+    """Called before a run writes anything into `out` (its config `record` in hand). A
+    ValueError naming the folder or flag when `out` is a file or cannot be written; when it
+    holds a run and neither --resume nor --overwrite is given (a finished model is never
+    replaced silently); when --resume would continue a run of another task, model, model
+    arguments, image size or classes. --overwrite deletes the earlier run's files first, so
+    that a failed new run cannot leave a mix of old weights and a new config (`delete`: this
+    process does that; under torchrun, rank 0)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not (resume or overwrite):
+        raise ValueError(f"--out {out} holds a run ({found[0]}): --resume continues it, "
+                         f"--overwrite replaces it, or choose another --out")
+    if resume and not overwrite and (out / "config.json").is_file():
+        old = read_json(out / "config.json")
+        for key in SAME_RUN:
+            if key in old and old.get(key) != record.get(key):
+                raise ValueError(f"--resume: {out} is a run with {key} {old.get(key)!r}, this "
+                                 f"one has {record.get(key)!r}; use another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be written ({e.strerror or e})") from None
+    if overwrite and found and delete:
+        for old in [*out.glob("checkpoint-*"), *(out / n for n in (*RUN_FILES, "config.json",
+                                                                     "history.json"))]:
+            old.unlink(missing_ok=True)

@@ -79,20 +79,44 @@ def read_table(path, columns: tuple) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"labels file {path} does not exist")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = [c for c in columns if c not in (rows[0] if rows else {})]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:     # a BOM is not a column name
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    missing = [c for c in columns if c not in header or not rows]
     if missing:
         raise DataError(f"{path} needs the columns {','.join(columns)} in its header "
                         f"(and at least one row); missing {missing}")
+    for n, r in enumerate(rows, start=2):
+        if None in r or None in r.values():                       # too many or too few fields
+            fields = sum(v is not None for k, v in r.items() if k is not None)
+            raise DataError(f"{path}, line {n}: {fields + len(r.get(None) or [])} fields where "
+                            f"the header has {len(header)}")
     return rows
 
 
 def _read_csv(path: Path, root: Path, need_label: bool):
+    """The rows of a labels/images CSV, each checked: an image that exists, a relative path
+    that stays inside `root`, a label that is not empty, no image listed twice."""
     rows = read_table(path, ("path", "label") if need_label else ("path",))
+    first_line: dict = {}
+    inside = Path(os.path.normpath(root.absolute()))
     for n, r in enumerate(rows, start=2):
-        if not (root / r["path"]).is_file():
-            raise DataError(f"{path}, line {n}: image {root / r['path']} does not exist")
+        image = root / r["path"]
+        key = Path(os.path.normpath(image.absolute()))    # lexical: symlinked folders are fine
+        if not Path(r["path"]).is_absolute() and not key.is_relative_to(inside):
+            raise DataError(f"{path}, line {n}: {r['path']} leaves the data folder {root}")
+        if not image.is_file():
+            raise DataError(f"{path}, line {n}: image {image} does not exist")
+        if need_label and not r["label"].strip():
+            raise DataError(f"{path}, line {n}: the label of {r['path']} is empty")
+        if key in first_line:
+            raise DataError(f"{path}, lines {first_line[key]} and {n}: {r['path']} is listed "
+                            f"twice")
+        first_line[key] = n
     return rows
 
 

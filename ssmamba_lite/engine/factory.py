@@ -30,6 +30,11 @@ def build_model(name: str, num_classes: int, image_size: int, model_args: dict |
     """An SSMamba preset (with `model_args` overrides) or a timm model, randomly initialised."""
     model_args = dict(model_args or {})
     if is_ssmamba(name):
+        known = {f.name for f in dataclasses.fields(SSMambaConfig)}
+        unknown = sorted(set(model_args) - known)
+        if unknown:
+            raise ValueError(f"--model-args: {unknown} are not SSMambaConfig fields; known: "
+                             f"{sorted(known)}")
         return timm.create_model(name, num_classes=num_classes, img_size=image_size, **model_args)
     if not timm.is_model(name):
         raise ValueError(f"unknown model {name!r}: use {sorted(PRESETS)} "

@@ -71,11 +71,23 @@ def run_samples(cfg, labelled: bool, classes=None) -> tuple[Samples, Samples | N
         train, val = Samples(train.paths, [-1] * len(train), train.patients), None
     else:
         train, val, held = scan_unlabelled(root), None, set()
-    if cfg.skip_bad_images:
-        train, bad = drop_unreadable(train)
-        if bad:
-            print(f"skipped {len(bad)} unreadable image(s), e.g. {bad[0][1]}")
+    train = readable(train, cfg, "training")
+    val = readable(val, cfg, "validation") if val is not None else None
     return train, val, held
+
+
+def readable(samples: Samples, cfg, part: str) -> Samples:
+    """`samples` with every image decoded once before a run writes anything: the unreadable
+    ones dropped (and counted) with cfg.skip_bad_images, else a DataError naming the first.
+    Training and validation images alike, so that whether a bad file stops a run does not
+    depend on which side of the split it falls."""
+    kept, bad = drop_unreadable(samples)
+    if bad and not cfg.skip_bad_images:
+        raise DataError(f"{len(bad)} unreadable {part} image(s), e.g. {bad[0][1]} "
+                        f"(--skip-bad-images leaves them out)")
+    if bad:
+        print(f"skipped {len(bad)} unreadable {part} image(s), e.g. {bad[0][1]}")
+    return kept
 
 
 def pretraining_samples(cfg) -> Samples:
@@ -89,7 +101,7 @@ def pretraining_samples(cfg) -> Samples:
     if len(keep) < len(pool):
         print(f"extra_data: left out {len(pool) - len(keep)} image(s) of patients held out "
               f"of {cfg.data}")
-    pool = pool.subset(keep)
+    pool = readable(pool.subset(keep), cfg, "extra_data")
     return Samples(train.paths + pool.paths, [-1] * (len(train) + len(pool)),
                    train.patients + pool.patients)
 

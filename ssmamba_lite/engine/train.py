@@ -22,6 +22,7 @@ of their pixels zeroed, which do not describe the unmasked tiles the encoder see
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ class TrainConfig:
     compile: bool = False              # torch.compile the training forward and backward
     grad_checkpointing: bool = False   # recompute blocks in backward: less memory, ~1 more forward
     resume: bool = False
+    overwrite: bool = False            # replace a run already in `out` (else refused)
     max_steps_per_epoch: int = 0       # > 0: cut epochs short (quick tries and tests)
     skip_bad_images: bool = False      # drop unreadable images (and say how many) instead of failing
     progress: bool = True
@@ -81,6 +83,24 @@ class TrainConfig:
             self.out = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
         if not self.data:
             raise ValueError(f"{type(self).__name__}: data (the image folder) is required")
+        for name, ok, what in self.checks():
+            if not ok:
+                value = getattr(self, name)
+                raise ValueError(f"--{name.replace('_', '-')} must be {what}, got {value!r}")
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """(field, whether its value can work, what it must be): read before any file."""
+        positive = lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0  # noqa: E731
+        return [("epochs", self.epochs >= 1, "at least 1"),
+                ("batch_size", self.batch_size >= 1, "at least 1"),
+                ("image_size", self.image_size >= 8, "at least 8 pixels"),
+                ("lr", positive(self.lr), "a positive number"),
+                ("min_lr", math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr,
+                 "between 0 and --lr"),
+                ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+                ("warmup_fraction", 0 <= self.warmup_fraction < 1, "in [0, 1)"),
+                ("max_steps_per_epoch", self.max_steps_per_epoch >= 0, "0 or more"),
+                ("num_workers", self.num_workers >= 0, "0 or more")]
 
 
 @dataclass
@@ -97,6 +117,13 @@ class PretrainConfig(TrainConfig):
     max_zoom: float = 2.0
     bn_recalibration: int = 50         # batches of clean images that re-estimate BatchNorm stats
 
+    def checks(self):
+        return super().checks() + [
+            ("mask_ratio", 0 < self.mask_ratio < 1, "in (0, 1)"),
+            ("min_zoom", 0 < self.min_zoom <= self.max_zoom, "positive and at most --max-zoom"),
+            ("decoder", self.decoder in ("hierarchical", "linear"), "hierarchical or linear"),
+            ("decoder_width", self.decoder_width >= 1, "at least 1")]
+
 
 @dataclass
 class FinetuneConfig(TrainConfig):
@@ -106,6 +133,12 @@ class FinetuneConfig(TrainConfig):
     stain_jitter: bool = True
     layer_decay: float = 1.0           # < 1: layer-wise lr decay (lr · decay^depth from the head)
     ema_decay: float = 0.0             # > 0: validate and save an EMA of the weights
+
+    def checks(self):
+        return super().checks() + [
+            ("label_fraction", 0 < self.label_fraction <= 1, "in (0, 1]"),
+            ("layer_decay", 0 < self.layer_decay <= 1, "in (0, 1]"),
+            ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,8 +186,11 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
         encoder.set_grad_checkpointing(True)                # timm's switch (MAMIM runs its stages)
     mamim = MAMIM(encoder, cfg.mask_patch_size, cfg.mask_ratio, cfg.norm_pix_loss, cfg.decoder,
                   cfg.decoder_width, cfg.remask).to(env.device)
+    record = model_record(cfg.model, encoder, cfg, None, "mamim")
+    ckpt.check_run_folder(out, record, cfg.resume, cfg.overwrite, delete=env.is_main)
+    env.barrier()
     if env.is_main:
-        ckpt.save_json(model_record(cfg.model, encoder, cfg, None, "mamim"), out / "config.json")
+        ckpt.save_json(record, out / "config.json")
         ckpt.save_json({"images": len(train), "patients": sorted(set(train.patients))},
                        out / PRETRAIN_PATIENTS)
         print(f"MAMIM pretrains on {len(train)} images of {len(set(train.patients))} "
@@ -226,9 +262,11 @@ def finetune(cfg: FinetuneConfig) -> list[dict]:
             p.requires_grad = id(p) in keep
     model.to(env.device)
     out = Path(cfg.out)
+    record = model_record(cfg.model, model, cfg, train.classes, "classification")
+    ckpt.check_run_folder(out, record, cfg.resume, cfg.overwrite, delete=env.is_main)
+    env.barrier()
     if env.is_main:
-        ckpt.save_json(model_record(cfg.model, model, cfg, train.classes, "classification"),
-                       out / "config.json")
+        ckpt.save_json(record, out / "config.json")
         ckpt.save_json({"data": str(resolve_data(cfg.data).resolve()),      # what `evaluate`
                         "held_out_patients": sorted(held_out)}, out / SPLIT_RECORD)  # scores
     crit = torch.nn.CrossEntropyLoss()

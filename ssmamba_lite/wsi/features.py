@@ -43,7 +43,7 @@ from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.engine.factory import model_from_config
 from ssmamba_lite.engine.transforms import MEAN, STD
 from ssmamba_lite.wsi.slide import DEFAULT_MPP, Slide, SlideError, target_downsample
-from ssmamba_lite.wsi.tiles import list_slides, tile_coords, tissue_mask
+from ssmamba_lite.wsi.tiles import SLIDE_SUFFIXES, list_slides, tile_coords, tissue_mask
 
 
 def load_tile_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
@@ -152,6 +152,8 @@ def tile_grid(slide: Slide, tile_size: int, magnification=None, mpp=DEFAULT_MPP,
               slide_mpp=None, min_tissue: float = 0.5, thumbnail_size: int = 1024):
     """The tiles of `slide` that extraction encodes (and `wsi pretrain` exports): downsample
     d, tile side in level-0 pixels, thumbnail, and level-0 (x, y) of the tissue tiles."""
+    if tile_size < 1:
+        raise ValueError(f"--tile-size must be at least 1 pixel, got {tile_size}")
     d = target_downsample(slide, magnification, mpp, slide_mpp)
     tile_size0 = round(tile_size * d)
     thumb = slide.thumbnail(thumbnail_size)
@@ -176,6 +178,10 @@ def extract_slide(slide_path, out_path, encoder: nn.Module, tile_size: int = 224
         d, tile_size0, thumb, coords = tile_grid(slide, tile_size, magnification, mpp,
                                                  slide_mpp, min_tissue, thumbnail_size)
         level0_mpp, size0 = slide.mpp or slide_mpp, slide.size
+    if not len(coords):                                     # nothing written: a rerun redoes it
+        raise ValueError(f"slide {slide_path}: no tile with tissue ({tile_size} px at "
+                         f"downsample {d:.3g} is {tile_size0} level-0 px; the slide is "
+                         f"{size0[0]} x {size0[1]}): try a smaller --tile-size or --mpp")
     tiles_of_slide = SlideTiles(slide_path, coords, tile_size0, tile_size)
     loader = torch.utils.data.DataLoader(tiles_of_slide, batch_size=batch_size,
                                          num_workers=workers, collate_fn=np.stack)
@@ -201,7 +207,10 @@ def extract_slides(slides, out_dir, encoder: nn.Module, overwrite: bool = False,
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir)                             # a killed earlier run's half files
     report = {"done": {}, "skipped": [], "failed": {}}
-    for path in tqdm(list_slides(slides), desc="slides", unit="slide"):
+    paths = list_slides(slides)
+    if not paths:
+        raise ValueError(f"no slide ({', '.join(sorted(SLIDE_SUFFIXES))}) in {slides}")
+    for path in tqdm(paths, desc="slides", unit="slide"):
         target = out_dir / f"{path.stem}.h5"
         if target.exists() and not overwrite:
             report["skipped"].append(path.name)

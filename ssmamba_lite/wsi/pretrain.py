@@ -70,8 +70,11 @@ def pretrain_on_slides(slides, out, tile_size: int = 224, mpp=DEFAULT_MPP, slide
                        **pretrain_args) -> list[dict]:
     """export_tiles into `out`/tiles, then MAMIM on them (engine.train.pretrain with
     `pretrain_args`: model, image_size, epochs, batch_size, ...). Returns its history."""
+    from ssmamba_lite.engine.checkpoint import check_run_folder
     from ssmamba_lite.engine.train import PretrainConfig, pretrain
 
+    if not pretrain_args.get("resume"):            # refuse before the tiles are rewritten
+        check_run_folder(out, {}, False, pretrain_args.get("overwrite", False), delete=False)
     tiles = Path(out) / "tiles"
     export_tiles(slides, tiles, tile_size, mpp, slide_mpp, magnification, min_tissue,
                  max_tiles_per_slide, seed=pretrain_args.get("seed", 0))

@@ -161,6 +161,10 @@ def target_downsample(slide: Slide, magnification=None, mpp=None, slide_mpp=None
     """
     if magnification is None and mpp is None:
         return 1.0
+    for flag, value in (("--magnification", magnification), ("--mpp", mpp),
+                        ("--slide-mpp", slide_mpp)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag} must be a positive number, got {value}")
     level0 = slide.mpp or slide_mpp
     if mpp is not None:
         if level0 is None:
