@@ -470,6 +470,47 @@ save_figure(fig, out, "reconstructions")
 plt.show()
 
 # %% [markdown]
+# ### Watching a pretraining run in TensorBoard
+#
+# `pretrain` writes TensorBoard events into its run folder: the masked loss and learning rate
+# of every step, and after the first epoch, every `snapshot_every` epochs (5) and the last, a
+# grid of the same `snapshot_images` tiles (8) with the same masks: masked input |
+# reconstruction | original, one row per tile, so that the Images tab shows what the decoder
+# learns to paint as training goes on. In JupyterLab:
+#
+#     %load_ext tensorboard
+#     %tensorboard --logdir runs/notebooks/04_mamim_pretraining
+#
+# (`tensorboard --logdir runs` in a terminal shows every run at http://localhost:6006).
+# When this notebook pretrained here, the cell below draws the first and the last grid from
+# the event file itself.
+
+# %%
+from ssmamba_lite.engine.tracking import read_images
+
+grids = read_images(run_dir).get("mamim/masked_reconstruction_original", []) \
+    if found.path is None else []
+if grids:
+    import io
+
+    from PIL import Image
+
+    firstlast = [grids[0], grids[-1]] if len(grids) > 1 else grids
+    fig, axes = plt.subplots(1, len(firstlast), figsize=(2.6 * len(firstlast), 6),
+                             squeeze=False)
+    for ax, (step, png) in zip(axes[0], firstlast):
+        ax.imshow(Image.open(io.BytesIO(png)))
+        ax.set_title(f"step {step}\nmasked | painted | original", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, out, "tensorboard_images")
+    plt.show()
+else:
+    print("the loaded encoder's run folder keeps no TensorBoard events (its weights were made "
+          "by `ssmamba-lite course weights`): set retrain = True, or run `ssmamba-lite "
+          "pretrain ... --out runs/mine` and open TensorBoard on runs/")
+
+# %% [markdown]
 # ## 5. Explore the mask ratio
 #
 # How hard is the task at each ratio? In JupyterLab, move the slider to hide more or less of

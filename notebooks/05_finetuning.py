@@ -248,6 +248,43 @@ save_figure(fig, out, "learning_curves")
 plt.show()
 
 # %% [markdown]
+# ### The same runs in TensorBoard
+#
+# Every run writes TensorBoard events into its folder (`ssmamba_lite/engine/tracking.py`):
+# the loss and learning rate of every optimizer step, and per epoch the mean loss, images per
+# second and every validation metric (`val/auroc`, `val/balanced_accuracy`, ...); MAMIM runs
+# add a grid of masked input, reconstruction and original tiles (the Images tab). The same
+# numbers are in each folder's plain `metrics.csv`. To watch them live in JupyterLab, run in
+# a cell
+#
+#     %load_ext tensorboard
+#     %tensorboard --logdir runs/notebooks/05_finetuning
+#
+# or `tensorboard --logdir runs` in a terminal and open http://localhost:6006: every run
+# under `runs/` is listed by its folder, so a whole ablation sits side by side. Below, the
+# same events read back from disk and drawn the way the Scalars tab draws them: the per-step
+# loss faint, under TensorBoard's default smoothing (0.6, a debiased moving average); it jumps
+# by more than the epoch means above suggest, since each step sees one batch of a few
+# patients. The validation AUROC is drawn as measured: TensorBoard smooths it too, and over a
+# handful of epochs its smoothed curve lags behind the last value (set the slider to 0 to read
+# the numbers themselves).
+
+# %%
+
+from ssmamba_lite.course.figures import tensorboard_figure
+from ssmamba_lite.engine.tracking import read_scalars
+
+fig = tensorboard_figure(runs, tags=("train/loss", "val/auroc"))
+save_figure(fig, out, "tensorboard_scalars")
+plt.show()
+for name, folder in runs.items():
+    logged = [v for _, v in read_scalars(folder)["val/auroc"]]
+    kept = [h["val"]["auroc"] for h in histories[name]]
+    agree = np.allclose(logged, kept, atol=1e-6)
+    print(f"{name}: val/auroc of {len(logged)} epoch(s) in the events, "
+          f"{'equal to' if agree else 'DIFFERENT from'} the history finetune returned")
+
+# %% [markdown]
 # ## 5. Metrics on the held-out patients (last epoch)
 #
 # The last epoch is scored: nothing is selected on the validation patients, so these numbers

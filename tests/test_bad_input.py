@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -114,11 +116,18 @@ def a_file(tmp, name="a_file", content=b"x"):
     return tmp / name
 
 
-def mil_labels(tmp, text):
+def mil_labels(tmp, text, command="train", out=None):
     (tmp / "feats").mkdir()
     (tmp / "mil.csv").write_text(text)
-    return ["mil", "train", "--features", str(tmp / "feats"), "--labels", str(tmp / "mil.csv"),
-            "--out", str(tmp / "mil"), "--device", "cpu"]
+    return ["mil", command, "--features", str(tmp / "feats"), "--labels", str(tmp / "mil.csv"),
+            "--out", str(out or tmp / "mil"), "--device", "cpu"]
+
+
+def evaluated(tmp, name):
+    """A folder holding an earlier evaluation's `name`."""
+    (tmp / "evaluated").mkdir()
+    (tmp / "evaluated" / name).write_text("{}\n")
+    return tmp / "evaluated"
 
 
 HEADER = "path,label,patient_id\n"
@@ -207,6 +216,12 @@ CASES = {   # name: (argv builder (tmp, good), what the one line must say)
         "not valid JSON"),
     "evaluate on other classes": (lambda t, g: ["evaluate", "--data", str(labels_folder(
         t, g, HEADER + rows())), "--checkpoint", str(g[1])], "not among the model's classes"),
+    "evaluate --out over an earlier evaluation": (lambda t, g: [
+        "evaluate", "--data", str(g[0]), "--checkpoint", str(g[1]), "--out",
+        str(evaluated(t, "metrics.json"))], "already holds metrics.json"),
+    "evaluate --out is a file": (lambda t, g: [
+        "evaluate", "--data", str(g[0]), "--checkpoint", str(g[1]), "--out", str(a_file(t))],
+        "is a file"),
     "predict a text file": (lambda t, g: ["predict", "--checkpoint", str(g[1]),
                                           str(a_file(t, "x.png", b"text"))], "cannot read image"),
     # slides
@@ -226,6 +241,11 @@ CASES = {   # name: (argv builder (tmp, good), what the one line must say)
                                          "holds a run"),
     "mil train, labels without slide": (lambda t, g: mil_labels(t, "name,label\na,b\n"),
                                         "needs the columns slide,label"),
+    "mil train into a finished run": (lambda t, g: mil_labels(t, "slide,label\na,b\n",
+                                                              out=g[1]), "holds a run"),
+    "mil evaluate over an earlier evaluation": (lambda t, g: mil_labels(
+        t, "slide,label\na,b\n", "evaluate", out=evaluated(t, "predictions.csv")),
+        "already holds predictions.csv"),
 }
 
 
@@ -243,8 +263,11 @@ def test_bad_input_is_one_line_and_changes_nothing(case, good, tmp_path, capsys)
     assert digest(good[1]) == good[2], f"{case} changed the finished run"
 
 
-def test_the_table_is_large():
+def test_the_table_is_large_and_the_readme_counts_it():
     assert len(CASES) >= 40
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    said = re.search(r"tests/test_bad_input.py` holds (\d+) bad inputs", readme)
+    assert said and int(said.group(1)) == len(CASES), "README's reliability count is stale"
 
 
 def test_a_bom_header_is_read(good, tmp_path):

@@ -62,7 +62,8 @@ def _finetune(args) -> int:
 def _evaluate(args) -> int:
     from ssmamba_lite.engine.inference import evaluate
 
-    m = evaluate(args.data, args.checkpoint, args.out, args.batch_size, args.device)
+    m = evaluate(args.data, args.checkpoint, args.out, args.batch_size, args.device,
+                 args.overwrite)
     print(f"confusion matrix (rows: true {m['classes']}):")
     for row in m["confusion_matrix"]:
         print("  " + " ".join(f"{v:6d}" for v in row))
@@ -90,6 +91,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--checkpoint", required=True, help="output folder of finetune")
     p.add_argument("--out", default=None, help="folder for metrics.json")
+    p.add_argument("--overwrite", action="store_true", help="replace metrics.json in --out")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_evaluate)

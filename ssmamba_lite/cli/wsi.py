@@ -90,6 +90,7 @@ def add_parser(subparsers) -> None:
                                ("seed", int, 0)):
         p.add_argument(f"--{name}", type=typ, default=default)
     p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.set_defaults(func=_train)
 
     p = msub.add_parser("evaluate", help="metrics, predictions.csv and attention heatmaps")
@@ -101,6 +102,8 @@ def add_parser(subparsers) -> None:
                    "only the run's test slides, from its split.json)")
     p.add_argument("--no-heatmaps", dest="heatmaps", action="store_false")
     p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier evaluation's files in --out")
     p.set_defaults(func=_evaluate)
 
     p = msub.add_parser("patch-bags", help="build the constructed benchmark from patches")
@@ -177,10 +180,12 @@ def _pretrain(args) -> int:
 
 @_one_line_errors
 def _train(args) -> int:
+    from ssmamba_lite.engine.checkpoint import check_run_folder
     from ssmamba_lite.engine.metrics import format_metrics
     from ssmamba_lite.wsi import train as mil_train
     from ssmamba_lite.wsi.mil import MILConfig
 
+    check_run_folder(args.out, {}, resume=False, overwrite=args.overwrite)
     bags, classes = mil_train.load_bags(args.features, args.labels)
     split = mil_train.split_bags(bags, args.val_fraction, args.test_fraction, args.seed)
     print(", ".join(f"{k} {len(v)} slides of {len({b.patient for b in v})} patients"
@@ -207,9 +212,11 @@ def _train(args) -> int:
 
 @_one_line_errors
 def _evaluate(args) -> int:
+    from ssmamba_lite.engine.checkpoint import check_output_files
     from ssmamba_lite.engine.metrics import format_metrics
     from ssmamba_lite.wsi import train as mil_train
 
+    check_output_files(args.out, mil_train.EVALUATION_FILES, args.overwrite)
     run_dir = args.checkpoint or args.out
     _, classes = mil_train.load_mil(run_dir)
     bags, _ = mil_train.load_bags(args.features, args.labels, classes)

@@ -148,6 +148,48 @@ def history_figure(histories: dict, metrics=("loss",)):
     return fig
 
 
+def smoothed(values, weight: float = 0.6) -> np.ndarray:
+    """TensorBoard's smoothing slider: s_t = w·s_(t-1) + (1 - w)·v_t from s_0 = 0, divided by
+    1 - w^t so that the first points are not pulled towards 0 (a debiased moving average)."""
+    out, s = [], 0.0
+    for t, v in enumerate(values, start=1):
+        s = weight * s + (1 - weight) * v
+        out.append(s / (1 - weight ** t))
+    return np.asarray(out)
+
+
+def tensorboard_figure(runs: dict, tags=("train/loss", "val/auroc"), smoothing: float = 0.6):
+    """What TensorBoard's Scalars tab draws for `runs` ({name: run folder}): one panel per tag,
+    steps on the x axis; a per-step tag (train/...) as faint raw points under its smoothed
+    curve, a per-epoch tag as measured (smoothing a handful of points would draw values no
+    epoch had, lagging behind the last one)."""
+    import matplotlib.pyplot as plt
+
+    from ssmamba_lite.engine.tracking import read_scalars
+
+    fig, axes = plt.subplots(1, len(tags), figsize=(4.2 * len(tags), 3.2), squeeze=False)
+    for (name, folder), colour in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()
+                                      ["color"]):
+        scalars = read_scalars(folder)
+        for ax, tag in zip(axes[0], tags):
+            if tag not in scalars:
+                continue
+            steps, values = zip(*scalars[tag])
+            dots = "o" if len(steps) < 30 else None          # few points: show each one
+            if not tag.startswith("train/"):                  # once per epoch: as measured
+                ax.plot(steps, values, color=colour, label=name, marker=dots, ms=3)
+                continue
+            ax.plot(steps, values, color=colour, alpha=0.3, lw=1, marker=dots, ms=3)
+            ax.plot(steps, smoothed(values, smoothing), color=colour, label=name)
+    for ax, tag in zip(axes[0], tags):
+        ax.set_title(tag, fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_figure(matrices: dict, classes, size: float = 3.4):
     """Confusion matrices (rows: true class, columns: predicted), one panel per entry."""
     import matplotlib.pyplot as plt

@@ -169,6 +169,21 @@ def check_run_folder(out, record: dict, resume: bool, overwrite: bool, delete: b
             if key in old and old.get(key) != record.get(key):
                 raise ValueError(f"--resume: {out} is a run with {key} {old.get(key)!r}, this "
                                  f"one has {record.get(key)!r}; use another --out")
+    check_writable(out)
+    if overwrite and found and delete:
+        records = (*RUN_FILES, "config.json", "history.json", "metrics.csv", "metrics.json",
+                   "split.json")
+        for old in [*out.glob("checkpoint-*"), *out.glob("events.out.tfevents.*"),
+                    *(out / n for n in records)]:
+            old.unlink(missing_ok=True)
+
+
+def check_writable(out) -> None:
+    """Create folder `out` if needed and prove it can be written; a ValueError naming --out
+    when it is a file or cannot be written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -176,7 +191,14 @@ def check_run_folder(out, record: dict, resume: bool, overwrite: bool, delete: b
         probe.unlink()
     except OSError as e:
         raise ValueError(f"--out {out} cannot be written ({e.strerror or e})") from None
-    if overwrite and found and delete:
-        for old in [*out.glob("checkpoint-*"), *(out / n for n in (*RUN_FILES, "config.json",
-                                                                     "history.json"))]:
-            old.unlink(missing_ok=True)
+
+
+def check_output_files(out, names, overwrite: bool) -> None:
+    """Before an evaluation writes `names` into `out`: refuse (a ValueError naming the file)
+    when one of them is there from an earlier evaluation, unless --overwrite."""
+    out = Path(out)
+    found = [name for name in names if (out / name).exists()]
+    if found and not overwrite:
+        raise ValueError(f"--out {out} already holds {found[0]} from an earlier evaluation: "
+                         f"--overwrite replaces it, or choose another --out")
+    check_writable(out)

@@ -53,11 +53,15 @@ def load_trained(checkpoint, device="cpu"):
     return model.to(device).eval(), record
 
 
-def evaluate(data, checkpoint, out=None, batch_size: int = 64, device: str = "auto") -> dict:
+def evaluate(data, checkpoint, out=None, batch_size: int = 64, device: str = "auto",
+             overwrite: bool = False) -> dict:
     """Metrics of a fine-tuned model on labelled data (its test part, else its val part, when
     it has a split of its own; else the patients the run held out when it was trained on this
     data, else all of it: splits.scored_part); classes are matched by name to the training
-    classes. `data`: a path, "sample:NAME" or "data:NAME" (data.resolve_data)."""
+    classes. `data`: a path, "sample:NAME" or "data:NAME" (data.resolve_data). `out`: where
+    metrics.json goes (an earlier one there is kept unless `overwrite`)."""
+    if out is not None:
+        ckpt.check_output_files(out, ["metrics.json"], overwrite)
     device = resolve_device(device)
     model, record = load_trained(checkpoint, device)
     root = resolve_data(data)

@@ -13,6 +13,8 @@
                 checkpoint pair (weights: safetensors; optimizer, scheduler, counters, EMA:
                 a torch file read back with weights_only=True) and the pointer latest.json,
                 each written atomically. `resume=True` continues after the last complete epoch.
+    record      TensorBoard events (every step's loss and lr; every epoch's loss, lr, img/s
+                and validation metrics; a caller's images) and metrics.csv (tracking.py)
 
 Seeds: the global generator (augmentations, MAMIM masks, zoom, drop-path) is seeded per epoch
 and per process, so data-parallel processes draw different masks of different images.
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 from ssmamba_lite.engine import checkpoint as ckpt
 from ssmamba_lite.engine.distributed import Env, wrap_ddp
 from ssmamba_lite.engine.metrics import format_metrics
+from ssmamba_lite.engine.tracking import RunLog
 
 RANK_STRIDE = 7919            # seed offset between data-parallel processes (a prime)
 
@@ -91,12 +94,15 @@ def mean_loss(loss: torch.Tensor, env: Env, epoch: int, step: int) -> float:
 
 
 def fit(cfg, env: Env, module, dataset, loss_fn, save_weights, validate=None,
-        layer_decay: float = 1.0, ema_decay: float = 0.0, train_mode=None) -> list[dict]:
+        layer_decay: float = 1.0, ema_decay: float = 0.0, train_mode=None, snapshot=None,
+        snapshot_every: int = 0) -> list[dict]:
     """Train `module` on `dataset`; loss_fn(module, batch) -> loss. Returns the history.
 
     validate(module) -> metrics runs on every process after each epoch; save_weights(module)
     writes the run's weights (the EMA's when ema_decay > 0) on rank 0; train_mode(module), when
-    given, replaces module.train() (a linear probe keeps its frozen encoder in eval mode)."""
+    given, replaces module.train() (a linear probe keeps its frozen encoder in eval mode);
+    snapshot(module) -> {tag: (3, H, W) image in [0, 1]} goes to TensorBoard on rank 0 after
+    the first epoch, every `snapshot_every` epochs and the last."""
     out = Path(cfg.out)
     steps = len(make_loader(dataset, cfg, env, True))
     if cfg.max_steps_per_epoch > 0:
@@ -115,51 +121,67 @@ def fit(cfg, env: Env, module, dataset, loss_fn, save_weights, validate=None,
         if env.is_main:
             ckpt.remove_stale_temps(out)                    # left by the killed writer
             print(f"resuming {out} after epoch {start} (step {step})")
+    log = RunLog(out, env.is_main, step)
     ddp = wrap_ddp(module, env)
     if cfg.compile:
         ddp = torch.compile(ddp)                            # validation stays eager
     final = ema.module if ema is not None else module       # what is validated and saved
-    for epoch in range(start, cfg.epochs):
-        torch.manual_seed(epoch_seed(cfg.seed, epoch, env.rank))   # augmentations and masks
-        train_mode(module) if train_mode is not None else module.train()
-        bar = tqdm(make_loader(dataset, cfg, env, True, epoch), total=steps, leave=False,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (cfg.progress and env.is_main))
-        seen, done, t0, run_loss = 0, 0, time.perf_counter(), 0.0
-        for batch in bar:
-            if done >= steps:
-                break
-            batch = [b.to(env.device, non_blocking=True) for b in batch]
-            with torch.autocast(env.device.type, torch.bfloat16,
-                                enabled=env.device.type == "cuda"):
-                loss = loss_fn(ddp, batch)
-            value = mean_loss(loss, env, epoch, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update(module, step=step)
-            step, done, seen = step + 1, done + 1, seen + batch[0].shape[0] * env.world
-            run_loss += value
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{sched.get_last_lr()[-1]:.2e}",
-                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-        record = {"epoch": epoch + 1, "step": step, "loss": run_loss / max(1, done),
-                  "lr": sched.get_last_lr()[-1], "images_per_s": seen / (time.perf_counter() - t0)}
-        if validate is not None:
-            env.share_buffers(final)                        # validate what rank 0 saves
-            record["val"] = validate(final)
-        history.append(record)
-        if env.is_main:
-            extra = f"  val {format_metrics(record['val'])}" if "val" in record else ""
-            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.4f}  "
-                  f"{record['images_per_s']:.0f} img/s{extra}", flush=True)
-            save_weights(final)                             # before the mark that the epoch
-            save_checkpoint(out, epoch + 1, step, module, opt, sched, history, ema)   # is done
-        env.barrier()
+    try:
+        for epoch in range(start, cfg.epochs):
+            torch.manual_seed(epoch_seed(cfg.seed, epoch, env.rank))   # augmentations and masks
+            train_mode(module) if train_mode is not None else module.train()
+            bar = tqdm(make_loader(dataset, cfg, env, True, epoch), total=steps, leave=False,
+                       desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not (cfg.progress and env.is_main))
+            seen, done, t0, run_loss = 0, 0, time.perf_counter(), 0.0
+            for batch in bar:
+                if done >= steps:
+                    break
+                batch = [b.to(env.device, non_blocking=True) for b in batch]
+                with torch.autocast(env.device.type, torch.bfloat16,
+                                    enabled=env.device.type == "cuda"):
+                    loss = loss_fn(ddp, batch)
+                value = mean_loss(loss, env, epoch, step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.update(module, step=step)
+                step, done, seen = step + 1, done + 1, seen + batch[0].shape[0] * env.world
+                run_loss += value
+                log.step(step, value, sched.get_last_lr()[-1])
+                bar.set_postfix(loss=f"{value:.4f}", lr=f"{sched.get_last_lr()[-1]:.2e}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            record = {"epoch": epoch + 1, "step": step, "loss": run_loss / max(1, done),
+                      "lr": sched.get_last_lr()[-1],
+                      "images_per_s": seen / (time.perf_counter() - t0)}
+            if validate is not None:
+                env.share_buffers(final)                        # validate what rank 0 saves
+                record["val"] = validate(final)
+            history.append(record)
+            if env.is_main:
+                extra = f"  val {format_metrics(record['val'])}" if "val" in record else ""
+                print(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.4f}  "
+                      f"{record['images_per_s']:.0f} img/s{extra}", flush=True)
+                log.epoch(record, history)
+                if snapshot is not None and snapshot_due(epoch + 1, cfg.epochs, snapshot_every):
+                    for tag, image in snapshot(final).items():
+                        log.images(tag, image, step)
+                save_weights(final)                             # before the mark that the epoch
+                save_checkpoint(out, epoch + 1, step, module, opt, sched, history, ema)   # is done
+            env.barrier()
+    finally:
+        log.close()
     return history
+
+
+def snapshot_due(epoch: int, epochs: int, every: int) -> bool:
+    """Whether epoch (from 1) sends images: the first, every `every`-th and the last; never
+    when every is 0."""
+    return every > 0 and (epoch == 1 or epoch % every == 0 or epoch == epochs)
 
 
 def save_checkpoint(out: Path, epoch, step, module, opt, sched, history, ema=None) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from torchvision.utils import make_grid
 
 from ssmamba_lite.engine import checkpoint as ckpt
 from ssmamba_lite.engine.data import Samples, TileDataset, label_subset, resolve_data
@@ -45,7 +46,13 @@ from ssmamba_lite.engine.splits import (
     pretraining_samples,
     run_samples,
 )
-from ssmamba_lite.engine.transforms import eval_transform, mamim_transform, train_transform
+from ssmamba_lite.engine.transforms import (
+    MEAN,
+    STD,
+    eval_transform,
+    mamim_transform,
+    train_transform,
+)
 from ssmamba_lite.mamim import MAMIM, MaskGenerator, default_mask_patch
 
 
@@ -116,9 +123,13 @@ class PretrainConfig(TrainConfig):
     min_zoom: float = 0.5              # multi-magnification views: zoom range
     max_zoom: float = 2.0
     bn_recalibration: int = 50         # batches of clean images that re-estimate BatchNorm stats
+    snapshot_every: int = 5            # TensorBoard images of fixed tiles every this many epochs
+    snapshot_images: int = 8           # how many tiles (masked | reconstruction | original)
 
     def checks(self):
         return super().checks() + [
+            ("snapshot_every", self.snapshot_every >= 0, "0 (never) or more"),
+            ("snapshot_images", self.snapshot_images >= 1, "at least 1"),
             ("mask_ratio", 0 < self.mask_ratio < 1, "in (0, 1)"),
             ("min_zoom", 0 < self.min_zoom <= self.max_zoom, "positive and at most --max-zoom"),
             ("decoder", self.decoder in ("hierarchical", "linear"), "hierarchical or linear"),
@@ -203,8 +214,17 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
     def save(module):
         ckpt.save_weights(module.encoder, out / "encoder.safetensors")
 
+    shown = TileDataset(train, eval_transform(cfg.image_size))
+    shown = torch.stack([shown[i][0] for i in range(min(cfg.snapshot_images, len(shown)))])
+    shown_mask = masks(len(shown), torch.Generator().manual_seed(cfg.seed))
+
+    def snapshot(module):
+        return {"mamim/masked_reconstruction_original":
+                mamim_grid(module, shown.to(env.device), shown_mask.to(env.device))}
+
     tf = mamim_transform(cfg.image_size, cfg.min_zoom, cfg.max_zoom)
-    history = fit(cfg, env, mamim, TileDataset(train, tf), loss_fn, save)
+    history = fit(cfg, env, mamim, TileDataset(train, tf), loss_fn, save, snapshot=snapshot,
+                  snapshot_every=cfg.snapshot_every)
     if env.is_main:
         clean = DataLoader(TileDataset(train, eval_transform(cfg.image_size)), cfg.batch_size,
                            shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
@@ -215,6 +235,20 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
     env.barrier()
     env.close()
     return history
+
+
+@torch.no_grad()
+def mamim_grid(mamim: MAMIM, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One image (3, H', W') in [0, 1]: a row per tile, masked input | reconstruction (visible
+    pixels pasted back) | original, the same tiles and masks at every epoch."""
+    was_training = mamim.training
+    mamim.eval()
+    masked, result, _ = mamim.reconstruct(images, mask)
+    mamim.train(was_training)
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    rows = torch.stack([masked, result, images], 1).flatten(0, 1).float() * std + mean
+    return make_grid(rows.clamp(0, 1).cpu(), nrow=3, padding=2, pad_value=1.0)
 
 
 # ---------------------------------------------------------------------------------------------

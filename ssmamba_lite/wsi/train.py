@@ -13,6 +13,7 @@ see mil.pad_bags), one validation pass per epoch; the checkpoint of the best val
     model.safetensors   weights of the best epoch
     config.json         {"mil_config", "train_config", "classes", "epoch"}
     metrics.json        {"best": val metrics of the best epoch, "history": [per epoch]}
+    metrics.csv, events TensorBoard's record of every epoch (engine/tracking.py)
 Evaluation writes eval_metrics.json, predictions.csv and, for slides whose feature file holds a
 thumbnail, heatmaps/<slide>.png of the attention over the slide.
 """
@@ -36,6 +37,7 @@ from ssmamba_lite.engine.checkpoint import load_weights, read_json, save_json, s
 from ssmamba_lite.engine.data import fold_ratio, held_out_folds, read_table
 from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.engine.metrics import classification_metrics, format_metrics
+from ssmamba_lite.engine.tracking import RunLog
 from ssmamba_lite.wsi.features import read_features
 from ssmamba_lite.wsi.heatmap import save_heatmap
 from ssmamba_lite.wsi.mil import MILAggregator, MILConfig, pad_bags
@@ -195,6 +197,7 @@ def train_mil(train: list[Bag], val: list[Bag], classes: list[str], out_dir,
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     history, best, best_key = [], None, None
+    log = RunLog(out_dir)                       # TensorBoard events and metrics.csv
     for epoch in (bar := tqdm(range(1, tcfg.epochs + 1), desc=f"mil {cfg.aggregator}", unit="epoch")):
         model.train()
         order, losses = rng.sample(train, len(train)), []
@@ -209,6 +212,7 @@ def train_mil(train: list[Bag], val: list[Bag], classes: list[str], out_dir,
             row["val"] = evaluate_bags(model, val, classes, device)
             bar.set_postfix_str(format_metrics(row["val"]))
         history.append(row)
+        log.epoch(row, history)
         auroc = row["val"]["auroc"] if val else float("nan")
         key = (-math.inf if math.isnan(auroc) else auroc, -row["val"]["loss"] if val else epoch)
         if best_key is None or key > best_key:
@@ -217,6 +221,7 @@ def train_mil(train: list[Bag], val: list[Bag], classes: list[str], out_dir,
             save_json({"mil_config": dataclasses.asdict(cfg),
                        "train_config": dataclasses.asdict(tcfg), "classes": classes,
                        "epoch": epoch}, out_dir / "config.json")
+    log.close()
     result = {"best": best, "history": history}
     save_json(result, out_dir / "metrics.json")
     return result
@@ -255,6 +260,9 @@ def load_mil(run_dir, device="cpu") -> tuple[MILAggregator, list[str]]:
     model = MILAggregator(MILConfig(**saved["mil_config"]))
     load_weights(model, Path(run_dir) / "model.safetensors")
     return model.eval().to(device), saved["classes"]
+
+
+EVALUATION_FILES = ("eval_metrics.json", "predictions.csv")     # what evaluate_mil writes
 
 
 def evaluate_mil(run_dir, bags: list[Bag], classes: list[str], out_dir,
