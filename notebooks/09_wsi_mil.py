@@ -241,29 +241,33 @@ if checkpoint == "mamim":
 # %% [markdown]
 # ## 3. Tiles → features, cached per slide
 #
-# `extract_slides` does section 1 for every slide of a folder, encodes the tiles in batches
-# and writes `<slide>.h5` (features, coordinates, thumbnail). A slide already extracted is
+# `extract_cohort` does section 1 for every slide of a folder or cohort list, encodes the
+# tiles in batches and writes `<slide>.h5` (features, coordinates, thumbnail, tile count,
+# the encoder's fingerprint). A slide already extracted with the same encoder and settings is
 # skipped, so an interrupted run resumes; an unreadable slide is reported by name and the
-# others still run. From the command line:
+# others still run. From the command line, in one process or spread over processes, GPUs and
+# machines by torchrun (each process claims the next slide, largest first):
 #
 #     ssmamba-lite wsi extract --slides SLIDES_DIR --out FEATURES_DIR --checkpoint ENCODER \
 #         --tile-size 224          # at 0.5 µm/px, the default --mpp
+#     torchrun --nproc-per-node 2 -m ssmamba_lite.cli wsi extract ...   # the same, 2 ranks
 #
 # With `checkpoint = "none"` the encoder has random weights: fine for the mechanics, not a
 # result. The encoder's pooled output (`forward_head(..., pre_logits=True)`) is one vector of
 # C numbers per tile.
 
 # %%
-from ssmamba_lite.wsi.features import extract_slides, load_tile_encoder, read_features
+from ssmamba_lite.wsi.cohort import extract_cohort
+from ssmamba_lite.wsi.features import load_tile_encoder, read_features
 
 encoder = load_tile_encoder(checkpoint, model, seed=seed)
 t0 = time.time()
-report = extract_slides([slide_path], out / "slide_features", encoder, overwrite=True,
+report = extract_cohort([slide_path], out / "slide_features", encoder, overwrite=True,
                         tile_size=tile_size, mpp=tile_mpp,
                         image_size=image_size, batch_size=32, device=device,
                         encoder_name=f"{model}:{checkpoint}")
 slide_bag = read_features(out / "slide_features" / f"{slide_path.stem}.h5")
-print(report)
+print({k: report[k] for k in ("done", "skipped", "failed", "tiles", "wall_seconds")})
 print(f"features {slide_bag['features'].shape}, coords {slide_bag['coords'].shape} "
       f"in {time.time() - t0:.1f} s")
 

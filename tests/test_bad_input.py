@@ -236,6 +236,13 @@ CASES = {   # name: (argv builder (tmp, good), what the one line must say)
     "wsi extract --mpp 1000": (lambda t, g: extract(t, "--mpp", "1000"), "no tile with tissue"),
     "wsi extract, a missing slide": (lambda t, g: extract(t, slides=t / "gone.svs"),
                                      "does not exist"),
+    "wsi extract, a cohort CSV naming a missing slide": (lambda t, g: extract(
+        t, slides=a_file(t, "cohort.csv", f"slide\n{SLIDE}\ngone.svs\n".encode())),
+        "cohort.csv line 3: slide gone.svs does not exist"),
+    "wsi extract, a cohort CSV without a slide column": (lambda t, g: extract(
+        t, slides=a_file(t, "cohort.csv", b"path\na.svs\n")), "needs a 'slide' column"),
+    "wsi extract --stale-after 0": (lambda t, g: extract(t, "--stale-after", "0"),
+                                    "--stale-after must be a positive number"),
     "wsi pretrain into a finished run": (lambda t, g: ["wsi", "pretrain", "--slides", str(SLIDE),
                                                        "--out", str(g[1]), "--device", "cpu"],
                                          "holds a run"),

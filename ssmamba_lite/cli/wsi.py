@@ -35,10 +35,12 @@ def _one_line_errors(func):
 def _encoder_args(p) -> None:
     p.add_argument("--checkpoint", required=True,
                    help="encoder: a folder with encoder.safetensors + config.json, a "
-                        ".safetensors file, or 'none' for random weights (a baseline for "
-                        "demos and tests, not a result)")
+                        ".safetensors file, a torch weights file (.bin/.pth/.pt, e.g. a "
+                        "UNI-style pytorch_model.bin with --model vit_large_patch16_224), or "
+                        "'none' for random weights (a baseline for demos and tests)")
     p.add_argument("--model", default="ssmamba_lite_tiny",
-                   help="timm preset when the checkpoint carries no config.json")
+                   help="SSMamba preset or timm model name when the checkpoint carries no "
+                        "config.json (built locally: nothing is downloaded)")
     p.add_argument("--seed", type=int, default=0, help="random weights of --checkpoint none")
     p.add_argument("--device", default="auto")
 
@@ -47,9 +49,16 @@ def add_parser(subparsers) -> None:
     wsi = subparsers.add_parser("wsi", help="whole-slide images: tiles and encoder features")
     wsub = wsi.add_subparsers(dest="wsi_command", required=True)
     p = wsub.add_parser("extract", help="tile slides and cache encoder features (resumable)")
-    p.add_argument("--slides", nargs="+", required=True, help="slide files and/or folders")
+    p.add_argument("--slides", nargs="+", required=True,
+                   help="slide files, folders and/or cohort CSVs (a 'slide' column of paths)")
     p.add_argument("--out", required=True, help="folder for <slide>.h5 feature files")
     _encoder_args(p)
+    p.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="the encoder's pixel mean (default: its config's, a timm model's own)")
+    p.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"))
+    p.add_argument("--stale-after", type=float, default=24.0, metavar="HOURS",
+                   help="take over a slide claimed longer ago than this (a claim whose "
+                        "process is gone on this host is taken over at once)")
     _scale_args(p)
     p.add_argument("--workers", type=int, default=2, help="processes reading tiles")
     p.add_argument("--batch-size", type=int, default=32)
@@ -145,18 +154,34 @@ def _mil_data_args(p) -> None:
 
 @_one_line_errors
 def _extract(args) -> int:
-    from ssmamba_lite.wsi.features import extract_slides, load_tile_encoder
+    from ssmamba_lite.engine.distributed import setup
+    from ssmamba_lite.wsi.cohort import extract_cohort
+    from ssmamba_lite.wsi.features import load_tile_encoder
 
-    encoder = load_tile_encoder(args.checkpoint, args.model, seed=args.seed)
-    report = extract_slides(
-        args.slides, args.out, encoder, overwrite=args.overwrite, tile_size=args.tile_size,
-        magnification=args.magnification, mpp=None if args.level0 else args.mpp,
-        slide_mpp=args.slide_mpp, workers=args.workers, min_tissue=args.min_tissue,
-        batch_size=args.batch_size, image_size=args.image_size, device=args.device,
-        thumbnail_size=args.thumbnail_size, encoder_name=f"{args.model}:{args.checkpoint}")
-    print(f"{len(report['done'])} slides extracted, {len(report['skipped'])} already done, "
-          f"{len(report['failed'])} failed (named above) -> {args.out}")
-    return EXIT_FAIL if report["failed"] else EXIT_OK
+    if args.stale_after <= 0:
+        raise ValueError(f"--stale-after must be a positive number of hours, got "
+                         f"{args.stale_after}")
+    encoder = load_tile_encoder(args.checkpoint, args.model, seed=args.seed,
+                                image_size=args.image_size, mean=args.mean, std=args.std)
+    env = setup(args.device, args.seed)                     # under torchrun: one rank each
+    try:
+        summary = extract_cohort(
+            args.slides, args.out, encoder, env, overwrite=args.overwrite,
+            stale_after=args.stale_after, tile_size=args.tile_size,
+            magnification=args.magnification, mpp=None if args.level0 else args.mpp,
+            slide_mpp=args.slide_mpp, workers=args.workers, min_tissue=args.min_tissue,
+            batch_size=args.batch_size, image_size=args.image_size,
+            thumbnail_size=args.thumbnail_size, encoder_name=f"{args.model}:{args.checkpoint}")
+    finally:
+        env.close()
+    if env.is_main:
+        held = f", {len(summary['not_done'])} held by other processes" \
+            if summary["not_done"] else ""
+        print(f"{len(summary['done'])} slides extracted ({summary['tiles']} tiles, "
+              f"{summary['slides_per_hour']} slides/h on {summary['ranks']} process(es)), "
+              f"{len(summary['skipped'])} already done, {len(summary['failed'])} failed "
+              f"(named above){held} -> {args.out}/cohort_summary.json")
+    return EXIT_FAIL if summary["failed"] else EXIT_OK
 
 
 @_one_line_errors
@@ -212,7 +237,7 @@ def _train(args) -> int:
 
 @_one_line_errors
 def _evaluate(args) -> int:
-    from ssmamba_lite.engine.checkpoint import check_output_files
+    from ssmamba_lite.engine.checkpoint import check_output_files, read_json
     from ssmamba_lite.engine.metrics import format_metrics
     from ssmamba_lite.wsi import train as mil_train
 
@@ -220,6 +245,10 @@ def _evaluate(args) -> int:
     run_dir = args.checkpoint or args.out
     _, classes = mil_train.load_mil(run_dir)
     bags, _ = mil_train.load_bags(args.features, args.labels, classes)
+    trained_on = read_json(f"{run_dir}/config.json").get("feature_encoder")
+    if trained_on and bags[0].encoder != trained_on:
+        raise ValueError(f"{args.features} holds features of {bags[0].encoder}; the aggregator "
+                         f"in {run_dir} was trained on features of {trained_on}")
     if args.split and args.split != "all":
         bags = [b for b in bags if b.split == args.split]
         if not bags:

@@ -18,13 +18,14 @@ Glossary (slide.py and tiles.py have the rest)
 
 Cache file `<slide stem>.h5`: datasets `features` (n, C) float32, `coords` (n, 2) int64,
 `thumbnail` (h, w, 3) uint8; attributes slide, tile_size, tile_size0, level0_size (W0, H0),
-mpp (the slide's level 0), target_mpp (the tiles'), downsample, encoder. It is written to a temporary name and renamed when complete, so an
-existing cache file is always whole: a second run skips it (resumable across slides).
+mpp (the slide's level 0), target_mpp (the tiles'), downsample, image_size (what the encoder
+saw), encoder (its name), encoder_fingerprint (sha256 of its weights), n_tiles, fingerprint
+(encoder and settings), mpp_source (slide, --slide-mpp or none) and run. It is written to a temporary name and renamed when complete,
+so an existing cache file is always whole: a rerun skips it (cohort.py runs whole cohorts).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,27 +37,34 @@ from ssmamba_lite.engine.checkpoint import (
     atomic_write,
     load_weights,
     read_json,
-    remove_stale_temps,
-    save_json,
 )
 from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.engine.factory import model_from_config
 from ssmamba_lite.engine.transforms import MEAN, STD
-from ssmamba_lite.wsi.slide import DEFAULT_MPP, Slide, SlideError, target_downsample
-from ssmamba_lite.wsi.tiles import SLIDE_SUFFIXES, list_slides, tile_coords, tissue_mask
+from ssmamba_lite.wsi.slide import DEFAULT_MPP, Slide, target_downsample
+from ssmamba_lite.wsi.tiles import tile_coords, tissue_mask
+
+TORCH_WEIGHTS = (".bin", ".pth", ".pt")     # torch files (timm/Hugging Face releases such as UNI)
 
 
 def load_tile_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
-                      model_config: dict | None = None, seed: int = 0) -> nn.Module:
-    """A tile encoder without head (num_classes=0), in eval mode.
+                      model_config: dict | None = None, seed: int = 0, image_size=None,
+                      mean=None, std=None) -> nn.Module:
+    """A tile encoder without head (num_classes=0), in eval mode. Nothing is downloaded.
 
     checkpoint: a folder with encoder.safetensors + config.json (as `ssmamba-lite pretrain`
     writes them), a .safetensors file (architecture from a config.json beside it, else
-    `model_config` (SSMambaConfig fields) / `model` (an SSMamba preset or any timm model)), or
-    None / "none": random weights drawn with `seed` (a baseline for demos and tests: random
-    features are not a result). The module carries `input_mean`, `input_std`: the pixel
-    normalisation it was trained with (config.json's mean/std, else transforms.MEAN/STD).
+    `model_config` (SSMambaConfig fields) / `model` (an SSMamba preset or any timm model)), a
+    torch weights file (.bin, .pth, .pt: read with weights_only, e.g. `--model
+    vit_large_patch16_224 --checkpoint pytorch_model.bin` for UNI-style weights), or None /
+    "none": random weights drawn with `seed` (a baseline for demos and tests: random features
+    are not a result). The module carries `input_mean`, `input_std` (the pixel normalisation:
+    `mean`/`std` when given, else config.json's, else a timm model's own pretrained config,
+    else transforms.MEAN/STD), `input_size` (the side tiles are resized to: `image_size`, else
+    a timm model's pretrained input size, else None: the tile's own size) and `fingerprint` (sha256 of its weights: what every feature file records).
     """
+    from ssmamba_lite.engine.factory import is_ssmamba
+
     weights, saved = None, {}
     if checkpoint not in (None, "none"):
         path = Path(checkpoint)
@@ -65,14 +73,63 @@ def load_tile_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
             raise FileNotFoundError(f"encoder checkpoint {weights} does not exist")
         if (weights.parent / "config.json").is_file():
             saved = read_json(weights.parent / "config.json")
-    record = saved or ({"model_config": model_config} if model_config else {"model": model})
+    own = {"model_config": model_config} if model_config else {"model": model}
+    record = saved or {**own, "image_size": image_size or 224}
     with torch.random.fork_rng(devices=[]):                    # leaves the caller's RNG alone
         torch.manual_seed(seed)
         net = model_from_config(record, num_classes=0)
-    if weights is not None:
+    if weights is not None and weights.suffix in TORCH_WEIGHTS:
+        load_torch_weights(net, weights)
+    elif weights is not None:
         load_weights(net, weights, ignore=("head.",))
-    net.input_mean, net.input_std = tuple(saved.get("mean", MEAN)), tuple(saved.get("std", STD))
+    timm_cfg = {} if saved or model_config or is_ssmamba(model) else \
+        dict(getattr(net, "pretrained_cfg", None) or {})
+    net.input_mean = tuple(mean or saved.get("mean") or timm_cfg.get("mean") or MEAN)
+    net.input_std = tuple(std or saved.get("std") or timm_cfg.get("std") or STD)
+    net.input_size = image_size or (timm_cfg.get("input_size") or (None,))[-1]
+    net.fingerprint = weights_fingerprint(net)
     return net.eval()
+
+
+def load_torch_weights(net: nn.Module, path) -> None:
+    """A torch weights file into `net` (a classifier in the file, timm's `classifier` name, is
+    ignored): the state dict itself,
+    or under "state_dict" / "model"; a ValueError naming the file when keys do not fit."""
+    from ssmamba_lite.engine.checkpoint import load_torch
+
+    state = load_torch(path)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path} holds no state dict of tensors")
+    head = (getattr(net, "pretrained_cfg", None) or {}).get("classifier") or "head"
+    heads = tuple(f"{h}." for h in ([head] if isinstance(head, str) else head))
+    own = net.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(heads)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit {type(net).__name__}: {len(missing)} missing "
+                         f"key(s) {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]} "
+                         f"(is --model the architecture these weights were trained as?)")
+    shapes = [k for k in state if state[k].shape != own[k].shape]
+    if shapes:
+        raise ValueError(f"{path} does not fit: {shapes[0]} has shape "
+                         f"{tuple(state[shapes[0]].shape)} in the file, "
+                         f"{tuple(own[shapes[0]].shape)} in the model (check --image-size)")
+    net.load_state_dict(state)
+
+
+def weights_fingerprint(net: nn.Module) -> str:
+    """sha256 (16 hex digits) of every tensor of `net`'s state dict, names included."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @torch.inference_mode()
@@ -164,20 +221,24 @@ def tile_grid(slide: Slide, tile_size: int, magnification=None, mpp=DEFAULT_MPP,
 def extract_slide(slide_path, out_path, encoder: nn.Module, tile_size: int = 224,
                   magnification=None, mpp=DEFAULT_MPP, slide_mpp=None, min_tissue: float = 0.5,
                   batch_size: int = 32, image_size: int | None = None, device="auto",
-                  thumbnail_size: int = 1024, encoder_name: str = "", workers: int = 0) -> int:
+                  thumbnail_size: int = 1024, encoder_name: str = "", workers: int = 0,
+                  progress: bool = True, run: str = "", fingerprint: str = "") -> int:
     """Tile one slide, encode its tissue tiles, write `out_path`. Returns the number of tiles.
 
     Tiles are cut at `mpp` µm/px (default 0.5, about 20x) from the slide's own resolution
     (`slide_mpp` for files that do not record it); `magnification` instead asks for an
     objective power, and mpp=None with no magnification tiles level 0. `workers` processes
-    read tiles while the encoder runs (0: read in this process)."""
+    read tiles while the encoder runs (0: read in this process). `run` and `fingerprint` (of
+    the encoder and settings, cohort.py) are recorded in the file."""
     device = resolve_device(device) if isinstance(device, str) else device
     encoder = encoder.to(device)
+    image_size = image_size or getattr(encoder, "input_size", None)
     mpp = None if magnification is not None else mpp
     with Slide(slide_path) as slide:
         d, tile_size0, thumb, coords = tile_grid(slide, tile_size, magnification, mpp,
                                                  slide_mpp, min_tissue, thumbnail_size)
         level0_mpp, size0 = slide.mpp or slide_mpp, slide.size
+        mpp_source = "slide" if slide.mpp else ("--slide-mpp" if slide_mpp else "none")
     if not len(coords):                                     # nothing written: a rerun redoes it
         raise ValueError(f"slide {slide_path}: no tile with tissue ({tile_size} px at "
                          f"downsample {d:.3g} is {tile_size0} level-0 px; the slide is "
@@ -187,40 +248,16 @@ def extract_slide(slide_path, out_path, encoder: nn.Module, tile_size: int = 224
                                          num_workers=workers, collate_fn=np.stack)
     try:
         feats = [encode_tiles(encoder, tiles, device, image_size)
-                 for tiles in tqdm(loader, desc=Path(slide_path).name, leave=False, unit="batch")]
+                 for tiles in tqdm(loader, desc=Path(slide_path).name, leave=False, unit="batch",
+                                   disable=not progress)]
     finally:
         tiles_of_slide.close()                            # opened here when workers == 0
     dim = getattr(encoder, "num_features", 0)
     features = torch.cat(feats).numpy() if feats else np.zeros((0, dim), np.float32)
     write_features(out_path, features, coords, thumb, slide=str(slide_path),
                    tile_size=tile_size, tile_size0=tile_size0, level0_size=size0,
-                   mpp=level0_mpp, target_mpp=mpp, downsample=d, encoder=encoder_name)
+                   mpp=level0_mpp, target_mpp=mpp, downsample=d, encoder=encoder_name,
+                   encoder_fingerprint=getattr(encoder, "fingerprint", ""), n_tiles=len(coords),
+                   fingerprint=fingerprint, run=run, image_size=image_size or tile_size,
+                   mpp_source=mpp_source)
     return len(coords)
-
-
-def extract_slides(slides, out_dir, encoder: nn.Module, overwrite: bool = False,
-                   **kwargs) -> dict:
-    """`extract_slide` for every slide into `<out_dir>/<stem>.h5`; existing files are skipped
-    (resume), an unreadable slide is reported and the others still run. Returns and writes
-    `<out_dir>/extract_report.json` = {"done": {name: n_tiles}, "skipped": [...],
-    "failed": {name: message}}."""
-    out_dir = Path(out_dir)
-    remove_stale_temps(out_dir)                             # a killed earlier run's half files
-    report = {"done": {}, "skipped": [], "failed": {}}
-    paths = list_slides(slides)
-    if not paths:
-        raise ValueError(f"no slide ({', '.join(sorted(SLIDE_SUFFIXES))}) in {slides}")
-    for path in tqdm(paths, desc="slides", unit="slide"):
-        target = out_dir / f"{path.stem}.h5"
-        if target.exists() and not overwrite:
-            report["skipped"].append(path.name)
-            continue
-        try:
-            report["done"][path.name] = extract_slide(path, target, encoder, **kwargs)
-        except (SlideError, ValueError, OSError, RuntimeError) as err:   # (RuntimeError: a
-            # tile-reading worker's failure) one line per slide; the others still run
-            msg = str(err) if str(path) in str(err) else f"slide {path}: {err}"
-            report["failed"][path.name] = msg
-            tqdm.write(f"error: {msg}", file=sys.stderr)
-    save_json(report, out_dir / "extract_report.json")
-    return report

@@ -66,6 +66,7 @@ class Bag:
     patient: str
     split: str | None = None
     file: Path | None = None
+    encoder: str = ""              # the encoder that made the features (name:fingerprint)
 
 
 def load_bags(features_dir, labels_csv, classes: list[str] | None = None):
@@ -90,11 +91,17 @@ def load_bags(features_dir, labels_csv, classes: list[str] | None = None):
             tqdm.write(f"warning: feature file {file} holds no tiles (no tissue found?); "
                        f"left out", file=sys.stderr)
             continue
+        encoder = f"{d.get('encoder') or 'unnamed'}:{d.get('encoder_fingerprint') or '?'}"
         bags.append(Bag(r["slide"], torch.from_numpy(d["features"]), d["coords"],
                         classes.index(r["label"]), r.get("patient_id") or r["slide"],
-                        r.get("split") or None, file))
+                        r.get("split") or None, file, encoder))
     if not bags:
         raise FileNotFoundError(f"no slide of {labels_csv} has a feature file in {features_dir}")
+    first = next((b for b in bags if b.encoder != bags[0].encoder), None)
+    if first is not None:                   # features of two encoders are not one feature space
+        raise ValueError(f"{features_dir}: {bags[0].name}.h5 holds features of "
+                         f"{bags[0].encoder}, {first.name}.h5 of {first.encoder}: extract every "
+                         f"slide with one encoder")
     return bags, classes
 
 
@@ -220,7 +227,8 @@ def train_mil(train: list[Bag], val: list[Bag], classes: list[str], out_dir,
             save_weights(model, out_dir / "model.safetensors")
             save_json({"mil_config": dataclasses.asdict(cfg),
                        "train_config": dataclasses.asdict(tcfg), "classes": classes,
-                       "epoch": epoch}, out_dir / "config.json")
+                       "epoch": epoch, "feature_encoder": train[0].encoder},
+                      out_dir / "config.json")
     log.close()
     result = {"best": best, "history": history}
     save_json(result, out_dir / "metrics.json")
