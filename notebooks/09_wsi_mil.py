@@ -191,9 +191,10 @@ plt.show()
 # ## 2. MAMIM on the slide's own tiles
 #
 # SSMamba's premise is self-supervised pretraining on the *target* data, with no external
-# dataset. For slides, the target data is the tissue of the slides themselves: `export_tiles`
-# cuts the tiles exactly as the extraction below will (same mask, grid, physical scale), and
-# MAMIM (notebook 04) learns to fill in their masked patches. No label is used; still, pass
+# dataset. For slides, the target data is the tissue of the slides themselves: `find_tiles`
+# picks the tiles exactly as the extraction below will (same mask, grid, physical scale),
+# MAMIM (notebook 04) reads them from the slide as batches need them (nothing is copied) and
+# learns to fill in their masked patches. No label is used; still, pass
 # only the slides the model may see (keep a test cohort out). From the command line:
 #
 #     ssmamba-lite wsi pretrain --slides TRAIN_SLIDES --out runs/wsi_mamim --epochs 10

@@ -241,16 +241,34 @@ def test_a_timm_encoder_from_a_local_weights_file(slides, tmp_path):
 
 
 @pytest.mark.slow
-def test_wsi_pretrain_shares_the_slides_then_trains_data_parallel(slides, tmp_path):
+def test_wsi_pretrain_shares_the_tissue_search_then_trains_data_parallel(slides, tmp_path):
     out = tmp_path / "mamim"
     argv = ["wsi", "pretrain", "--slides", str(slides), "--out", str(out), "--model",
             "ssmamba_lite_cpu", "--tile-size", "64", "--mpp", "1.0", "--image-size", "32",
             "--epochs", "1", "--batch-size", "4", "--max-steps-per-epoch", "2", "--device", "cpu"]
     r = torchrun(argv)
     assert r.returncode == 0, r.stderr[-3000:]
-    records = [json.loads(p.read_text()) for p in (out / "tiles").glob("*/tiles.json")]
-    assert len(records) == len(SIZES)
-    listed = (out / "tiles" / "images.csv").read_text().splitlines()[1:]
-    assert len(listed) == sum(len(r["tiles"]) for r in records) > 0
+    rows = (out / "tiles.csv").read_text().splitlines()[1:]
+    assert {r.split(",")[-1] for r in rows} == set(SIZES)   # every slide's tiles, found by 2
+    seen = json.loads((out / "pretrain_patients.json").read_text())
+    assert seen["images"] == len(rows) and seen["patients"] == sorted(SIZES)
     assert (out / "encoder.safetensors").is_file()
     assert "resuming" not in r.stdout
+
+
+def test_the_slide_tile_source_reads_what_extract_encodes(slides, tmp_path):
+    import pickle
+
+    from ssmamba_lite.wsi.features import tile_grid
+    from ssmamba_lite.wsi.pretrain import find_tiles
+
+    source = find_tiles([slides / "s5_tiny.tif"], tile_size=64, mpp=1.0)
+    with Slide(slides / "s5_tiny.tif") as s:
+        _, size0, _, coords = tile_grid(s, 64, mpp=1.0)
+        first = s.read(int(coords[0][0]), int(coords[0][1]), size0, 64)
+    assert len(source.samples) == len(coords) and set(source.samples.patients) == {"s5_tiny"}
+    tile = source.load(source.samples.paths[0])
+    assert tile.shape == (3, 64, 64) and tile.dtype == torch.uint8
+    assert torch.equal(tile.permute(1, 2, 0), torch.from_numpy(first))
+    copy = pickle.loads(pickle.dumps(source))              # what a DataLoader worker gets
+    assert copy._open == {} and torch.equal(copy.load(copy.samples.paths[0]), tile)

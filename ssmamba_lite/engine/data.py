@@ -356,17 +356,20 @@ def drop_unreadable(samples: Samples) -> tuple[Samples, list[tuple[Path, str]]]:
 
 
 class TileDataset(Dataset):
-    """(image, label) pairs; images decoded once and kept in memory when `cache` is set."""
+    """(image, label) pairs; images decoded once and kept in memory when `cache` is set.
+    `load(path) -> uint8 (3, H, W)` reads one image (default: an image file; a slide's tile
+    source passes its own, see wsi/pretrain.py)."""
 
-    def __init__(self, samples: Samples, transform=None, cache: bool = True):
+    def __init__(self, samples: Samples, transform=None, cache: bool = True, load=None):
         self.samples, self.transform, self.cache = samples, transform, cache
-        self._images = [load_image(p) for p in samples.paths] if cache else None
+        self.load = load or load_image
+        self._images = [self.load(p) for p in samples.paths] if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i):
-        img = self._images[i] if self._images is not None else load_image(self.samples.paths[i])
+        img = self._images[i] if self._images is not None else self.load(self.samples.paths[i])
         if self.transform is not None:
             img = self.transform(img)
         return img, self.samples.labels[i]

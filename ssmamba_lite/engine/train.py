@@ -183,15 +183,20 @@ def recalibrate_batchnorm(model: torch.nn.Module, loader, device, batches: int) 
     return seen
 
 
-def pretrain(cfg: PretrainConfig) -> list[dict]:
+def pretrain(cfg: PretrainConfig, source=None) -> list[dict]:
     """MAMIM on the training images of cfg.data (labels ignored; see splits.pretraining_samples).
     Writes out/encoder.safetensors, config.json and pretrain_patients.json (the patients whose
-    images it saw, which `finetune` checks against the patients it holds out)."""
+    images it saw, which `finetune` checks against the patients it holds out).
+
+    `source`, instead of cfg.data's files: an object with `samples` (Samples: a key per image,
+    its group) and `load(key) -> uint8 (3, H, W)`, read on demand and never all held in
+    memory (wsi/pretrain.py reads tiles straight from slides this way)."""
     cfg.mask_patch_size = cfg.mask_patch_size or default_mask_patch(cfg.image_size)
     masks = MaskGenerator(cfg.image_size, cfg.mask_patch_size, 4, cfg.mask_ratio)  # checks both
     env = setup(cfg.device, cfg.seed)
     out = Path(cfg.out)
-    train = pretraining_samples(cfg)
+    train = source.samples if source is not None else pretraining_samples(cfg)
+    images = dict(cache=False, load=source.load) if source is not None else {}
     encoder = build_model(cfg.model, 0, cfg.image_size, cfg.model_args)
     if cfg.grad_checkpointing:
         encoder.set_grad_checkpointing(True)                # timm's switch (MAMIM runs its stages)
@@ -214,7 +219,7 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
     def save(module):
         ckpt.save_weights(module.encoder, out / "encoder.safetensors")
 
-    shown = TileDataset(train, eval_transform(cfg.image_size))
+    shown = TileDataset(train, eval_transform(cfg.image_size), **images)
     shown = torch.stack([shown[i][0] for i in range(min(cfg.snapshot_images, len(shown)))])
     shown_mask = masks(len(shown), torch.Generator().manual_seed(cfg.seed))
 
@@ -223,10 +228,12 @@ def pretrain(cfg: PretrainConfig) -> list[dict]:
                 mamim_grid(module, shown.to(env.device), shown_mask.to(env.device))}
 
     tf = mamim_transform(cfg.image_size, cfg.min_zoom, cfg.max_zoom)
-    history = fit(cfg, env, mamim, TileDataset(train, tf), loss_fn, save, snapshot=snapshot,
+    history = fit(cfg, env, mamim, TileDataset(train, tf, **images), loss_fn, save,
+                  snapshot=snapshot,
                   snapshot_every=cfg.snapshot_every)
     if env.is_main:
-        clean = DataLoader(TileDataset(train, eval_transform(cfg.image_size)), cfg.batch_size,
+        clean = DataLoader(TileDataset(train, eval_transform(cfg.image_size), **images),
+                           cfg.batch_size,
                            shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
         n = recalibrate_batchnorm(encoder, clean, env.device, cfg.bn_recalibration)
         if n:
