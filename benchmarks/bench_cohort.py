@@ -1,7 +1,7 @@
 """Slides per hour with 1 and K processes on this machine: `wsi extract` over a cohort, once in
-one process and once under torchrun (gloo, one CPU thread per process), side by side.
+one process and once under torchrun (gloo; `--threads` CPU threads per process, 1 by default), side by side.
 
-    .venv/bin/python benchmarks/bench_cohort.py [--processes 2] [--copies 2]
+    .venv/bin/python benchmarks/bench_cohort.py [--processes 2] [--copies 2] [--threads 1]
         [--slides MORE_SLIDES ...] [--model ssmamba_lite_cpu] [--tile-size 64] [--mpp 1.0]
 
 The cohort: the package's sample slide (CMU, real H&E) and crops of it from a quarter to the
@@ -56,8 +56,9 @@ def build_cohort(folder: Path, copies: int) -> list[Path]:
     return out
 
 
-def run(argv: list[str], processes: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", PYTHONPATH=str(REPO))
+def run(argv: list[str], processes: int, threads: int = 1) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads),
+               PYTHONPATH=str(REPO))
     launch = [sys.executable, "-m", "ssmamba_lite.cli"] if processes == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
          str(processes), "-m", "ssmamba_lite.cli"]
@@ -77,20 +78,22 @@ def main() -> int:
     p.add_argument("--tile-size", type=int, default=64)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--mpp", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of each process "
+                   "(torch and numba)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_cohort_"))
     try:
         slides = [str(s) for s in build_cohort(work / "slides", args.copies)] + args.slides
         print(f"cohort: {len(slides)} slide entries under {work / 'slides'}; model "
               f"{args.model} (random weights), {args.tile_size} px tiles at {args.mpp} µm/px "
-              f"-> {args.image_size} px, one CPU thread per process")
+              f"-> {args.image_size} px, {args.threads} CPU thread(s) per process")
         common = ["wsi", "extract", "--slides", *slides, "--checkpoint", "none", "--model",
                   args.model, "--tile-size", str(args.tile_size), "--image-size",
                   str(args.image_size), "--mpp", str(args.mpp), "--workers", "0",
                   "--device", "cpu", "--batch-size", "32"]
         results = {}
         for k in (1, args.processes):
-            results[k] = run(common + ["--out", str(work / f"feats_{k}")], k)
+            results[k] = run(common + ["--out", str(work / f"feats_{k}")], k, args.threads)
             s = results[k]
             print(f"{k} process(es): {len(s['done'])} slides, {s['tiles']} tiles in "
                   f"{s['wall_seconds']:.1f} s: {s['tiles_per_s']:.1f} tiles/s, "

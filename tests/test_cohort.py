@@ -200,7 +200,11 @@ def test_another_encoder_is_refused_not_mixed(slides, tmp_path, capsys):
     assert main(extract(folder, out)) == 0
     before = (out / "s5_tiny.h5").read_bytes()
     assert main(extract(folder, out, "--seed", "1")) == 1    # other random weights
-    assert "holds features of another encoder or other settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "s5_tiny.h5 was made with other settings or another encoder (encoder_fingerprint" in err
+    assert json.loads((out / "status" / "s5_tiny.json").read_text())["error"] in err
+    assert main(extract(folder, out, "--tile-size", "32")) == 1
+    assert "tile_size 64 there, 32 now" in capsys.readouterr().err
     assert (out / "s5_tiny.h5").read_bytes() == before
     assert main(extract(folder, out, "--seed", "1", "--overwrite")) == 0
     assert (out / "s5_tiny.h5").read_bytes() != before

@@ -255,3 +255,12 @@ def test_macro_f1_skips_a_class_absent_from_labels_and_predictions():
     assert m["macro_f1"] == 1.0 and m["balanced_accuracy"] == 1.0
     wrong = classification_metrics([0, 1, 1], probs, ["a", "b", "c"])  # one mistake
     assert wrong["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+def test_atomic_writes_are_readable_by_others_as_open_would_make_them(tmp_path):
+    # mkstemp creates 0600 files: a feature folder shared by several users or machines
+    # would then hold files only their writer can read
+    ckpt.save_json({"a": 1}, tmp_path / "x.json")
+    (tmp_path / "plain.json").write_text("{}")
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == \
+        (tmp_path / "plain.json").stat().st_mode & 0o777

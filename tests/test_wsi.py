@@ -290,3 +290,10 @@ def test_mamim_on_the_slides_own_tiles_then_extract_with_it(slide_path, tmp_path
     x, y = (int(v) for v in rows[1].split(",")[1:3])
     assert [x, y] in d["coords"].tolist()                     # the same grid
     assert d["features"].shape[1] == 128 and np.isfinite(d["features"]).all()
+    capsys.readouterr()
+    assert main(["wsi", "pretrain", "--slides", str(slide_path), "--out", str(run),
+                 "--tile-size", "32", "--mpp", "2.0", "--max-tiles-per-slide", "24", "--model",
+                 MODEL, "--epochs", "2", "--batch-size", "8", "--device", "cpu",
+                 "--resume"]) == 2                  # other tiles: not a continuation
+    assert "pretrained on tile_size 64; this run has 32: use another --out" in \
+        capsys.readouterr().err

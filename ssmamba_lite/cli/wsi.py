@@ -7,28 +7,29 @@
     mil patch-bags     the constructed benchmark: bags of patches from a patch dataset
 
 Flags are spelled like the parameters of the functions they feed (--tile-size <-> tile_size).
-Every failure is one line on stderr and a non-zero exit code; the logic lives in
-ssmamba_lite/wsi/ (features.py, mil.py, train.py, bench.py).
+A user error is one line on stderr and exit 2, as for every command; `wsi extract` exits 1
+when some slides failed and the others were done (each named). The logic lives in
+ssmamba_lite/wsi/ (features.py, cohort.py, pretrain.py, mil.py, train.py, bench.py).
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
 
 def _one_line_errors(func):
+    """A slide that cannot be read is a user error like any other: one line, exit 2, from the
+    CLI's edge (cli/__init__.py; --debug shows the traceback)."""
     @functools.wraps(func)
     def run(args) -> int:
         from ssmamba_lite.wsi.slide import SlideError
 
         try:
             return func(args)
-        except (FileNotFoundError, ValueError, SlideError, OSError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_FAIL
+        except SlideError as err:
+            raise ValueError(str(err)) from err
     return run
 
 
@@ -171,7 +172,7 @@ def _extract(args) -> int:
             magnification=args.magnification, mpp=None if args.level0 else args.mpp,
             slide_mpp=args.slide_mpp, workers=args.workers, min_tissue=args.min_tissue,
             batch_size=args.batch_size, image_size=args.image_size,
-            thumbnail_size=args.thumbnail_size, encoder_name=f"{args.model}:{args.checkpoint}")
+            thumbnail_size=args.thumbnail_size, encoder_name=encoder.encoder_name)
     finally:
         env.close()
     if env.is_main:

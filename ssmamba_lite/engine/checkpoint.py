@@ -26,6 +26,15 @@ TEMP_SUFFIX = ".tmp"        # `atomic_write` writes `.<target>.<random>.tmp`; th
 ENCODER_PREFIX = "encoder."  # the encoder's weights inside a whole MAMIM checkpoint
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()             # what a plain open() would apply; read once (umask is per process)
+
+
 def atomic_write(path, write) -> None:
     """`write(tmp)` writes a temporary file in `path`'s folder, then it is renamed over `path`.
     Readers see the old file or the whole new one, never a part."""
@@ -35,6 +44,7 @@ def atomic_write(path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)               # mkstemp's 0600 would hide it from others
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -141,7 +141,8 @@ def read_images(folder) -> dict[str, list[tuple[int, bytes]]]:
 
 
 def read_metrics_csv(path) -> list[dict[str, float]]:
-    """metrics.csv back as rows of numbers (an empty cell: NaN)."""
+    """metrics.csv (or a run folder's) back as rows of numbers (an empty cell: NaN)."""
+    path = Path(path) / METRICS_CSV if Path(path).is_dir() else path
     with open(path, newline="") as f:
         return [{k: float(v) if v != "" else float("nan") for k, v in row.items()}
                 for row in csv.DictReader(f)]

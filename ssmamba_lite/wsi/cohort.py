@@ -230,10 +230,15 @@ def extract_cohort(slides, out_dir, encoder: nn.Module, env: Env | None = None,
     bar = tqdm(paths, desc=f"rank {env.rank} slides", unit="slide", position=env.rank,
                disable=not progress)
     refused = {}
+    now = {"encoder_fingerprint": getattr(encoder, "fingerprint", None),   # what a file of
+           "tile_size": kwargs.get("tile_size"),                             # this run records
+           "target_mpp": None if kwargs.get("magnification") is not None else kwargs.get("mpp"),
+           "image_size": kwargs.get("image_size") or getattr(encoder, "input_size", None)
+           or kwargs.get("tile_size")}
     for path in bar:
         target = out_dir / f"{path.stem}.h5"
         if done_already(existing(target), fingerprint, run_id, overwrite, refused, path,
-                        kwargs.get("slide_mpp")):
+                        kwargs.get("slide_mpp"), now):
             continue
         me = {"slide": str(path), "rank": env.rank, "pid": os.getpid(), "host": host,
               "started": datetime.datetime.now().isoformat(timespec="seconds"), "run": run_id}
@@ -242,7 +247,7 @@ def extract_cohort(slides, out_dir, encoder: nn.Module, env: Env | None = None,
             continue
         try:
             if done_already(existing(target), fingerprint, run_id, overwrite, refused, path,
-                            kwargs.get("slide_mpp")):
+                            kwargs.get("slide_mpp"), now):
                 continue                                      # finished while we looked
             if taken:
                 tqdm.write(f"rank {env.rank}: took over {path.name} ({taken})", file=sys.stderr)
@@ -258,8 +263,11 @@ def extract_cohort(slides, out_dir, encoder: nn.Module, env: Env | None = None,
         finally:
             release(claims, path.stem)
     mine["wall_seconds"] = time.perf_counter() - t_start
-    for why in refused.values() if env.is_main else ():
+    for name, why in refused.items() if env.is_main else ():
         tqdm.write(f"error: {why}", file=sys.stderr)
+        save_json({"slide": name, "rank": env.rank, "host": host, "tiles": 0, "seconds": 0,
+                   "tiles_per_s": None, "error": why, "run": run_id},
+                  status / f"{Path(name).stem}.json")
     per_rank = env.gather(mine)                               # waits for every rank
     summary = summarise(paths, out_dir, run_id, per_rank, refused)
     if env.is_main:
@@ -270,10 +278,12 @@ def extract_cohort(slides, out_dir, encoder: nn.Module, env: Env | None = None,
     return summary
 
 
-def done_already(attrs, fingerprint, run_id, overwrite, refused, path, slide_mpp=None) -> bool:
+def done_already(attrs, fingerprint, run_id, overwrite, refused, path, slide_mpp=None,
+                 now=None) -> bool:
     """Whether a slide needs no work: its file is whole and of this encoder and settings (or,
-    with --overwrite, written by this very run); a file of other ones is refused by name.
-    --slide-mpp counts only for a slide whose file took its level-0 resolution from it."""
+    with --overwrite, written by this very run); a file of other ones is refused by name,
+    with the fields that differ. --slide-mpp counts only for a slide whose file took its
+    level-0 resolution from it."""
     if attrs is None:
         return False
     if attrs.get("run") == run_id:
@@ -282,9 +292,14 @@ def done_already(attrs, fingerprint, run_id, overwrite, refused, path, slide_mpp
         return False
     other_mpp = attrs.get("mpp_source") == "--slide-mpp" and attrs.get("mpp") != slide_mpp
     if attrs.get("fingerprint") not in (None, fingerprint) or other_mpp:
-        refused[path.name] = (f"{path.stem}.h5 holds features of another encoder or other "
-                              f"settings ({attrs.get('encoder') or 'unnamed'}): --overwrite "
-                              f"redoes it, or choose another --out")
+        fields = [f"{k} {attrs.get(k)!r} there, {v!r} now" for k, v in (now or {}).items()
+                  if attrs.get(k) != v]
+        if other_mpp:
+            fields.append(f"--slide-mpp {attrs.get('mpp')!r} there, {slide_mpp!r} now")
+        what = "; ".join(fields) or "min_tissue, magnification or thumbnail_size"
+        refused[path.name] = (f"{path.stem}.h5 was made with other settings or another "
+                              f"encoder ({what}): --overwrite redoes it, or choose another "
+                              f"--out")
     return True
 
 

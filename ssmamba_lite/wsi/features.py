@@ -61,7 +61,9 @@ def load_tile_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
     are not a result). The module carries `input_mean`, `input_std` (the pixel normalisation:
     `mean`/`std` when given, else config.json's, else a timm model's own pretrained config,
     else transforms.MEAN/STD), `input_size` (the side tiles are resized to: `image_size`, else
-    a timm model's pretrained input size, else None: the tile's own size) and `fingerprint` (sha256 of its weights: what every feature file records).
+    a timm model's pretrained input size, else None: the tile's own size), `fingerprint`
+    (sha256 of its weights) and `encoder_name` ("<model built>:<checkpoint>"), which every
+    feature file records.
     """
     from ssmamba_lite.engine.factory import is_ssmamba
 
@@ -88,6 +90,8 @@ def load_tile_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
     net.input_std = tuple(std or saved.get("std") or timm_cfg.get("std") or STD)
     net.input_size = image_size or (timm_cfg.get("input_size") or (None,))[-1]
     net.fingerprint = weights_fingerprint(net)
+    built = record.get("model") or "ssmamba (model_config)"           # what was really built
+    net.encoder_name = f"{built}:{checkpoint if checkpoint not in (None, 'none') else 'none'}"
     return net.eval()
 
 

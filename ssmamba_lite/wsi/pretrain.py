@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ssmamba_lite.engine.checkpoint import atomic_write
+from ssmamba_lite.engine.checkpoint import atomic_write, read_json, save_json
 from ssmamba_lite.engine.data import Samples
 from ssmamba_lite.engine.distributed import Env, setup
 from ssmamba_lite.wsi.cohort import by_size, cohort_slides
 from ssmamba_lite.wsi.features import tile_grid
 from ssmamba_lite.wsi.slide import DEFAULT_MPP, Slide
+
+TILING = "tiling.json"             # the slides and tile settings a run pretrained on
 
 
 class SlideTileSource:
@@ -58,7 +60,7 @@ class SlideTileSource:
         if i not in self._open:
             self._open[i] = Slide(self.slides[i])
         tile = self._open[i].read(x, y, self.size0[i], self.tile_size)
-        return torch.from_numpy(np.ascontiguousarray(tile)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(tile)).permute(2, 0, 1)     # (a writable copy)
 
     def write_csv(self, path) -> None:
         """tiles.csv: slide, x, y, patient_id of every tile (what MAMIM trained on)."""
@@ -109,14 +111,30 @@ def pretrain_on_slides(slides, out, tile_size: int = 224, mpp=DEFAULT_MPP, slide
     from ssmamba_lite.engine.checkpoint import check_run_folder
     from ssmamba_lite.engine.train import PretrainConfig, pretrain
 
+    seed = pretrain_args.get("seed", 0)
+    tiling = {"slides": [str(p) for p in by_size(cohort_slides(slides))],
+              "tile_size": tile_size, "mpp": mpp, "slide_mpp": slide_mpp,
+              "magnification": magnification, "min_tissue": min_tissue,
+              "max_tiles_per_slide": max_tiles_per_slide, "seed": seed}
+    record = Path(out) / TILING
     if not pretrain_args.get("resume"):            # refuse before anything is written
         check_run_folder(out, {}, False, pretrain_args.get("overwrite", False), delete=False)
-    seed = pretrain_args.get("seed", 0)
+    elif record.is_file() and not pretrain_args.get("overwrite"):
+        old = read_json(record)
+        for key, value in tiling.items():          # --resume continues the same tiles only
+            if old.get(key) != value:
+                shown = "another slide list" if key == "slides" else f"{key} {old.get(key)!r}"
+                raise ValueError(f"--resume: {out} pretrained on {shown}; this run has "
+                                 f"{'other slides' if key == 'slides' else repr(value)}: use "
+                                 f"another --out")
     env = setup(pretrain_args.get("device", "auto"), seed)
     source = find_tiles(slides, tile_size, mpp, slide_mpp, magnification, min_tissue,
                         max_tiles_per_slide, seed=seed, env=env)
     pretrain_args.setdefault("image_size", tile_size)
     cfg = PretrainConfig(data=";".join(source.slides), out=str(out), **pretrain_args)
+    if env.is_main:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        save_json(tiling, record)
     history = pretrain(cfg, source=source)
     if env.is_main:
         source.write_csv(Path(out) / "tiles.csv")
