@@ -182,12 +182,13 @@ def make_weights(out=SHIPPED, work="runs/course_weights", pretrain_epochs: int =
     the record (seconds, validation metrics of the shipped float16 classifier)."""
     out, work = Path(out), Path(work)
     t0 = time.perf_counter()
-    history_p = pretrain(PretrainConfig(data=DATA, extra_data=POOL, out=str(work / "mamim"), overwrite=True,
-                                        epochs=pretrain_epochs, device=device,
+    history_p = pretrain(PretrainConfig(data=DATA, extra_data=POOL, out=str(work / "mamim"),
+                                        overwrite=True, epochs=pretrain_epochs, device=device,
                                         progress=progress, **RECIPE, **PRETRAIN))
     t1 = time.perf_counter()
-    history_f = finetune(FinetuneConfig(data=DATA, init=str(work / "mamim"), epochs=epochs, overwrite=True,
-                                        out=str(work / "idc_classifier"), device=device,
+    history_f = finetune(FinetuneConfig(data=DATA, init=str(work / "mamim"), epochs=epochs,
+                                        overwrite=True, out=str(work / "idc_classifier"),
+                                        device=device,
                                         progress=progress, **RECIPE, **FINETUNE))
     t2 = time.perf_counter()
 

@@ -87,7 +87,14 @@ def read_tensors(path, device="cpu") -> dict:
 
 
 def load_weights(module: torch.nn.Module, path, ignore: tuple = ()) -> list[str]:
-    """Load the .safetensors file `path` into `module`; every weight must fit.
+    """Load the .safetensors file `path` into `module`; every weight must fit (load_state).
+    Returns the module's keys that were left as they were."""
+    return load_state(module, read_tensors(path), path, ignore)
+
+
+def load_state(module: torch.nn.Module, state: dict, path, ignore: tuple = (),
+               hint: str = "") -> list[str]:
+    """Put the tensors `state`, read from the file `path`, into `module`; every weight must fit.
 
     Keys saved from a DistributedDataParallel wrapper lose their "module." prefix. When the
     module has no key starting with "encoder." but the file has (a whole MAMIM checkpoint:
@@ -95,10 +102,11 @@ def load_weights(module: torch.nn.Module, path, ignore: tuple = ()) -> list[str]
     Keys starting with one of the `ignore` prefixes are left out on both sides, e.g.
     ("head.",) to put an encoder into a classifier whose head starts fresh.
     Any other difference (a missing or unexpected key, a different shape) is a ValueError that
-    names the file and the keys. Returns the module's keys that were left as they were.
+    names the file and the keys (and `hint`). Returns the module's keys that were left as they
+    were.
     """
     path = Path(path)
-    state = {k.removeprefix("module."): v for k, v in read_tensors(path).items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     own = module.state_dict()
     if not any(k.startswith(ENCODER_PREFIX) for k in own) and \
             any(k.startswith(ENCODER_PREFIX) for k in state):
@@ -111,11 +119,11 @@ def load_weights(module: torch.nn.Module, path, ignore: tuple = ()) -> list[str]
     where = f"{path} does not fit {type(module).__name__}"
     if missing or unexpected:
         raise ValueError(f"{where}: {len(missing)} missing key(s) {missing[:3]}, "
-                         f"{len(unexpected)} unexpected {unexpected[:3]}")
+                         f"{len(unexpected)} unexpected {unexpected[:3]}{hint}")
     for k, v in state.items():
         if v.shape != own[k].shape:
             raise ValueError(f"{where}: {k} has shape {tuple(v.shape)} in the file, "
-                             f"{tuple(own[k].shape)} in the model")
+                             f"{tuple(own[k].shape)} in the model{hint}")
     module.load_state_dict(state, strict=False)
     return [k for k in own if skip(k)]
 
@@ -166,9 +174,7 @@ def check_run_folder(out, record: dict, resume: bool, overwrite: bool, delete: b
     arguments, image size or classes. --overwrite deletes the earlier run's files first, so
     that a failed new run cannot leave a mix of old weights and a new config (`delete`: this
     process does that; under torchrun, rank 0)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
+    out = Path(out)                                # (a file: none found, check_writable says so)
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not (resume or overwrite):
         raise ValueError(f"--out {out} holds a run ({found[0]}): --resume continues it, "
@@ -181,8 +187,8 @@ def check_run_folder(out, record: dict, resume: bool, overwrite: bool, delete: b
                                  f"one has {record.get(key)!r}; use another --out")
     check_writable(out)
     if overwrite and found and delete:
-        records = (*RUN_FILES, "config.json", "history.json", "metrics.csv", "metrics.json",
-                   "split.json")
+        records = (*RUN_FILES, "config.json", "history.json", "metrics.json", "split.json",
+                   "metrics.csv")                  # (and the events: tracking.py's records)
         for old in [*out.glob("checkpoint-*"), *out.glob("events.out.tfevents.*"),
                     *(out / n for n in records)]:
             old.unlink(missing_ok=True)

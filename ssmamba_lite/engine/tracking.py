@@ -28,7 +28,6 @@ import torch
 from ssmamba_lite.engine import checkpoint as ckpt
 
 METRICS_CSV = "metrics.csv"
-EVENTS_GLOB = "events.out.tfevents.*"
 
 
 def flat_numbers(prefix: str, values: dict) -> dict[str, float]:

@@ -219,18 +219,20 @@ def pretrain(cfg: PretrainConfig, source=None) -> list[dict]:
     def save(module):
         ckpt.save_weights(module.encoder, out / "encoder.safetensors")
 
-    shown = TileDataset(train, eval_transform(cfg.image_size), **images)
-    shown = torch.stack([shown[i][0] for i in range(min(cfg.snapshot_images, len(shown)))])
-    shown_mask = masks(len(shown), torch.Generator().manual_seed(cfg.seed))
+    snapshot = None                                          # rank 0 alone logs images
+    if env.is_main and cfg.snapshot_every > 0:
+        few = TileDataset(train.subset(range(min(cfg.snapshot_images, len(train)))),
+                          eval_transform(cfg.image_size), cache=False, load=images.get("load"))
+        shown = torch.stack([few[i][0] for i in range(len(few))])
+        shown_mask = masks(len(shown), torch.Generator().manual_seed(cfg.seed))
 
-    def snapshot(module):
-        return {"mamim/masked_reconstruction_original":
-                mamim_grid(module, shown.to(env.device), shown_mask.to(env.device))}
+        def snapshot(module):
+            return {"mamim/masked_reconstruction_original":
+                    mamim_grid(module, shown.to(env.device), shown_mask.to(env.device))}
 
     tf = mamim_transform(cfg.image_size, cfg.min_zoom, cfg.max_zoom)
     history = fit(cfg, env, mamim, TileDataset(train, tf, **images), loss_fn, save,
-                  snapshot=snapshot,
-                  snapshot_every=cfg.snapshot_every)
+                  snapshot=snapshot, snapshot_every=cfg.snapshot_every)
     if env.is_main:
         clean = DataLoader(TileDataset(train, eval_transform(cfg.image_size), **images),
                            cfg.batch_size,

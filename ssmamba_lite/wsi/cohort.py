@@ -69,16 +69,10 @@ def cohort_slides(slides) -> list[Path]:
     relative ones read from the CSV's folder; other columns such as patient_id and label are
     for `mil train`) -> the slide paths. A missing file is one ValueError naming the CSV row."""
     items = [slides] if isinstance(slides, (str, os.PathLike)) else list(slides)
-    out = []
+    listed = []
     for item in items:
-        if Path(item).suffix.lower() == ".csv":
-            out += read_cohort_csv(item)
-        else:
-            out += list_slides([item])
-    stems = [p.stem for p in out]
-    if len(set(stems)) != len(stems):
-        dup = sorted({s for s in stems if stems.count(s) > 1})
-        raise ValueError(f"two slides share the name {dup[0]}: their feature files would collide")
+        listed += read_cohort_csv(item) if Path(item).suffix.lower() == ".csv" else [item]
+    out = list_slides(listed)                     # folders opened; two slides of one name refused
     if not out:
         raise ValueError(f"no slide ({', '.join(sorted(SLIDE_SUFFIXES))}) in {slides}")
     return out
@@ -201,12 +195,9 @@ def existing(target: Path) -> dict | None:
     if not target.is_file():
         return None
     try:
-        d = read_features(target)
+        return read_features(target, arrays=False)
     except ValueError:
         return None                                           # unreadable: redone
-    d.pop("features")
-    d.pop("thumbnail")
-    return d
 
 
 def extract_cohort(slides, out_dir, encoder: nn.Module, env: Env | None = None,
@@ -235,10 +226,14 @@ def extract_cohort(slides, out_dir, encoder: nn.Module, env: Env | None = None,
            "target_mpp": None if kwargs.get("magnification") is not None else kwargs.get("mpp"),
            "image_size": kwargs.get("image_size") or getattr(encoder, "input_size", None)
            or kwargs.get("tile_size")}
+
+    def settled(path, target) -> bool:                        # (done_already on its file)
+        return done_already(existing(target), fingerprint, run_id, overwrite, refused, path,
+                            kwargs.get("slide_mpp"), now)
+
     for path in bar:
         target = out_dir / f"{path.stem}.h5"
-        if done_already(existing(target), fingerprint, run_id, overwrite, refused, path,
-                        kwargs.get("slide_mpp"), now):
+        if settled(path, target):
             continue
         me = {"slide": str(path), "rank": env.rank, "pid": os.getpid(), "host": host,
               "started": datetime.datetime.now().isoformat(timespec="seconds"), "run": run_id}
@@ -246,8 +241,7 @@ def extract_cohort(slides, out_dir, encoder: nn.Module, env: Env | None = None,
         if not won:
             continue
         try:
-            if done_already(existing(target), fingerprint, run_id, overwrite, refused, path,
-                            kwargs.get("slide_mpp"), now):
+            if settled(path, target):
                 continue                                      # finished while we looked
             if taken:
                 tqdm.write(f"rank {env.rank}: took over {path.name} ({taken})", file=sys.stderr)

@@ -20,8 +20,9 @@ Cache file `<slide stem>.h5`: datasets `features` (n, C) float32, `coords` (n, 2
 `thumbnail` (h, w, 3) uint8; attributes slide, tile_size, tile_size0, level0_size (W0, H0),
 mpp (the slide's level 0), target_mpp (the tiles'), downsample, image_size (what the encoder
 saw), encoder (its name), encoder_fingerprint (sha256 of its weights), n_tiles, fingerprint
-(encoder and settings), mpp_source (slide, --slide-mpp or none) and run. It is written to a temporary name and renamed when complete,
-so an existing cache file is always whole: a rerun skips it (cohort.py runs whole cohorts).
+(encoder and settings), mpp_source (slide, --slide-mpp or none) and run. It is written to a
+temporary name and renamed when complete, so an existing cache file is always whole: a rerun
+skips it (cohort.py runs whole cohorts).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from tqdm.auto import tqdm
 
 from ssmamba_lite.engine.checkpoint import (
     atomic_write,
+    load_state,
+    load_torch,
     load_weights,
     read_json,
 )
@@ -96,11 +99,9 @@ def load_tile_encoder(checkpoint=None, model: str = "ssmamba_lite_tiny",
 
 
 def load_torch_weights(net: nn.Module, path) -> None:
-    """A torch weights file into `net` (a classifier in the file, timm's `classifier` name, is
-    ignored): the state dict itself,
-    or under "state_dict" / "model"; a ValueError naming the file when keys do not fit."""
-    from ssmamba_lite.engine.checkpoint import load_torch
-
+    """A torch weights file into `net`: the state dict itself, or under "state_dict" /
+    "model"; a classifier in the file (timm's `classifier` name) is ignored, and every other
+    key must fit (checkpoint.load_state: one line naming the file otherwise)."""
     state = load_torch(path)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -109,20 +110,8 @@ def load_torch_weights(net: nn.Module, path) -> None:
         raise ValueError(f"{path} holds no state dict of tensors")
     head = (getattr(net, "pretrained_cfg", None) or {}).get("classifier") or "head"
     heads = tuple(f"{h}." for h in ([head] if isinstance(head, str) else head))
-    own = net.state_dict()
-    state = {k: v for k, v in state.items() if k in own or not k.startswith(heads)}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit {type(net).__name__}: {len(missing)} missing "
-                         f"key(s) {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]} "
-                         f"(is --model the architecture these weights were trained as?)")
-    shapes = [k for k in state if state[k].shape != own[k].shape]
-    if shapes:
-        raise ValueError(f"{path} does not fit: {shapes[0]} has shape "
-                         f"{tuple(state[shapes[0]].shape)} in the file, "
-                         f"{tuple(own[shapes[0]].shape)} in the model (check --image-size)")
-    net.load_state_dict(state)
+    load_state(net, state, path, ignore=heads,
+               hint=" (are --model and --image-size those these weights were trained with?)")
 
 
 def weights_fingerprint(net: nn.Module) -> str:
@@ -193,14 +182,16 @@ def write_features(path, features, coords, thumbnail=None, **attrs) -> None:
     atomic_write(path, write)
 
 
-def read_features(path) -> dict:
-    """A cache file -> {"features", "coords", "thumbnail" (or None), attributes...}."""
+def read_features(path, arrays: bool = True) -> dict:
+    """A cache file -> {"features", "coords", "thumbnail" (or None), attributes...}; with
+    arrays=False the attributes alone (nothing large is read)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            out = {k: f[k][()] for k in ("features", "coords")}
-            out["thumbnail"] = f["thumbnail"][()] if "thumbnail" in f else None
+            out = {k: f[k][()] for k in ("features", "coords")} if arrays else {}
+            if arrays:
+                out["thumbnail"] = f["thumbnail"][()] if "thumbnail" in f else None
             for k, v in f.attrs.items():                      # numpy scalars -> Python
                 v = v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v
                 out[k] = None if v == "" else v
