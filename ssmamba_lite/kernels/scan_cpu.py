@@ -27,6 +27,9 @@ loops over n that each write one array (or sum into scalars), so that the compil
 them: two arrays written in one loop may overlap as far as the compiler knows, and it then
 keeps that loop scalar or guarded.
 Large steps are safe: Ā_t = exp(Δ_t A) only ever decays, so nothing can overflow.
+The forward sums y_t = Σ_n C_t h_t in float64 (a float32 sum is faster, and fails the
+large-step test of tests/test_scan.py on ∂A: further from a float64 computation than
+mamba-ssm's float32 reference).
 
 Δ_t = softplus(δ_t + b) is computed inside the kernels, one row at a time (and recomputed in
 the backward pass, which turns ∂Δ into ∂δ = ∂Δ · sigmoid(δ + b)): no (batch, D, L) tensor of
@@ -76,23 +79,24 @@ def forward_kernel(u, delta, A, B, C, D, chunk, bias, use_softplus):
     per_gB, per_gC = dim // B.shape[1], dim // C.shape[1]
     for row in prange(batch * dim):
         b, d = np.int64(row) // dim, np.int64(row) % dim     # (prange counts in uint64)
-        bB, gB = min(b, B.shape[0] - 1), d // per_gB
-        bC, gC = min(b, C.shape[0] - 1), d // per_gC
+        Bd = B[min(b, B.shape[0] - 1), d // per_gB]          # (Lb, N): B_t of this row's group
+        Cd = C[min(b, C.shape[0] - 1), d // per_gC]
+        Ad, ud, yd = A[d], u[b, d], y[b, d]                  # views: no index arithmetic per step
         h = np.zeros(N, u.dtype)
         dts = np.empty(L, u.dtype)
         step_sizes(delta[b, d], bias[d], use_softplus, dts)          # Δ_t of this row
-        for t in range(L):
-            if t % chunk == 0:
-                ckpt[b, d, t // chunk] = h
-            tB = min(t, B.shape[2] - 1)
-            tC = min(t, C.shape[2] - 1)
-            dt = dts[t]
-            x = dt * u[b, d, t]
-            acc = 0.0
-            for n in range(N):
-                h[n] = decay_exp(dt * A[d, n]) * h[n] + x * B[bB, gB, tB, n]  # h_t = Ā_t h + ΔBu
-                acc += C[bC, gC, tC, n] * h[n]                             # y_t = <C_t, h_t>
-            y[b, d, t] = acc + D[d] * u[b, d, t]                          # + D u_t
+        for c in range(nchunks):                 # (no t % chunk per step: an integer division)
+            ckpt[b, d, c] = h
+            for t in range(c * chunk, min(L, (c + 1) * chunk)):
+                Bt = Bd[min(t, Bd.shape[0] - 1)]
+                Ct = Cd[min(t, Cd.shape[0] - 1)]
+                dt = dts[t]
+                x = dt * ud[t]
+                acc = 0.0                        # float64: see the module's notes
+                for n in range(N):
+                    h[n] = decay_exp(dt * Ad[n]) * h[n] + x * Bt[n]    # h_t = Ā_t h + Δ_t B_t u_t
+                    acc += Ct[n] * h[n]                                # y_t = <C_t, h_t>
+                yd[t] = acc + D[d] * ud[t]                             # + D u_t
         last[b, d] = h
     return y, last, ckpt
 

@@ -7,9 +7,13 @@ below in plain arithmetic instead; float64 keeps the C library's functions (`dec
 `softplus` and `sigmoid` pick by dtype when numba compiles a kernel).
 
     exp_f32(x)     exp(x) = 2^k · exp(r),  k = round(x / ln 2),  r = x - k ln 2, |r| <= ln(2)/2
-                   exp(r) by its degree-7 Taylor polynomial, 2^k by writing k + 127 into
-                   the exponent bits of a float32 (no table: a table lookup in a vectorised
-                   loop is a gather, slow on x86)
+                   (ln 2 in two parts, so that k ln 2 is exact: Cody and Waite's reduction),
+                   exp(r) by its degree-6 Taylor polynomial (next term r^7/7! <= 1.2e-7),
+                   2^k by writing k + 127 into the exponent bits of a float32 in 32-bit
+                   integers (no table: a table lookup in a vectorised loop is a gather, slow on
+                   x86). The clamps are written as comparisons that NaN fails, so NaN passes
+                   through without a separate test: each select costs about a tenth of the
+                   scan's speed (benchmarks/bench_scan.py's bound is this loop).
     log1p_f32(w)   log(1 + w) = 2 atanh(s) = 2 (s + s^3/3 + ... + s^15/15),  s = w / (2 + w),
                    for 0 <= w <= 1 (so 0 <= s <= 1/3: the series' next term is below 1e-8 · s)
     softplus(v)    log(1 + e^v) = max(v, 0) + log1p(e^{-|v|}), and v itself above 20, as
@@ -17,8 +21,13 @@ below in plain arithmetic instead; float64 keeps the C library's functions (`dec
     sigmoid(v)     d softplus / dv = 1 / (1 + e^{-v}), from w = e^{-|v|} so nothing overflows;
                    1 above 20, like PyTorch's softplus gradient
 
-Accuracy (tests/test_kernels.py): exp_f32 within 1.2e-7 relative error (float32's rounding
-step) on [-87, 88.72]; softplus within 2.4e-7 relative of float64's.
+Accuracy (tests/test_kernels.py): exp_f32 within 2.5e-7 relative error of exp (3.1e-7 of
+torch.exp, its rounding added) on [-87, 88.37] (inf above: see exp_f32); softplus within 4e-7
+relative of float64's.
+
+numba's on-disk cache of the kernels (cache=True in scan_cpu.py) is keyed on scan_cpu.py
+alone: after editing this file, delete ssmamba_lite/kernels/__pycache__/*.nb[ci], or the
+kernels keep the old functions.
 """
 
 from __future__ import annotations
@@ -34,37 +43,47 @@ FASTMATH = {"reassoc", "contract", "arcp"}
 THRESHOLD = 20.0                                          # softplus(v) = v above it (PyTorch's)
 
 
+def _is_f32(x) -> bool:
+    return isinstance(x, types.Float) and x.bitwidth == 32
+
+
 @intrinsic
-def f32_from_bits(typingctx, bits):
-    """The float32 whose IEEE-754 bits are the int32 `bits` (an LLVM bitcast, which
-    vectorises): f32_from_bits((k + 127) << 23) = 2^k for k = -126..127."""
-    if not (isinstance(bits, types.Integer) and bits.bitwidth == 32):
+def pow2_f32(typingctx, k):
+    """2^k for a float32 k holding an integer in [-126, 127]: (k + 127) << 23 read as a float32,
+    in 32-bit integers throughout (numba's own int32 arithmetic widens to int64, and a vector
+    of int64 is half as wide)."""
+    if not _is_f32(k):
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(bits), codegen
+        i32 = ir.IntType(32)
+        bits = builder.add(builder.fptosi(args[0], i32), ir.Constant(i32, 127))
+        return builder.bitcast(builder.shl(bits, ir.Constant(i32, 23)), ir.FloatType())
+    return types.float32(k), codegen
+
+
+LOWEST, HIGHEST = np.float32(-87.0), np.float32(88.72)   # exp's float32 range (normal results)
 
 
 @register_jitable
 def exp_f32(x):
-    """exp(x) for a float32 x. Saturates below at exp(-87) ~ 1.6e-38 (exp gives 0 or a
-    denormal there) and returns inf above 88.72 (float32's largest exp); NaN stays NaN."""
-    xc = min(max(x, np.float32(-87.0)), np.float32(88.72))
-    k = np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))   # round(x / ln 2)
+    """exp(x) for a float32 x, in 16 vector operations and no call. Saturates below at
+    exp(-87) ~ 1.6e-38 (exp gives 0 or a denormal there); inf from 88.38 on (float32's last
+    power of two, 2^127, is reached at 88.03, and 2^128 written into the exponent bits is inf:
+    exp itself overflows at 88.72; a decay exp(ΔA) <= 1 is nowhere near); NaN stays NaN (each
+    clamp below keeps x when a comparison with NaN is false)."""
+    xc = LOWEST if x < LOWEST else x
+    xc = HIGHEST if xc > HIGHEST else xc
+    k = np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))  # k = round(x / ln 2)
     r = xc - k * np.float32(0.693145751953125) - k * np.float32(1.428606765330187e-06)
-    p = np.float32(1 / 5040)                                # Σ_{i<=7} r^i / i!  (Horner)
-    p = p * r + np.float32(1 / 720)
+    p = np.float32(1 / 720)                                 # exp(r) = Σ_{i<=6} r^i / i!  (Horner)
     p = p * r + np.float32(1 / 120)
     p = p * r + np.float32(1 / 24)
     p = p * r + np.float32(1 / 6)
     p = p * r + np.float32(0.5)
     p = p * r + np.float32(1.0)
     p = p * r + np.float32(1.0)
-    j = min(max(np.int32(k) + np.int32(127), np.int32(1)), np.int32(254))   # k = 128: twice 2^127
-    e = p * f32_from_bits(np.int32(j << np.int32(23)))      # 2^k exp(r)
-    e = e * (np.float32(2.0) if k > 127 else np.float32(1.0))
-    return np.float32(np.inf) if x > np.float32(88.7228) else (x if x != x else e)
+    return p * pow2_f32(k)                                  # exp(x) = 2^k exp(r)
 
 
 @register_jitable
@@ -116,10 +135,6 @@ def softplus(v):
 def sigmoid(v):
     """d softplus(v) / dv = 1 / (1 + e^{-v}); 1 above THRESHOLD."""
     return 1.0 if v > THRESHOLD else float(1 / (1 + np.exp(-v)))
-
-
-def _is_f32(x) -> bool:
-    return isinstance(x, types.Float) and x.bitwidth == 32
 
 
 @overload(decay_exp, inline="always")
