@@ -10,8 +10,8 @@ mamba-ssm's reference (outputs and all input gradients). Then two figures of the
 alone: how a batch of one scales from 1 thread to --threads (the backward splits channels
 into blocks), and the forward and backward kernels' state updates per second on one core,
 next to a bound measured in the same run: a bare loop doing the forward's exp,
-multiply-add and dot with C per update (the kernel's exp and flags, in cache). Last, the performance targets,
-each read off this run.
+multiply-add and dot with C per update (the kernel's exp and flags, in cache). Last, the
+performance targets, each read off this run.
 """
 
 from __future__ import annotations
@@ -241,6 +241,7 @@ def main() -> None:
           f"{met(scaling >= 1.8)}); forward on one core {forward / 1e9:.2f} G updates/s, "
           f"{fraction:.0%} of the bound (>= 2.0 G/s or >= 50%: "
           f"{met(forward >= 2e9 or fraction >= 0.5)})")
+
 
 if __name__ == "__main__":
     main()

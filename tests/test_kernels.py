@@ -101,9 +101,9 @@ def test_numba_backward_is_the_same_for_any_channel_blocking(bc):
 
 def test_float32_exp_of_the_scan_kernels():
     """`exp_f32` (the kernels' vectorisable exp) is within 2.5e-7 relative error of exp (two
-    float32 rounding steps), and 3.1e-7 of torch.exp (its own rounding added), wherever exp is a normal number below 88.37, the
-    decay's large |ΔA| included; gives inf from 88.38 on, keeps NaN; float64 kernels keep the
-    C library's exp."""
+    float32 rounding steps), and 3.1e-7 of torch.exp (its own rounding added), wherever exp
+    is a normal number below 88.37, the decay's large |ΔA| included; gives inf from 88.38 on,
+    keeps NaN; float64 kernels keep the C library's exp."""
     import numpy as np
     from numba import njit
 
