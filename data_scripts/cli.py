@@ -1,6 +1,6 @@
 """`ssmamba-lite data ...`: list the registry, download a dataset, verify one, write a GDC manifest.
 
-    ssmamba-lite data list
+    ssmamba-lite data list [--kind roi|wsi] [--markdown] [--page FILE]
     ssmamba-lite data info NAME
     ssmamba-lite data download NAME [--root DIR] [--keep-archives] [--retries N] [--no-progress]
                                [--connections K]   (a broken download resumes where it stopped)
@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from data_scripts import registry
+from data_scripts.datasets_page import markdown_table, render_page
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -32,6 +34,8 @@ def add_parser(subparsers):
     ls = sub.add_parser("list", help="print the registry as a table")
     ls.add_argument("--kind", choices=("roi", "wsi"), help="only tile (roi) or slide (wsi) sets")
     ls.add_argument("--markdown", action="store_true", help="a Markdown table, nothing cut short")
+    ls.add_argument("--page", metavar="FILE",
+                    help="write the documentation's datasets page (docs/datasets.md) to FILE")
     ls.set_defaults(func=_list)
 
     info = sub.add_parser("info", help="everything the registry knows about one dataset")
@@ -79,7 +83,7 @@ def _fail(message: str) -> int:
 
 
 def format_table(datasets: list[registry.Dataset]) -> str:
-    """The registry as a plain-text table (also pasted into README.md)."""
+    """The registry as a plain-text table (what `data list` prints)."""
     header = ("name", "kind", "task", "classes", "size", "licence", "checksum", "access")
     rows = [header]
     for ds in datasets:
@@ -94,17 +98,26 @@ def format_table(datasets: list[registry.Dataset]) -> str:
 
 
 def format_markdown(datasets: list[registry.Dataset]) -> str:
-    """The registry as a Markdown table (what README.md shows)."""
-    lines = ["| name | kind | task | classes | size | licence | checksum | access |",
-             "|---|---|---|---|---|---|---|---|"]
-    for ds in datasets:
-        cells = (f"`{ds.name}`", ds.kind, ds.task, str(len(ds.classes)),
-                 registry.human_size(ds.total_size), ds.licence, ds.checksum_status(), ds.access)
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    return "\n".join(lines)
+    """The registry as a Markdown table (`data list --markdown`)."""
+    return markdown_table(datasets)
+
+
+def _write_page(path: str, kind: str | None) -> int:
+    """`data list --page FILE`: the datasets page of the whole registry, written to FILE."""
+    if kind:
+        return _fail("--page writes the whole registry: leave out --kind")
+    target = Path(path)
+    try:
+        target.write_text(render_page(), encoding="utf-8")
+    except OSError as err:
+        return _fail(f"{err.strerror or err}: {target}")
+    print(f"wrote {target} ({len(registry.names())} datasets)")
+    return EXIT_OK
 
 
 def _list(args) -> int:
+    if args.page:
+        return _write_page(args.page, args.kind)
     datasets = [d for d in registry.all_datasets() if not args.kind or d.kind == args.kind]
     if args.markdown:
         print(format_markdown(datasets))

@@ -5,6 +5,9 @@ and a scratch folder, and returns one row per image: {'path', 'label', 'split'} 
 'patient_id' (and other columns) where the dataset publishes them. `install.py` writes
 those rows to labels.csv. Image bytes are moved, never re-encoded, except where the source
 holds arrays (PCam's HDF5, MedMNIST's npz), which become lossless PNG files.
+
+SICAPv2 and Chaoyang have their converters in `convert_families.py`; what every converter
+shares (ConvertError, Row, finding and placing images) is in `convert_common.py`.
 """
 
 from __future__ import annotations
@@ -18,40 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data_scripts.convert_common import ConvertError, Row, place_image, visible_images
+from data_scripts.convert_families import chaoyang, sicapv2
 from data_scripts.extract import extract, gunzip
 from data_scripts.registry import Dataset
-
-IMAGE_EXTS = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
-Row = dict[str, str]
-
-
-class ConvertError(Exception):
-    """The source files do not have the structure the converter expects."""
-
-
-def _visible_images(tree: Path) -> Iterator[Path]:
-    for f in sorted(tree.rglob("*")):
-        rel = f.relative_to(tree).parts
-        if any(p.startswith(".") or p == "__MACOSX" for p in rel):
-            continue
-        if f.is_file() and f.suffix.lower() in IMAGE_EXTS:
-            yield f
-
-
-def _place(src: Path, out: Path, split: str, label: str) -> str | None:
-    """Move `src` to out/split/label/<name>; return its relative path (None: exact duplicate)."""
-    folder = out / split / label
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / src.name
-    n = 0
-    while target.exists():
-        if target.stat().st_size == src.stat().st_size and target.read_bytes() == src.read_bytes():
-            src.unlink()
-            return None
-        n += 1
-        target = folder / f"{src.stem}-dup{n}{src.suffix}"
-    shutil.move(src, target)
-    return target.relative_to(out).as_posix()
 
 
 def image_folders(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> list[Row]:
@@ -62,11 +35,11 @@ def image_folders(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) 
         tree = extract(sources[src.name], work / (src.name + ".d"))
         split = src.split or "all"
         before = len(rows)
-        for f in _visible_images(tree):
+        for f in visible_images(tree):
             label = next((p.name for p in f.relative_to(tree).parents if p.name in classes), None)
             if label is None:
                 continue  # e.g. BACH's WSI folder: not part of the tile set
-            rel = _place(f, out, split, label)
+            rel = place_image(f, out, split, label)
             if rel:
                 rows.append({"path": rel, "label": label, "split": split})
         if len(rows) == before:
@@ -167,7 +140,7 @@ def breakhis(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> li
     (archive,) = (sources[f.name] for f in ds.files)
     tree = extract(archive, work / "breakhis.d")
     rows: list[Row] = []
-    for f in _visible_images(tree):
+    for f in visible_images(tree):
         m = _BREAKHIS.match(f.name)
         if not m:
             continue
@@ -175,7 +148,7 @@ def breakhis(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> li
         label = _BREAKHIS_CLASS.get(code.upper())
         if label is None:
             raise ConvertError(f"{f.name}: unknown BreakHis tumour code {code!r}")
-        rel = _place(f, out, "all", label)
+        rel = place_image(f, out, "all", label)
         if rel:
             rows.append({"path": rel, "label": label, "split": "all",
                          "patient_id": f"{year}-{patient}", "magnification": f"{mag}X",
@@ -193,12 +166,12 @@ def idc(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> list[Ro
     (archive,) = (sources[f.name] for f in ds.files)
     tree = extract(archive, work / "idc.d")
     rows: list[Row] = []
-    for f in _visible_images(tree):
+    for f in visible_images(tree):
         m = _IDC.match(f.name)
         if not m:
             continue
         label = ds.classes[int(m.group(4))]
-        rel = _place(f, out, "all", label)
+        rel = place_image(f, out, "all", label)
         if rel:
             rows.append({"path": rel, "label": label, "split": "all", "patient_id": m.group(1)})
     if not rows:
@@ -209,7 +182,7 @@ def idc(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> list[Ro
 def mhist(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> list[Row]:
     """MHIST: images.zip plus annotations.csv (Image Name, Majority Vote Label, Partition)."""
     tree = extract(sources[str(ds.options["images"])], work / "mhist.d")
-    by_name = {f.name: f for f in _visible_images(tree)}
+    by_name = {f.name: f for f in visible_images(tree)}
     rows: list[Row] = []
     with open(sources[str(ds.options["annotations"])], newline="") as fh:
         for rec in csv.DictReader(fh):
@@ -221,7 +194,7 @@ def mhist(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> list[
                 raise ConvertError(f"annotations.csv: {name} has unknown label {label!r}")
             if name not in by_name:
                 raise ConvertError(f"annotations.csv lists {name}, which images.zip lacks")
-            rel = _place(by_name.pop(name), out, split, label)
+            rel = place_image(by_name.pop(name), out, split, label)
             if rel:
                 rows.append({"path": rel, "label": label, "split": split})
     return rows
@@ -234,7 +207,6 @@ CONVERTERS: dict[str, Callable[[Dataset, dict[str, Path], Path, Path], list[Row]
     "breakhis": breakhis,
     "idc": idc,
     "mhist": mhist,
+    "sicapv2": sicapv2,
+    "chaoyang": chaoyang,
 }
-
-# SICAPv2 and Chaoyang live in convert_families.py, which adds them to CONVERTERS
-from data_scripts import convert_families  # noqa: E402,F401

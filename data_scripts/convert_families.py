@@ -1,8 +1,9 @@
 """Converters for tile sets placed by hand: SICAPv2 (Mendeley Data) and Chaoyang (form).
 
-Same contract as `convert.py` (they are added to its CONVERTERS): verified source files in,
+Same contract as `convert.py`, whose CONVERTERS names them: verified source files in,
 `<split>/<class>/<image>` out, one row per image. Every structural problem is a ConvertError
-whose one line names the file at fault.
+whose one line names the file at fault. The helpers both modules use are in
+`convert_common.py`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import json
 import shutil
 from pathlib import Path
 
-from data_scripts import convert as _c
+from data_scripts.convert_common import ConvertError, Row, place_image, visible_images
+from data_scripts.extract import extract
 from data_scripts.registry import Dataset
 from data_scripts.xlsx import XlsxError, read_records
-
-Row = dict[str, str]
 
 
 def _find(tree: Path, relative: str) -> Path | None:
@@ -30,7 +30,7 @@ def _records(path: Path, label: str) -> list[dict[str, str]]:
     try:
         return read_records(path)
     except XlsxError as err:
-        raise _c.ConvertError(f"{label}: {err}") from None
+        raise ConvertError(f"{label}: {err}") from None
 
 
 def _sicap_grade(rec: dict[str, str], where: str, classes: tuple[str, ...]) -> str:
@@ -39,13 +39,13 @@ def _sicap_grade(rec: dict[str, str], where: str, classes: tuple[str, ...]) -> s
         try:
             return float(rec.get(col) or 0) > 0
         except ValueError:
-            raise _c.ConvertError(f"{where}: {rec.get('image_name')} has {col}="
-                                  f"{rec.get(col)!r}, not a number") from None
+            raise ConvertError(f"{where}: {rec.get('image_name')} has {col}="
+                               f"{rec.get(col)!r}, not a number") from None
 
     grades = [c for c in classes if on(c) or (c == "G4" and on("G4C"))]
     if len(grades) != 1:
-        raise _c.ConvertError(f"{where}: {rec.get('image_name')} has {len(grades)} grades set "
-                              f"among {', '.join(classes)} (expected exactly one)")
+        raise ConvertError(f"{where}: {rec.get('image_name')} has {len(grades)} grades set "
+                           f"among {', '.join(classes)} (expected exactly one)")
     return grades[0]
 
 
@@ -57,18 +57,18 @@ def sicapv2(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> lis
     16B0001851_Block_Region_1_0_0_xini_6803_yini_59786.jpg start with the slide (biopsy) id,
     which becomes `patient_id` (grouping by it keeps each slide on one side)."""
     (archive,) = (sources[f.name] for f in ds.files)
-    tree = _c.extract(archive, work / "sicapv2.d")
+    tree = extract(archive, work / "sicapv2.d")
     parts = {split: _find(tree, f"partition/Test/{name}.xlsx")
              for split, name in (("train", "Train"), ("test", "Test"))}
     for split, path in parts.items():
         if path is None:
-            raise _c.ConvertError(f"{archive.name}: no partition/Test/"
-                                  f"{split.capitalize()}.xlsx (the official split) inside")
+            raise ConvertError(f"{archive.name}: no partition/Test/"
+                               f"{split.capitalize()}.xlsx (the official split) inside")
     base = parts["train"].parents[2]  # type: ignore[union-attr]
-    images = {f.name: f for f in _c._visible_images(base / "images")} \
+    images = {f.name: f for f in visible_images(base / "images")} \
         if (base / "images").is_dir() else {}
     if not images:
-        raise _c.ConvertError(f"{archive.name}: no images/ folder next to partition/")
+        raise ConvertError(f"{archive.name}: no images/ folder next to partition/")
     folds: dict[str, str] = {}
     for k in range(1, 5):
         val = base / "partition" / "Validation" / f"Val{k}" / "Test.xlsx"
@@ -80,15 +80,15 @@ def sicapv2(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> lis
         where = f"partition/Test/{path.name}"  # type: ignore[union-attr]
         records = _records(path, where)  # type: ignore[arg-type]
         if not records:
-            raise _c.ConvertError(f"{where}: no rows under its header")
+            raise ConvertError(f"{where}: no rows under its header")
         for rec in records:
             name = rec.get("image_name", "")
             if not name:
-                raise _c.ConvertError(f"{where}: no column image_name (or an empty name)")
+                raise ConvertError(f"{where}: no column image_name (or an empty name)")
             label = _sicap_grade(rec, where, ds.classes)
             if name not in images:
-                raise _c.ConvertError(f"{where} lists {name}, which images/ lacks")
-            rel = _c._place(images.pop(name), out, split, label)
+                raise ConvertError(f"{where} lists {name}, which images/ lacks")
+            rel = place_image(images.pop(name), out, split, label)
             if rel:
                 rows.append({"path": rel, "label": label, "split": split,
                              "patient_id": name.split("_")[0],
@@ -102,38 +102,36 @@ def chaoyang(ds: Dataset, sources: dict[str, Path], out: Path, work: Path) -> li
     """Chaoyang: train.json / test.json, lists of {"name": <path from the json's folder>,
     "label": 0..3}; label k is ds.classes[k] (normal, serrated, adenocarcinoma, adenoma)."""
     (archive,) = (sources[f.name] for f in ds.files)
-    tree = _c.extract(archive, work / "chaoyang.d")
+    tree = extract(archive, work / "chaoyang.d")
     rows: list[Row] = []
     for split in ("train", "test"):
         lists = sorted(p for p in tree.rglob(f"{split}.json") if "__MACOSX" not in p.parts)
         if not lists:
-            raise _c.ConvertError(f"{archive.name}: no {split}.json (the official {split} list) "
-                                  f"inside")
+            raise ConvertError(f"{archive.name}: no {split}.json (the official {split} list) "
+                               f"inside")
         where = lists[0]
         try:
             entries = json.loads(where.read_text())
         except ValueError as err:
-            raise _c.ConvertError(f"{split}.json: not JSON ({err})") from None
+            raise ConvertError(f"{split}.json: not JSON ({err})") from None
         for i, entry in enumerate(entries if isinstance(entries, list) else []):
             try:
                 name, code = str(entry["name"]), int(entry["label"])
             except (KeyError, TypeError, ValueError):
-                raise _c.ConvertError(f"{split}.json: entry {i} has no name and integer "
-                                      f"label") from None
+                raise ConvertError(f"{split}.json: entry {i} has no name and integer "
+                                   f"label") from None
             if not 0 <= code < len(ds.classes):
-                raise _c.ConvertError(f"{split}.json: {name} has unknown label {code} "
-                                      f"(expected 0..{len(ds.classes) - 1})")
+                raise ConvertError(f"{split}.json: {name} has unknown label {code} "
+                                   f"(expected 0..{len(ds.classes) - 1})")
             image = where.parent / name
             if not image.is_file():
-                raise _c.ConvertError(f"{split}.json lists {name}, which the archive lacks")
-            rel = _c._place(image, out, split, ds.classes[code])
+                raise ConvertError(f"{split}.json lists {name}, which the archive lacks")
+            rel = place_image(image, out, split, ds.classes[code])
             if rel:
                 rows.append({"path": rel, "label": ds.classes[code], "split": split})
         if not isinstance(entries, list) or not entries:
-            raise _c.ConvertError(f"{split}.json: expected a non-empty list of name/label "
-                                  f"entries")
+            raise ConvertError(f"{split}.json: expected a non-empty list of name/label "
+                               f"entries")
     shutil.rmtree(tree)
     return rows
 
-
-_c.CONVERTERS.update({"sicapv2": sicapv2, "chaoyang": chaoyang})

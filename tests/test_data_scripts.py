@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import threading
 import zipfile
 from functools import partial
@@ -158,6 +159,24 @@ def png_bytes(seed: int, size: int = 8) -> bytes:
     return buf.getvalue()
 
 
+DIGEST = {"md5": re.compile(r"[0-9a-f]{32}"), "sha256": re.compile(r"[0-9a-f]{64}")}
+
+
+def assert_tree_sums_match(folder: Path) -> dict[str, str]:
+    """Every line of folder/SHA256SUMS is `<sha256>  <path>` (the sha256sum format), the
+    digest is that of the file's bytes, and every file of the folder is listed; returns
+    path -> digest."""
+    sums = {}
+    for line in (folder / TREE_SUMS).read_text().splitlines():
+        digest, sep, rel = line.partition("  ")
+        assert sep and DIGEST["sha256"].fullmatch(digest), f"{TREE_SUMS}: {line!r}"
+        assert hashlib.sha256((folder / rel).read_bytes()).hexdigest() == digest, rel
+        sums[rel] = digest
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert files - {TREE_SUMS} == set(sums), f"{TREE_SUMS} lists {len(sums)} of {len(files)}"
+    return sums
+
+
 def hashes_of(path: Path) -> dict:
     data = path.read_bytes()
     return {"sha256": hashlib.sha256(data).hexdigest(), "md5": None, "size": len(data)}
@@ -183,6 +202,7 @@ def test_registry_entries_are_complete_and_honest():
                      "bach", "mhist", "chaoyang", "camelyon16", "tcga-nsclc", "sicapv2", "bracs",
                      "bracs-wsi", "camelyon17", "panda", "tcga-rcc", "tcga-brca"):
         assert required in names
+    files_of_digest: dict[str, set[str]] = {}
     for ds in registry.all_datasets():
         assert ds.licence.strip() and ds.citation.strip() and ds.homepage.startswith("http"), ds.name
         assert ds.checksums.strip(), f"{ds.name}: say where checksums come from"
@@ -192,14 +212,17 @@ def test_registry_entries_are_complete_and_honest():
         for f in ds.files:
             if f.has_checksum:
                 assert f.checksum_source != NONE_PUBLISHED, f"{ds.name}/{f.name}: cite the source"
-                if f.md5:
-                    assert len(f.md5) == 32 and int(f.md5, 16) >= 0
-                if f.sha256:
-                    assert len(f.sha256) == 64 and int(f.sha256, 16) >= 0
+                for algorithm, digest in (("md5", f.md5), ("sha256", f.sha256)):
+                    if digest:
+                        assert DIGEST[algorithm].fullmatch(digest), \
+                            f"{ds.name}/{f.name}: {algorithm} {digest!r} is not a hex digest"
+                        files_of_digest.setdefault(digest, set()).add(f.name)
             else:
                 assert f.checksum_source == NONE_PUBLISHED, f"{ds.name}/{f.name}"
             for url in f.urls:  # the mirror rule keeps the file name: it must be the URL's
                 assert fetch.url_filename(url) == f.name, (ds.name, url)
+    shared = {d: names for d, names in files_of_digest.items() if len(names) > 1}
+    assert not shared, f"one digest for different files (a copied hash?): {shared}"
     assert registry.get("kather2016").files[0].sha256.startswith("936d0b95")
 
 
@@ -255,6 +278,8 @@ def test_zip_download_verify_convert_and_second_run_only_verifies(tmp_path, serv
     assert all((target / r["path"]).is_file() and r["path"].split("/")[1] == r["label"] for r in rows)
     info = json.loads((target / "DATASET.json").read_text())
     assert info["sources"][0]["sha256"] == h["sha256"] and info["licence"] == "CC BY 4.0"
+    sums = assert_tree_sums_match(target)
+    assert {r["path"] for r in rows} <= set(sums) and "labels.csv" in sums
     assert not (root / ".downloads").exists(), "archives are removed unless --keep-archives"
     assert not list(root.glob(".t-kather.staging-*"))
     assert handler.hits[archive.name] == 1
@@ -377,12 +402,15 @@ def test_parallel_byte_ranges_resume_each_range(tmp_path, server, monkeypatch):
 
 
 def test_the_progress_bar_starts_at_the_resumed_bytes(tmp_path, server, capsys):
-    served, _ = server
+    served, handler = server
     (served / "f.bin").write_bytes(bytes(3 << 20))
-    part = fetch.part_path(tmp_path / "f.bin")
-    part.write_bytes(bytes(2 << 20))
-    fetch._http_download(fetch.mirror_url("f.bin", fetch.mirror_base()), part, True, 5.0)
-    assert part.stat().st_size == 3 << 20
+    dest = tmp_path / "f.bin"
+    fetch.part_path(dest).write_bytes(bytes(2 << 20))
+    src = registry.SourceFile(name="f.bin", urls=("unused",), size=3 << 20)
+    fetch.download(src, dest, [fetch.mirror_url("f.bin", fetch.mirror_base())], None,
+                   progress=True, timeout=5.0)
+    assert dest.read_bytes() == bytes(3 << 20)
+    assert handler.ranges["f.bin"] == [f"bytes={2 << 20}-"], "one request, for the rest"
     assert "f.bin (resuming at 2.0 MiB)" in capsys.readouterr().err
 
 
@@ -625,8 +653,12 @@ def test_build_sample_keeps_bytes_and_held_out_patients_out_of_the_pool(tmp_path
             rel = f"images/{patient}_x{k}.png"
             png(src / "idc_breast_unlabeled" / rel)
             pool.append({"path": rel, "patient_id": str(patient)})
-    build_sample._write(src / "idc_breast" / "labels.csv", list(labelled[0]), labelled)
-    build_sample._write(src / "idc_breast_unlabeled" / "images.csv", ["path", "patient_id"], pool)
+    for table, rows in (("idc_breast/labels.csv", labelled),
+                        ("idc_breast_unlabeled/images.csv", pool)):
+        with (src / table).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     for mini in ("kather2016_mini", "nct_crc_he_mini"):
         png(src / mini / "A" / "a.png")
         (src / mini / "MANIFEST.md").write_text("about")
