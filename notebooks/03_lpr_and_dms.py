@@ -99,7 +99,7 @@ import torch
 from ssmamba_lite.course.figures import save_figure
 from ssmamba_lite.course.runner import require_data
 from ssmamba_lite.engine.device import resolve_device
-from ssmamba_lite.model import PRESETS
+from ssmamba_lite.presets import PRESETS
 
 data_dir = require_data(data_dir, dataset="kather2016")
 out = Path(output_dir)
@@ -205,8 +205,8 @@ print("my_scan_order: checks passed")
 # At scale $s$ the map is average-pooled by $s$ first: an $8\times 8$ grid becomes $4\times 4$
 # at $s=2$, so the scan takes 4x fewer steps and two tokens 8 pixels apart are only 4 steps
 # apart. The output is upsampled back and the scales are summed with learned weights
-# $w_{s,k} = \mathrm{softmax}(a)_{s,k}$. How the directions combine depends on `split`. With
-# split channels (`split=True`, the presets' choice, printed above) direction $k$ scans only
+# $w_{s,k} = \mathrm{softmax}(a)_{s,k}$. How the directions combine depends on `split_channels`. With
+# split channels (`split_channels=True`, the presets' choice, printed above) direction $k$ scans only
 # its own slice $x^{(k)}$ of $D/K$ channels, and the directions' outputs are concatenated
 # along the channels:
 #
@@ -214,7 +214,7 @@ print("my_scan_order: checks passed")
 # \mathrm{order}_k^{-1}\, \mathrm{S6}_k\, \mathrm{order}_k\, \mathrm{pool}_s(x^{(k)})\right)
 # \qquad (\Vert = \text{concatenation of the } K \text{ slices back to } D \text{ channels}).$$
 #
-# Without split channels (`split=False`, VMamba's SS2D) every direction scans all $D$ channels
+# Without split channels (`split_channels=False`, VMamba's SS2D) every direction scans all $D$ channels
 # and the directions' full maps are summed:
 # $y = \sum_{s,k} w_{s,k}\, \mathrm{up}_s(\mathrm{order}_k^{-1}\, \mathrm{S6}_k\,
 # \mathrm{order}_k\, \mathrm{pool}_s(x))$, $K$ times the scanning work.
@@ -309,7 +309,7 @@ def make_dms(directions, scales, d_conv=3, skip=True):
     for directions, scales and d_conv; skip=False sets D = 0 in every scan (the scans alone)."""
     module = DirectionalMultiScale(channels, directions=directions, scales=scales,
                                    d_state=cfg.d_state, expand=cfg.ssm_expand,
-                                   split=cfg.split_channels, d_conv=d_conv, window=window)
+                                   split_channels=cfg.split_channels, d_conv=d_conv, window=window)
     if not skip:
         with torch.no_grad():
             for scan in module.scans:
@@ -456,10 +456,10 @@ for claim, holds in checks.items():
 import timm
 
 from ssmamba_lite.course.analysis import block_residuals
-from ssmamba_lite.engine.data import TileDataset, scan_labelled
+from ssmamba_lite.engine.data import TileDataset, find_labelled
 from ssmamba_lite.engine.transforms import eval_transform
 
-samples = scan_labelled(data_dir)
+samples = find_labelled(data_dir)
 pick = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
 tiles_ds = TileDataset(samples.subset(pick[:max(1, batch_size)].tolist()),
                        eval_transform(tile_size))

@@ -142,11 +142,11 @@ _ = torch.manual_seed(seed)
 
 # %%
 from ssmamba_lite.course.figures import image_row
-from ssmamba_lite.engine.data import load_image, scan_unlabelled
+from ssmamba_lite.engine.data import find_unlabelled, load_image
 from ssmamba_lite.engine.transforms import eval_transform
 from ssmamba_lite.mamim import MaskGenerator, upsample_mask
 
-pool = scan_unlabelled(data_dir)
+pool = find_unlabelled(data_dir)
 print(f"{len(pool)} unlabelled tiles in {data_dir}")
 pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n_show].tolist()
 tiles = torch.stack([eval_transform(image_size)(load_image(pool.paths[i])) for i in pick])

@@ -6,7 +6,7 @@ The paper, read in this order:
     mamba.py   a Mamba block around the scan
     lpr.py     LPR, the Local Perception Residual
     dms.py     DMS, the Directional Multi-scale module
-    model.py   SSMamba, the network (and its timm presets)
+    model.py   SSMamba, the network (presets.py: its named sizes, registered with timm)
     mamim.py   MAMIM, the self-supervised pretraining
 Everything else has a room of its own: kernels/ (fast paths), layers/ (token mixers, MLP),
 engine/ (data, training, inference), wsi/ (whole slides), course/ (notebook runner, figures,
@@ -21,8 +21,9 @@ from ssmamba_lite.lpr import LocalPerceptionResidual
 from ssmamba_lite.mamba import Mamba
 from ssmamba_lite.mamim import MAMIM
 from ssmamba_lite.model import SSMamba, SSMambaConfig
+from ssmamba_lite.presets import PRESETS  # (registers the presets with timm)
 from ssmamba_lite.scan import selective_scan, selective_scan_reference, which_backend
 
 __version__ = "0.1.0"
-__all__ = ["MAMIM", "DirectionalMultiScale", "LocalPerceptionResidual", "Mamba", "SSMamba",
-           "SSMambaConfig", "selective_scan", "selective_scan_reference", "which_backend"]
+__all__ = ["MAMIM", "PRESETS", "DirectionalMultiScale", "LocalPerceptionResidual", "Mamba",
+           "SSMamba", "SSMambaConfig", "selective_scan", "selective_scan_reference", "which_backend"]

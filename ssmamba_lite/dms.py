@@ -24,10 +24,10 @@ Scan orders (`scan_order(h, w, direction)`; see notebooks for pictures):
     5  windowed column-major column-major inside tiles, tiles column-major  (LocalMamba, Huang
     6, 7                     4 and 5 reversed                                 et al. 2024)
 
-Two ways to share channels between directions (`split`):
-    split=False  every direction scans all D channels, outputs summed (VMamba's SS2D): K times
+Two ways to share channels between directions (`split_channels`):
+    split_channels=False  every direction scans all D channels, outputs summed (VMamba's SS2D): K times
                  the work and the scan parameters of one direction
-    split=True   direction k scans only its slice of D_k = D / K channels, outputs concatenated
+    split_channels=True   direction k scans only its slice of D_k = D / K channels, outputs concatenated
                  (GroupMamba, Shaker et al. 2024): the work of one direction, whatever K is
 
 Glossary (code name -> math; shapes in brackets; Δ, A, B, C, N, R mean what they mean in
@@ -35,7 +35,7 @@ scan.py and mamba.py, Mamba's Algorithm 2, with one set per direction and scale)
     C            channels of the input map x                        (batch, C, H, W)
     D            d_inner = expand * C: channels inside the module
     K            number of directions (scan orders)
-    D_k          channels each direction scans: D, or D / K when split
+    D_k          channels each direction scans: D, or D / K when split_channels
     N            d_state: state size per channel
     R            dt_rank: rank of the projection that makes Δ
     s            a scale: the map is average-pooled by s before the scan
@@ -48,10 +48,10 @@ scan.py and mamba.py, Mamba's Algorithm 2, with one set per direction and scale)
 
     x, z    = in_proj(x_in)                                   two (batch, D, H, W) maps
     x       = silu(DWConv(x))
-    x_k     = x, or its k-th slice of D_k channels when split
+    x_k     = x, or its k-th slice of D_k channels when split_channels
     y_{s,k} = order_k^{-1}( S6_k( order_k( pool_s(x_k) ) ) )  each scan with its own Δ, B, C, A
     y       = Σ_s up_s( Σ_k w_{s,k} y_{s,k} )                 (batch, D, H, W)
-              split: Σ_s up_s( concat_k w_{s,k} y_{s,k} )
+              split_channels: Σ_s up_s( concat_k w_{s,k} y_{s,k} )
               (fuse="concat": a 1x1 convolution of all maps concatenated)
     out     = out_proj( norm(y) · silu(z) )                   (batch, C, H, W)
 """
@@ -66,8 +66,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 
-from ssmamba_lite.scan import selective_scan, tracing
+from ssmamba_lite.scan import selective_scan
 from ssmamba_lite.ssm_init import dt_bias, s4d_real_a_log
+from ssmamba_lite.tracing import tracing
 
 NUM_ORDERS = 8  # scan orders 0..7 (see the module docstring)
 
@@ -148,23 +149,25 @@ class DirectionalScan(nn.Module):
 
     The K directions are stacked along channels, as in VMamba's SS2D: one kernel call scans
     K * D_k channels, and channel k * D_k + d reads B, C of group k (scan.py's grouped layout).
-    split=False: every direction scans all D channels (D_k = D, SS2D). split=True: direction k
-    scans only its own slice of D_k = D / K channels (GroupMamba, Shaker et al. 2024): K times
-    less scanning, and the directions' outputs are concatenated instead of summed.
+    split_channels=False: every direction scans all D channels (D_k = D, SS2D).
+    split_channels=True: direction k scans only its own slice of D_k = D / K channels
+    (GroupMamba, Shaker et al. 2024): K times less scanning, and the directions' outputs are concatenated instead of summed.
     """
 
     def __init__(self, d_inner: int, directions=4, d_state: int = 8, dt_rank: int = 4,
-                 window: int = 4, split: bool = True, dt_min: float = 1e-3, dt_max: float = 0.1,
-                 scan_backend: str = "auto"):
+                 window: int = 4, split_channels: bool = True, dt_min: float = 1e-3,
+                 dt_max: float = 0.1, scan_backend: str = "auto"):
         super().__init__()
         self.directions = resolve_directions(directions)
         K, N, R = len(self.directions), d_state, dt_rank
-        if split and d_inner % K:
-            raise ValueError(f"DirectionalScan: split needs d_inner ({d_inner}) divisible by "
-                             f"the number of directions ({K})")
-        Dk = d_inner // K if split else d_inner
+        if split_channels and d_inner % K:
+            raise ValueError(f"DirectionalScan: split_channels needs d_inner ({d_inner}) "
+                             f"divisible by the number of directions ({K})")
+        Dk = d_inner // K if split_channels else d_inner
         self.d_inner, self.d_k, self.d_state, self.dt_rank = d_inner, Dk, N, R
-        self.window, self.split, self.scan_backend = window, split, scan_backend
+        self.window = window
+        self.split_channels = split_channels
+        self.scan_backend = scan_backend
         self.x_proj_weight = nn.Parameter(torch.randn(K, R + 2 * N, Dk) * Dk**-0.5)   # W_x[k]
         self.dt_proj_weight = nn.Parameter(torch.empty(K, Dk, R).uniform_(-R**-0.5, R**-0.5))
         # Δ starts log-uniform in [dt_min, dt_max], A as S4D-real: as in mamba.py (ssm_init.py).
@@ -178,7 +181,7 @@ class DirectionalScan(nn.Module):
         b, _, h, w = x.shape
         K, Dk, L, N, R = len(self.directions), self.d_k, h * w, self.d_state, self.dt_rank
         order, inv = _orders(h, w, self.directions, self.window, x.device)         # (K, L)
-        groups = K if self.split else 1         # channel slices: one per direction, or one for all
+        groups = K if self.split_channels else 1         # channel slices: one per direction, or one for all
         xs = x.reshape(b, groups, Dk, L).expand(b, K, Dk, L)
         xs = xs.gather(3, order.view(1, K, 1, L).expand(b, K, Dk, L))   # (b, K, Dk, L), scan order
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)             # (b, K, R+2N, L)
@@ -202,7 +205,7 @@ class DirectionalMultiScale(nn.Module):
 
     directions: K (orders 0..K-1) or a tuple of scan orders. scales: pooling factors, 1 = full
     resolution (each scale has its own scan parameters). d_state: N. expand: D = expand * C.
-    split: direction k scans only channels [k D/K, (k+1) D/K) (K times cheaper; directions
+    split_channels: direction k scans only channels [k D/K, (k+1) D/K) (K times cheaper; directions
     concatenated) instead of all D channels (SS2D; directions summed). fuse: "weights" (learned
     softmax weights w_{s,k}, see `fusion_weights()`) or "concat" (concatenate every map, 1x1
     convolution). window: tile size of orders 4..7. d_conv: kernel of the depthwise convolution
@@ -212,7 +215,7 @@ class DirectionalMultiScale(nn.Module):
 
     def __init__(self, dim: int, directions=4, scales=(1, 2), d_state: int = 8,
                  expand: float = 1.0, dt_rank="auto", d_conv: int = 3, window: int = 4,
-                 split: bool = True, fuse: str = "weights", scan_backend: str = "auto"):
+                 split_channels: bool = True, fuse: str = "weights", scan_backend: str = "auto"):
         super().__init__()
         self.directions = resolve_directions(directions)
         self.scales = tuple(int(s) for s in scales)
@@ -225,17 +228,17 @@ class DirectionalMultiScale(nn.Module):
         D = int(expand * dim)
         R = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
         K, S = len(self.directions), len(self.scales)
-        self.dim, self.d_inner, self.split, self.fuse = dim, D, split, fuse
+        self.dim, self.d_inner, self.split_channels, self.fuse = dim, D, split_channels, fuse
         self.in_proj = nn.Conv2d(dim, 2 * D, 1)                               # x -> [x, z]
         self.conv = nn.Conv2d(D, D, d_conv, padding=d_conv // 2, groups=D)    # local mixing
         self.scans = nn.ModuleList(
-            DirectionalScan(D, self.directions, d_state, R, window, split,
+            DirectionalScan(D, self.directions, d_state, R, window, split_channels,
                             scan_backend=scan_backend) for _ in self.scales)
         if fuse == "weights":
             self.fuse_logits = nn.Parameter(torch.zeros(S, K))                 # a_{s,k}
             self.fuse_logits._no_weight_decay = True
         else:
-            self.fuse_proj = nn.Conv2d(S * (D if split else K * D), D, 1)
+            self.fuse_proj = nn.Conv2d(S * (D if split_channels else K * D), D, 1)
         self.out_norm = LayerNorm2d(D)
         self.out_proj = nn.Conv2d(D, dim, 1)
 
@@ -255,7 +258,7 @@ class DirectionalMultiScale(nn.Module):
         for i, (s, scan) in enumerate(zip(self.scales, self.scans)):
             xs = x if s == 1 else F.adaptive_avg_pool2d(x, (math.ceil(H / s), math.ceil(W / s)))
             ys = scan(xs)                                      # (batch, K, D_k, H/s, W/s)
-            if w is not None and not self.split:
+            if w is not None and not self.split_channels:
                 ys = torch.einsum("bkdhw,k->bdhw", ys, w[i])   # Σ_k w_{s,k} y_{s,k}
             else:
                 if w is not None:
@@ -270,4 +273,4 @@ class DirectionalMultiScale(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, d_inner={self.d_inner}, directions={self.directions}, "
-                f"scales={self.scales}, split={self.split}, fuse={self.fuse!r}")
+                f"scales={self.scales}, split_channels={self.split_channels}, fuse={self.fuse!r}")

@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ssmamba_lite.scan import tracing
+from ssmamba_lite.tracing import tracing
 
 
 class LocalPerceptionResidual(nn.Module):

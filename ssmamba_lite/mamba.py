@@ -31,8 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ssmamba_lite.scan import selective_scan, tracing
+from ssmamba_lite.scan import selective_scan
 from ssmamba_lite.ssm_init import dt_bias, s4d_real_a_log
+from ssmamba_lite.tracing import tracing
 
 _CONV: dict = {}             # causal-conv1d's function, or why it is not there
 
@@ -72,6 +73,12 @@ class Mamba(nn.Module):
     """Mamba mixer: (batch, L, d_model) -> (batch, L, d_model).
 
     scan_backend: "auto" (see scan.which_backend), "reference", "cpu" or "cuda".
+
+    The arguments are mamba-ssm's `Mamba` (mamba_ssm/modules/mamba_simple.py), in its order,
+    so that code written for it runs here and its weights load. Two of them only keep that
+    signature and change nothing: `use_fast_path` (mamba-ssm's fused CUDA path; here
+    scan_backend chooses the kernel) and `layer_idx` (mamba-ssm's key into its inference
+    cache, which this block has none of). Both are stored, as mamba-ssm stores them.
     """
 
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001,
@@ -83,7 +90,9 @@ class Mamba(nn.Module):
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
-        self.use_fast_path, self.layer_idx, self.scan_backend = use_fast_path, layer_idx, scan_backend
+        self.use_fast_path = use_fast_path      # mamba-ssm compatibility: not read here
+        self.layer_idx = layer_idx              # mamba-ssm compatibility: not read here
+        self.scan_backend = scan_backend
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **kw)
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner,

@@ -102,7 +102,7 @@ class MaskGenerator:
             raise ValueError(f"MaskGenerator: mask_ratio must be in (0, 1), got {mask_ratio}")
         self.patch = mask_patch_size
         self.blocks = image_size // mask_patch_size          # blocks per side
-        self.scale = mask_patch_size // stem_stride           # stem tokens per block side
+        self.tokens_per_side = mask_patch_size // stem_stride   # stem tokens per block side
         self.n_masked = round(mask_ratio * self.blocks ** 2)
         if not 0 < self.n_masked < self.blocks ** 2:
             raise ValueError(f"MaskGenerator: mask_ratio {mask_ratio} of {self.blocks ** 2} mask "
@@ -115,7 +115,8 @@ class MaskGenerator:
         mask = torch.zeros(batch, self.blocks ** 2, dtype=torch.bool)
         mask.scatter_(1, hidden, True)
         mask = mask.view(batch, self.blocks, self.blocks)
-        return mask.repeat_interleave(self.scale, 1).repeat_interleave(self.scale, 2)
+        tokens = self.tokens_per_side
+        return mask.repeat_interleave(tokens, 1).repeat_interleave(tokens, 2)
 
 
 def upsample_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ Input sizes: any H, W that the network stride (4 * 2^(stages - 1) = 32) divides;
 ValueError naming the nearest valid sizes. Grad-CAM target layer: `model.stages[-1]` (output
 (batch, C4, H/32, W/32), before the final norm); `model.stages[-2]` gives a map twice as fine.
 timm: `import ssmamba_lite` registers `ssmamba_lite_cpu` (a laptop-sized model),
-`ssmamba_lite_tiny` and `ssmamba_lite_small`.
+`ssmamba_lite_tiny` and `ssmamba_lite_small` (presets.py holds them).
 
 Glossary (config field -> meaning; what switching it changes)
     dims, depths    C_i and number of blocks of each stage
@@ -46,14 +46,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, register_notrace_module
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.layers import DropPath, LayerNorm2d
+from timm.models import checkpoint_seq
 
-from ssmamba_lite.dms import DirectionalMultiScale, resolve_directions
-from ssmamba_lite.layers.mixers import MIXERS, Mamba1DMixer, make_mixer
+from ssmamba_lite.dms import resolve_directions
+from ssmamba_lite.layers.mixers import MIXERS, make_mixer
 from ssmamba_lite.layers.mlp import Mlp
 from ssmamba_lite.lpr import LocalPerceptionResidual
-from ssmamba_lite.scan import tracing
+from ssmamba_lite.tracing import tracing
 
 POOLS = ("avg", "max", "")          # global pooling before the head; "" keeps the maps
 
@@ -135,7 +135,7 @@ class Block(nn.Module):
                     if cfg.use_lpr else nn.Identity())
         self.norm1 = LayerNorm2d(dim)
         self.mixer = make_mixer(mixer, dim, d_state, directions=cfg.directions, scales=cfg.scales,
-                                expand=cfg.ssm_expand, split=cfg.split_channels,
+                                expand=cfg.ssm_expand, split_channels=cfg.split_channels,
                                 conv_kernel=cfg.conv_kernel, head_dim=cfg.head_dim,
                                 scan_backend=cfg.scan_backend)
         self.norm2 = LayerNorm2d(dim)
@@ -213,8 +213,10 @@ class SSMamba(nn.Module):
         super().__init__()
         cfg = dataclasses.replace(cfg or SSMambaConfig(), **overrides)
         self.cfg = cfg
-        self.num_classes, self.global_pool = cfg.num_classes, cfg.global_pool
-        self.num_features = self.head_hidden_size = cfg.dims[-1]
+        self.num_classes = cfg.num_classes
+        self.global_pool = cfg.global_pool
+        self.num_features = cfg.dims[-1]
+        self.head_hidden_size = cfg.dims[-1]
         self.drop_rate = cfg.drop_rate
         c0 = cfg.dims[0]
         self.stem = Stem(                           # (batch, 3, H, W) -> (batch, C1, H/4, W/4)
@@ -222,13 +224,19 @@ class SSMamba(nn.Module):
             nn.Conv2d(cfg.in_chans, c0 // 2, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(c0 // 2),
             nn.GELU(),
-            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c0))
+            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c0),
+        )
+        # stochastic depth rises linearly over all blocks of the network
         dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
-        stages, start, in_dim = [], 0, c0
-        for i, (dim, depth, mixer, d_state) in enumerate(
-                zip(cfg.dims, cfg.depths, cfg.stage_mixers(), cfg.stage_d_states())):
+        stages = []
+        start = 0                                   # index of the stage's first block
+        in_dim = c0
+        layout = zip(cfg.dims, cfg.depths, cfg.stage_mixers(), cfg.stage_d_states())
+        for i, (dim, depth, mixer, d_state) in enumerate(layout):
             stages.append(Stage(in_dim, dim, depth, mixer, cfg, d_state, dpr[start:], i > 0))
-            start, in_dim = start + depth, dim
+            start = start + depth
+            in_dim = dim
         self.stages = nn.Sequential(*stages)
         self.feature_info = [dict(num_chs=d, reduction=4 * 2**i, module=f"stages.{i}")
                              for i, d in enumerate(cfg.dims)]
@@ -273,7 +281,8 @@ class SSMamba(nn.Module):
         self.check_input(x)
         take, last = stage_indices(len(self.stages), indices)
         stages = self.stages[:last + 1] if stop_early or intermediates_only else self.stages
-        x, out = self.stem(x), []
+        x = self.stem(x)
+        out = []
         for i, stage in enumerate(stages):
             x = stage(x)
             if i in take:
@@ -291,7 +300,8 @@ class SSMamba(nn.Module):
         if prune_norm or last < len(self.stages) - 1:
             self.norm = nn.Identity()
         self.stages = self.stages[:last + 1]
-        self.num_features = self.head_hidden_size = self.cfg.dims[last]
+        self.num_features = self.cfg.dims[last]
+        self.head_hidden_size = self.cfg.dims[last]
         if prune_head:
             self.reset_classifier(0, "")
         return take
@@ -340,61 +350,11 @@ class SSMamba(nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict:
         """timm's layer grouping (layer-wise lr decay): the stem first, then every block in
         order (a stage's patch merging with its first block), the final norm last."""
-        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [
-            (r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-            (r"^norm", (99999,))])
-
-
-# ---------------------------------------------------------------------------------------------
-# timm presets.
-# ---------------------------------------------------------------------------------------------
-PRESETS = {
-    # "I only have a laptop" (0.56M parameters): what the notebooks, the tests and the
-    # autograder train on a CPU. Same layout as tiny, narrower and shallower.
-    "ssmamba_lite_cpu": SSMambaConfig(dims=(32, 64, 96, 128), depths=(1, 1, 2, 1)),
-    "ssmamba_lite_tiny": SSMambaConfig(dims=(48, 96, 192, 384), depths=(2, 2, 4, 2)),
-    "ssmamba_lite_small": SSMambaConfig(dims=(64, 128, 256, 512), depths=(2, 3, 8, 3)),
-}
-
-
-def _cfg(**kwargs) -> dict:
-    """timm's pretrained_cfg. mean and std are the ones the engine trains with (0.5: H&E
-    colours vary by lab); no weights are published (url "")."""
-    return {"url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-            "min_input_size": (3, 32, 32), "crop_pct": 1.0, "crop_mode": "center",
-            "interpolation": "bilinear", "fixed_input_size": False,
-            "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "first_conv": "stem.0",
-            "classifier": "head", "license": "mit", "paper_ids": "arXiv:2604.15711",
-            "paper_name": "SSMamba: A Self-Supervised Hybrid State Space Model for "
-                          "Pathological Image Classification", **kwargs}
-
-
-default_cfgs = generate_default_cfgs({name: _cfg() for name in PRESETS})
-# torch.fx (timm's feature extractor) treats the scanning mixers as leaves: their scan orders
-# and kernels need concrete sizes.
-register_notrace_module(DirectionalMultiScale)
-register_notrace_module(Mamba1DMixer)
-
-
-def _create(variant: str, pretrained: bool = False, **kwargs) -> SSMamba:
-    return build_model_with_cfg(SSMamba, variant, pretrained, model_cfg=PRESETS[variant],
-                                feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
-                                **kwargs)
-
-
-@register_model
-def ssmamba_lite_cpu(pretrained: bool = False, **kwargs) -> SSMamba:
-    """SSMamba-lite for a laptop CPU (~0.56M parameters): the course's and the tests' model."""
-    return _create("ssmamba_lite_cpu", pretrained, **kwargs)
-
-
-@register_model
-def ssmamba_lite_tiny(pretrained: bool = False, **kwargs) -> SSMamba:
-    """SSMamba-lite tiny (~6M parameters): DMS in the two coarse stages."""
-    return _create("ssmamba_lite_tiny", pretrained, **kwargs)
-
-
-@register_model
-def ssmamba_lite_small(pretrained: bool = False, **kwargs) -> SSMamba:
-    """SSMamba-lite small: wider and deeper, same layout."""
-    return _create("ssmamba_lite_small", pretrained, **kwargs)
+        if coarse:
+            return dict(stem=r"^stem", blocks=r"^stages\.(\d+)")
+        blocks = [
+            (r"^stages\.(\d+)\.downsample", (0,)),
+            (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+            (r"^norm", (99999,)),
+        ]
+        return dict(stem=r"^stem", blocks=blocks)

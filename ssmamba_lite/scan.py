@@ -89,15 +89,6 @@ def check_scan_args(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> None:
             raise ValueError(f"selective_scan: {name} must be a floating tensor, got {t.dtype}")
 
 
-def tracing() -> bool:
-    """True while torch.fx traces symbolically or TorchScript scripts: a Python `if` on a
-    shape cannot run then, so the modules skip their input checks (eager mode and
-    torch.compile keep them, with their one-line errors)."""
-    fx = torch.fx._symbolic_trace             # is_fx_symbolic_tracing: newer torch, no warning
-    fx_tracing = getattr(fx, "is_fx_symbolic_tracing", None) or fx.is_fx_tracing
-    return fx_tracing() or torch.jit.is_scripting()
-
-
 def expand_groups(M: torch.Tensor, dim: int) -> torch.Tensor:
     """(batch, G, N, L) -> (batch, D, N, L): channel d reads group d // (D // G)."""
     return M.repeat_interleave(dim // M.shape[1], dim=1)

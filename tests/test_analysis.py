@@ -21,7 +21,7 @@ from ssmamba_lite.course.analysis import (
     zoom_view_name,
 )
 from ssmamba_lite.dms import DirectionalMultiScale
-from ssmamba_lite.engine.data import Samples, sample_dir, scan_labelled, write_labels_csv
+from ssmamba_lite.engine.data import Samples, find_labelled, sample_dir, write_labels_csv
 from ssmamba_lite.engine.inference import load_trained, predict_probabilities
 from ssmamba_lite.engine.metrics import classification_metrics
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain
@@ -109,7 +109,7 @@ def test_ablation_variants():
 
 def _subset(tmp_path, per_class=12):
     """2 tiles from each of several patients per class (labels.csv into the IDC sample)."""
-    s = scan_labelled(sample_dir("idc-breast"))
+    s = find_labelled(sample_dir("idc-breast"))
     picked = []
     for k in (0, 1):
         seen: dict = {}
@@ -133,7 +133,7 @@ def test_trained_models_are_analysed(tmp_path):
     history = finetune(FinetuneConfig(data=str(data), out=str(tmp_path / "ft"), **common))
     val = validation_samples(tmp_path / "ft")
     assert len(val) == history[-1]["val"]["n"] > 0
-    assert set(val.paths) < set(scan_labelled(data).paths)
+    assert set(val.paths) < set(find_labelled(data).paths)
     model, record = load_trained(tmp_path / "ft")
     probs = predict_probabilities(model, val, record["image_size"])
     assert probs.shape == (len(val), 2)
@@ -146,7 +146,7 @@ def test_trained_models_are_analysed(tmp_path):
 
 
 def test_figures_are_written(tmp_path):
-    samples = scan_labelled(sample_dir("kather2016"))
+    samples = find_labelled(sample_dir("kather2016"))
     small = Samples(samples.paths[::10], samples.labels[::10], samples.patients[::10],
                     samples.classes)
     made = {

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from ssmamba_lite.cli import main
-from ssmamba_lite.engine.data import sample_dir, scan_labelled, write_labels_csv
+from ssmamba_lite.engine.data import find_labelled, sample_dir, write_labels_csv
 
 FT = ["--model", "ssmamba_lite_cpu", "--image-size", "32", "--epochs", "1",
       "--max-steps-per-epoch", "1", "--batch-size", "4", "--device", "cpu", "--no-progress"]
@@ -35,7 +35,7 @@ def digest(folder) -> dict:
 def good(tmp_path_factory):
     """(data folder, finished run folder, its files' hashes)."""
     root = tmp_path_factory.mktemp("good")
-    s = scan_labelled(sample_dir("idc-breast"))
+    s = find_labelled(sample_dir("idc-breast"))
     picked = [i for k in (0, 1) for i in [j for j, y in enumerate(s.labels) if y == k][:10]]
     data = write_labels_csv(root / "data" / "labels.csv", s.subset(picked)).parent
     run = root / "run"
@@ -270,17 +270,17 @@ def test_bad_input_is_one_line_and_changes_nothing(case, good, tmp_path, capsys)
     assert digest(good[1]) == good[2], f"{case} changed the finished run"
 
 
-def test_the_table_is_large_and_the_readme_counts_it():
+def test_the_table_is_large_and_the_docs_count_it():
     assert len(CASES) >= 40
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    said = re.search(r"tests/test_bad_input.py` holds (\d+) bad inputs", readme)
-    assert said and int(said.group(1)) == len(CASES), "README's reliability count is stale"
+    page = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    said = re.search(r"tests/test_bad_input.py` holds (\d+) bad inputs", page)
+    assert said and int(said.group(1)) == len(CASES), "docs/training.md's count is stale"
 
 
 def test_a_bom_header_is_read(good, tmp_path):
     # Excel writes UTF-8 with a byte-order mark: the first column is still "path"
     folder = labels_folder(tmp_path, good, HEADER + rows(), "utf-8-sig")
-    assert len(scan_labelled(folder)) == 8
+    assert len(find_labelled(folder)) == 8
 
 
 def test_overwrite_replaces_and_resume_continues(good, tmp_path):

@@ -21,14 +21,14 @@ def copy_classes(src, dst, per_class=6):
 
 
 def test_labels_csv_with_patients():
-    s = data.scan_labelled(sample_dir("idc-breast"))
+    s = data.find_labelled(sample_dir("idc-breast"))
     assert s.classes == ["idc_negative", "idc_positive"]
     assert len(s) == 955 and set(s.labels) == {0, 1}
     assert len(set(s.patients)) == 160 and s.patients[0] == "10255"
 
 
 def test_patient_split_is_disjoint_and_near_the_fractions():
-    s = data.scan_labelled(sample_dir("idc-breast"))
+    s = data.find_labelled(sample_dir("idc-breast"))
     train, val = data.patient_split(s, (0.8, 0.2), seed=3)
     assert not set(train.patients) & set(val.patients)
     assert len(train) + len(val) == len(s)
@@ -39,7 +39,7 @@ def test_patient_split_is_disjoint_and_near_the_fractions():
 
 
 def test_label_subset_keeps_whole_patients_and_every_class():
-    s = data.scan_labelled(sample_dir("idc-breast"))
+    s = data.find_labelled(sample_dir("idc-breast"))
     few = data.label_subset(s, 0.1, seed=0)
     assert 0.05 < len(few) / len(s) < 0.2
     assert set(few.labels) == {0, 1}
@@ -69,9 +69,9 @@ def test_fractions_are_not_rounded_to_one_fold(fraction):
 
 def test_class_folders_and_unlabelled(tmp_path):
     root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
-    s = data.scan_labelled(root)
+    s = data.find_labelled(root)
     assert s.classes == ["idc_negative", "idc_positive"] and len(s) == 12
-    u = data.scan_unlabelled(sample_dir("idc-breast-unlabeled"))
+    u = data.find_unlabelled(sample_dir("idc-breast-unlabeled"))
     assert len(u) == 464 and set(u.labels) == {-1}
 
 
@@ -95,28 +95,28 @@ def test_hed_jitter_without_jitter_is_identity():
 
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(data.DataError, match=f"data folder {tmp_path / 'nope'} does not exist"):
-        data.scan_labelled(tmp_path / "nope")
+        data.find_labelled(tmp_path / "nope")
 
 
 def test_empty_class_folder_is_named(tmp_path):
     root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     (root / "empty_class").mkdir()
     with pytest.raises(data.DataError, match="class folder .*empty_class holds no images"):
-        data.scan_labelled(root)
+        data.find_labelled(root)
 
 
 def test_one_class_is_refused(tmp_path):
     root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     shutil.rmtree(root / "idc_positive")
     with pytest.raises(data.DataError, match="at least 2 classes"):
-        data.scan_labelled(root)
+        data.find_labelled(root)
 
 
 def test_truncated_png_is_named_or_skipped(tmp_path):
     root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     bad = sorted((root / "idc_positive").glob("*.png"))[0]
     bad.write_bytes(bad.read_bytes()[:60])
-    s = data.scan_labelled(root)
+    s = data.find_labelled(root)
     with pytest.raises(data.DataError, match=f"cannot read image {bad}"):
         data.TileDataset(s)
     good, dropped = data.drop_unreadable(s)
@@ -126,7 +126,7 @@ def test_truncated_png_is_named_or_skipped(tmp_path):
 def test_unknown_class_at_evaluation_is_named(tmp_path):
     root = copy_classes(sample_dir("idc-breast"), tmp_path / "ds")
     with pytest.raises(data.DataError, match=r"classes \['idc_positive'\] are not among"):
-        data.scan_labelled(root, classes=["idc_negative", "other"])
+        data.find_labelled(root, classes=["idc_negative", "other"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,8 +136,8 @@ def test_sample_sets_and_their_names(tmp_path, monkeypatch):
     assert data.sample_names() == ["cmu-small-region", "idc-breast", "idc-breast-unlabeled",
                                    "kather2016", "nct-crc-he"]
     assert data.resolve_data("sample:kather2016") == sample_dir("kather2016")
-    assert len(data.scan_labelled(data.resolve_data("sample:kather2016")).classes) == 8
-    assert len(data.scan_labelled(sample_dir("nct-crc-he")).classes) == 9
+    assert len(data.find_labelled(data.resolve_data("sample:kather2016")).classes) == 8
+    assert len(data.find_labelled(sample_dir("nct-crc-he")).classes) == 9
     assert (sample_dir("cmu-small-region") / "cmu_small_region.svs").is_file()
     with pytest.raises(data.DataError, match=r"no sample set 'idc'; the samples are \["):
         data.resolve_data("sample:idc")
@@ -155,7 +155,7 @@ def test_the_idc_sample_carries_a_patient_disjoint_split():
     assert (len(parts["train"]), len(parts["val"])) == (697, 258)
     assert not set(parts["train"].patients) & set(parts["val"].patients)
     assert len(set(parts["val"].patients)) == 40 and set(parts["val"].labels) == {0, 1}
-    pool = data.scan_unlabelled(sample_dir("idc-breast-unlabeled"))
+    pool = data.find_unlabelled(sample_dir("idc-breast-unlabeled"))
     assert set(pool.patients) <= set(parts["train"].patients), "the pool has no val patient"
     assert not set(pool.paths) & set(parts["train"].paths)
 

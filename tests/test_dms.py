@@ -46,8 +46,8 @@ def test_scan_orders_are_the_documented_paths():
         scan_order(3, 4, NUM_ORDERS)
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_directional_scan_equals_one_reference_scan_per_direction(split):
+@pytest.mark.parametrize("split_channels", [False, True])
+def test_directional_scan_equals_one_reference_scan_per_direction(split_channels):
     """The K directions stacked along channels (one grouped kernel call) give exactly what K
     separate scans with each direction's own parameters give; with split, direction k reads
     only its own slice of channels."""
@@ -55,8 +55,8 @@ def test_directional_scan_equals_one_reference_scan_per_direction(split):
     D, N, R, h, w = 12, 4, 2, 3, 5
     dirs = (0, 1, 2, 3, 4, 7)
     K = len(dirs)
-    scan = DirectionalScan(D, dirs, d_state=N, dt_rank=R, window=2, split=split)
-    Dk = D // K if split else D
+    scan = DirectionalScan(D, dirs, d_state=N, dt_rank=R, window=2, split_channels=split_channels)
+    Dk = D // K if split_channels else D
     with torch.no_grad():
         scan.A_log.add_(torch.rand_like(scan.A_log))            # make directions differ
         scan.D.add_(torch.randn_like(scan.D))
@@ -66,7 +66,7 @@ def test_directional_scan_equals_one_reference_scan_per_direction(split):
     A = -torch.exp(scan.A_log).view(K, Dk, N)
     for k, direction in enumerate(dirs):
         order = scan_order(h, w, direction, window=2)
-        xk = x[:, k * Dk:(k + 1) * Dk] if split else x
+        xk = x[:, k * Dk:(k + 1) * Dk] if split_channels else x
         u = xk.flatten(2)[:, :, order]                          # (2, Dk, L) in scan order
         x_dbl = torch.einsum("bdl,cd->bcl", u, scan.x_proj_weight[k])
         dt, B, C = torch.split(x_dbl, [R, N, N], dim=1)
@@ -77,7 +77,7 @@ def test_directional_scan_equals_one_reference_scan_per_direction(split):
         expected[:, :, order] = y                               # back to image order
         torch.testing.assert_close(got[:, k].flatten(2), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="divisible"):
-        DirectionalScan(10, 4, split=True)
+        DirectionalScan(10, 4, split_channels=True)
 
 
 def test_row_major_scan_is_causal_and_reverse_sees_the_future():
@@ -95,21 +95,21 @@ def test_row_major_scan_is_causal_and_reverse_sees_the_future():
     assert d2[0, 0] > 0                 # the reversed scan carries it to the top-left corner
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_dms_shapes_parameters_and_fusion(split):
+@pytest.mark.parametrize("split_channels", [False, True])
+def test_dms_shapes_parameters_and_fusion(split_channels):
     torch.manual_seed(0)
     x = torch.randn(2, 16, 6, 10, requires_grad=True)
     counts = {}
     for dirs in (1, 2, 4):
         for scales in ((1,), (1, 2), (1, 2, 3)):
-            m = DirectionalMultiScale(16, directions=dirs, scales=scales, d_state=4, split=split)
+            m = DirectionalMultiScale(16, directions=dirs, scales=scales, d_state=4, split_channels=split_channels)
             counts[dirs, scales] = sum(p.numel() for p in m.parameters())
             y = m(x)
             assert y.shape == x.shape
             w = m.fusion_weights()
             assert w.shape == (len(scales), dirs)
             torch.testing.assert_close(w.sum(), torch.tensor(1.0))
-    if split:   # directions share out the channels: only the fusion logits a_{s,k} grow with K
+    if split_channels:   # directions share out the channels: only the fusion logits a_{s,k} grow with K
         assert counts[4, (1, 2)] - counts[1, (1, 2)] == 2 * (4 - 1)
     else:       # every direction brings a full set of scan parameters
         D, R, N = 16, 1, 4   # per direction: W_x, W_Δ, b_Δ, A_log, D, and one fusion logit
@@ -119,8 +119,8 @@ def test_dms_shapes_parameters_and_fusion(split):
     assert counts[4, (1,)] < counts[4, (1, 2)] < counts[4, (1, 2, 3)]
     # each extra scale brings one more DirectionalScan of the same size
     assert counts[4, (1, 2, 3)] - counts[4, (1, 2)] == counts[4, (1, 2)] - counts[4, (1,)]
-    m = DirectionalMultiScale(16, directions=2, scales=(1, 2), fuse="concat", split=split)
-    assert m.fuse_proj.in_channels == (2 * 16 if split else 2 * 2 * 16)
+    m = DirectionalMultiScale(16, directions=2, scales=(1, 2), fuse="concat", split_channels=split_channels)
+    assert m.fuse_proj.in_channels == (2 * 16 if split_channels else 2 * 2 * 16)
     y = m(x)
     y.sum().backward()
     assert y.shape == x.shape and torch.isfinite(x.grad).all()

@@ -17,11 +17,11 @@ import torch
 from ssmamba_lite.engine import checkpoint as ckpt
 from ssmamba_lite.engine.data import (
     DataError,
+    find_labelled,
     has_patient_ids,
     own_split,
     patient_split,
     sample_dir,
-    scan_labelled,
 )
 from ssmamba_lite.engine.distributed import Env
 from ssmamba_lite.engine.loop import epoch_seed, fit, make_loader, make_optimizer
@@ -199,7 +199,7 @@ def test_batchnorm_recalibration_measures_clean_images():
 
 
 def test_patient_splits_are_stratified_and_seeded():
-    s = scan_labelled(sample_dir("idc-breast"))
+    s = find_labelled(sample_dir("idc-breast"))
     share = np.mean(s.labels)
     vals = []
     for seed in range(4):
@@ -212,8 +212,8 @@ def test_patient_splits_are_stratified_and_seeded():
 
 
 def test_splits_say_when_they_are_per_image(tmp_path, capsys):
-    grouped = scan_labelled(sample_dir("idc-breast"))
-    plain = scan_labelled(sample_dir("kather2016"))
+    grouped = find_labelled(sample_dir("idc-breast"))
+    plain = find_labelled(sample_dir("kather2016"))
     assert has_patient_ids(grouped) and not has_patient_ids(plain)
     labelled_parts(FinetuneConfig(data="sample:kather2016"))
     assert "gives no patient_id: the validation split is per image" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from ssmamba_lite.mamim import (
     magnify,
     patch_normalize,
 )
-from ssmamba_lite.model import PRESETS
+from ssmamba_lite.presets import PRESETS
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.6, 0.75])

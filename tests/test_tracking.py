@@ -11,7 +11,7 @@ from PIL import Image
 
 from ssmamba_lite.cli import main
 from ssmamba_lite.engine import tracking
-from ssmamba_lite.engine.data import sample_dir, scan_labelled, write_labels_csv
+from ssmamba_lite.engine.data import find_labelled, sample_dir, write_labels_csv
 from ssmamba_lite.engine.loop import snapshot_due
 
 FT = ["--model", "ssmamba_lite_cpu", "--image-size", "32", "--max-steps-per-epoch", "2",
@@ -20,7 +20,7 @@ FT = ["--model", "ssmamba_lite_cpu", "--image-size", "32", "--max-steps-per-epoc
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    s = scan_labelled(sample_dir("idc-breast"))
+    s = find_labelled(sample_dir("idc-breast"))
     picked = [i for k in (0, 1) for i in [j for j, y in enumerate(s.labels) if y == k][:12]]
     return write_labels_csv(tmp_path_factory.mktemp("d") / "labels.csv", s.subset(picked)).parent
 

@@ -16,9 +16,9 @@ import torch
 from ssmamba_lite.engine import checkpoint as ckpt
 from ssmamba_lite.engine.data import (
     DataError,
+    find_labelled,
     own_split,
     sample_dir,
-    scan_labelled,
     write_labels_csv,
 )
 from ssmamba_lite.engine.distributed import Env
@@ -33,7 +33,7 @@ MODEL = "ssmamba_lite_cpu"
 
 def subset(tmp_path, per_class=24, name="ds"):
     """labels.csv (no split column) over the first images of each class of the IDC sample."""
-    s = scan_labelled(sample_dir("idc-breast"))
+    s = find_labelled(sample_dir("idc-breast"))
     picked = [i for k in (0, 1) for i in [j for j, y in enumerate(s.labels) if y == k][:per_class]]
     return write_labels_csv(tmp_path / name / "labels.csv", s.subset(picked)).parent
 
@@ -77,7 +77,7 @@ def test_cli_pretrain_finetune_evaluate_predict(tmp_path):
             "classes"} <= set(m)
     # the data the run was trained on: only the images of the patients it held out are scored
     held = set(json.loads((ft / "split.json").read_text())["held_out_patients"])
-    n_held = sum(g in held for g in scan_labelled(data).patients)
+    n_held = sum(g in held for g in find_labelled(data).patients)
     assert 0 < m["n"] == n_held < 48 and sum(map(sum, m["confusion_matrix"])) == n_held
     assert f"scoring the {n_held} images of the {len(held)} patients" in r.stdout
     image = next((sample_dir("idc-breast") / "idc_positive").glob("*.png"))
@@ -221,7 +221,7 @@ def test_mamim_never_sees_a_held_out_patient(tmp_path, capsys):
         assert len(seen) + len(val) == 80
     # a pool holding images of held-out patients: those are left out
     pool = tmp_path / "pool"
-    write_labels_csv(pool / "images.csv", scan_labelled(data), labelled=False)
+    write_labels_csv(pool / "images.csv", find_labelled(data), labelled=False)
     _, val, held = labelled_parts(FinetuneConfig(data=str(data), split_seed=0))
     seen = pretraining_samples(PretrainConfig(data=str(data), split_seed=0, extra_data=str(pool)))
     assert len(seen) == 2 * (80 - len(val)) and not set(seen.patients) & held

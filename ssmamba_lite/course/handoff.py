@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssmamba_lite.engine.checkpoint import read_json
-from ssmamba_lite.engine.data import SAMPLE_ROOT, resolve_data, scan_labelled
+from ssmamba_lite.engine.data import SAMPLE_ROOT, find_labelled, resolve_data
 
 SHIPPED = SAMPLE_ROOT / "weights"          # the weights that ship with the package
 MAKER = "ssmamba-lite course weights"      # the command that made them
@@ -97,7 +97,7 @@ def mismatch(folder, kind: str, data_dir, model: str, model_args, image_size: in
     if not _same_data(made, data_dir):
         return f"it was made on {made}, this notebook uses {data_dir}"
     if k.classifier:
-        classes = scan_labelled(resolve_data(data_dir)).classes
+        classes = find_labelled(resolve_data(data_dir)).classes
         if list(record.get("classes") or []) != list(classes):
             return f"its classes are {record.get('classes')}, the data's {classes}"
     return ""

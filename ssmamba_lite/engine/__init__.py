@@ -14,6 +14,6 @@
     device.py       device choice and seeding
     distributed.py  data parallel training under torchrun
 
-A new dataset layout: teach `data.scan_labelled` / `data.scan_unlabelled` to read it (and
+A new dataset layout: teach `data.find_labelled` / `data.find_unlabelled` to read it (and
 `data_scripts/` to download it into one of the layouts they already read).
 """

@@ -158,15 +158,15 @@ def own_split(root, classes: list[str] | None = None) -> dict | None:
     rows and val or test rows. None when the data has no split of its own."""
     root = Path(root)
     if (root / "train").is_dir() and any((root / s).is_dir() for s in SPLITS[1:]):
-        train = scan_labelled(root / "train", classes)
-        return _disjoint(root, {"train": train, **{s: scan_labelled(root / s, train.classes)
+        train = find_labelled(root / "train", classes)
+        return _disjoint(root, {"train": train, **{s: find_labelled(root / s, train.classes)
                                                    for s in SPLITS[1:] if (root / s).is_dir()}})
     if not (root / "labels.csv").is_file():
         return None
     split = [r.get("split", "") for r in read_table(root / "labels.csv", ("path",))]
     if "train" not in split or not {"val", "test"} & set(split):
         return None
-    samples = scan_labelled(root, classes)                # rows in the order of labels.csv
+    samples = find_labelled(root, classes)                # rows in the order of labels.csv
     return _disjoint(root, {s: samples.subset(i for i, x in enumerate(split) if x == s)
                             for s in SPLITS if s in split})
 
@@ -197,7 +197,7 @@ def is_labelled(root) -> bool:
     return len(folders) >= 2
 
 
-def scan_labelled(root, classes: list[str] | None = None) -> Samples:
+def find_labelled(root, classes: list[str] | None = None) -> Samples:
     """Find the labelled images under <root> (class folders or labels.csv)."""
     root = Path(root)
     if not root.is_dir():
@@ -230,7 +230,7 @@ def scan_labelled(root, classes: list[str] | None = None) -> Samples:
                    [str(g) for _, _, g in items], list(classes))
 
 
-def scan_unlabelled(root) -> Samples:
+def find_unlabelled(root) -> Samples:
     """All images under <root> (via images.csv or labels.csv when present), labels ignored."""
     root = Path(root)
     if not root.is_dir():
@@ -249,7 +249,7 @@ def scan_unlabelled(root) -> Samples:
 
 def write_labels_csv(path, samples: Samples, labelled: bool = True) -> Path:
     """Write samples as a labels.csv (path,label,patient_id; absolute paths) that
-    `scan_labelled` reads back, or an images.csv (path,patient_id) when not `labelled`."""
+    `find_labelled` reads back, or an images.csv (path,patient_id) when not `labelled`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:

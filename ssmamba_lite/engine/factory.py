@@ -18,7 +18,8 @@ import torch
 
 from ssmamba_lite.engine.transforms import MEAN, STD
 from ssmamba_lite.mamim import MAMIM
-from ssmamba_lite.model import PRESETS, SSMamba, SSMambaConfig  # (registers the presets)
+from ssmamba_lite.model import SSMamba, SSMambaConfig
+from ssmamba_lite.presets import PRESETS  # (registers the presets with timm)
 
 
 def is_ssmamba(name: str) -> bool:

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssmamba_lite.engine import checkpoint as ckpt
-from ssmamba_lite.engine.data import Samples, TileDataset, own_split, resolve_data, scan_labelled
+from ssmamba_lite.engine.data import Samples, TileDataset, find_labelled, own_split, resolve_data
 from ssmamba_lite.engine.device import resolve_device
 from ssmamba_lite.engine.factory import model_from_config
 from ssmamba_lite.engine.metrics import classification_metrics, format_metrics
@@ -67,7 +67,7 @@ def evaluate(data, checkpoint, out=None, batch_size: int = 64, device: str = "au
     root = resolve_data(data)
     parts = own_split(root, classes=record["classes"])
     samples = parts.get("test", parts.get("val")) if parts else \
-        scored_part(Path(checkpoint), root, scan_labelled(root, classes=record["classes"]))
+        scored_part(Path(checkpoint), root, find_labelled(root, classes=record["classes"]))
     metrics = evaluate_samples(model, samples, record["classes"], record["image_size"],
                                batch_size, device)
     print(format_metrics(metrics))

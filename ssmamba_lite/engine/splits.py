@@ -25,13 +25,13 @@ from ssmamba_lite.engine.data import (
     DataError,
     Samples,
     drop_unreadable,
+    find_labelled,
+    find_unlabelled,
     has_patient_ids,
     is_labelled,
     own_split,
     patient_split,
     resolve_data,
-    scan_labelled,
-    scan_unlabelled,
 )
 
 PRETRAIN_PATIENTS = "pretrain_patients.json"   # beside encoder.safetensors: whom MAMIM saw
@@ -48,7 +48,7 @@ def labelled_parts(cfg, classes=None) -> tuple[Samples, Samples | None, set]:
     if parts:
         held = {g for s in ("val", "test") if s in parts for g in parts[s].patients}
         return parts["train"], parts.get("val"), held
-    samples = scan_labelled(root, classes)
+    samples = find_labelled(root, classes)
     if not has_patient_ids(samples):
         print(f"warning: {root} gives no patient_id: the validation split is per image, and "
               f"tiles of one patient or slide may land on both sides")
@@ -70,7 +70,7 @@ def run_samples(cfg, labelled: bool, classes=None) -> tuple[Samples, Samples | N
         train, _, held = labelled_parts(cfg)
         train, val = Samples(train.paths, [-1] * len(train), train.patients), None
     else:
-        train, val, held = scan_unlabelled(root), None, set()
+        train, val, held = find_unlabelled(root), None, set()
     train = readable(train, cfg, "training")
     val = readable(val, cfg, "validation") if val is not None else None
     return train, val, held
@@ -96,7 +96,7 @@ def pretraining_samples(cfg) -> Samples:
     train, _, held = run_samples(cfg, labelled=False)
     if not cfg.extra_data:
         return train
-    pool = scan_unlabelled(resolve_data(cfg.extra_data))
+    pool = find_unlabelled(resolve_data(cfg.extra_data))
     keep = [i for i, g in enumerate(pool.patients) if g not in held]
     if len(keep) < len(pool):
         print(f"extra_data: left out {len(pool) - len(keep)} image(s) of patients held out "

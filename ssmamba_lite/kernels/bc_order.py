@@ -1,4 +1,4 @@
-"""B and C in the layout the scan kernels read (numba and Triton alike).
+"""B and C in the memory order the scan kernels read (numba and Triton alike).
 
 `selective_scan` accepts B (and C) in three shapes; the kernels read one:
 
@@ -8,7 +8,7 @@
 
 i.e. (Bb, G, Lb, N) with Bb in {1, batch} and Lb in {1, L}; a kernel reads item
 min(b, Bb - 1), group d // (D / G), step min(t, Lb - 1), and its innermost loop over n reads
-contiguous memory. Plain torch ops: autograd carries a kernel-layout gradient back to the
+contiguous memory. Plain torch ops: autograd carries a kernel-order gradient back to the
 caller's shape.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 
-def kernel_layout(M: torch.Tensor, dtype) -> torch.Tensor:
+def to_kernel_order(M: torch.Tensor, dtype) -> torch.Tensor:
     """B or C in any of the three accepted shapes -> contiguous (Bb, G, Lb, N) in `dtype`."""
     if M.dim() == 2:                      # (D, N): one group per channel, constant in time
         M = M[None, :, None, :]

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import torch
 
-from ssmamba_lite.kernels.layout import kernel_layout
+from ssmamba_lite.kernels.bc_order import to_kernel_order
 
 
 def _expanded(M: torch.Tensor, batch: int, D: int, L: int, dtype) -> torch.Tensor:
-    """B or C as (batch or 1, D, L or 1, N): the kernel layout with its groups repeated."""
-    M = kernel_layout(M, dtype)                                   # (Bb, G, Lb, N)
+    """B or C as (batch or 1, D, L or 1, N): the kernel order with its groups repeated."""
+    M = to_kernel_order(M, dtype)                                   # (Bb, G, Lb, N)
     return M.repeat_interleave(D // M.shape[1], dim=1)
 
 

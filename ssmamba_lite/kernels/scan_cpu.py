@@ -36,7 +36,7 @@ the backward pass, which turns ∂Δ into ∂δ = ∂Δ · sigmoid(δ + b)): no 
 steps is written, read back and differentiated by PyTorch. The exp of Ā_t and the softplus use
 vecmath.py's float32 functions, which the compiler vectorises (float64: the C library's).
 
-B and C arrive in the kernels' layout (Bb, G, Lb, N) (layout.py), so that one kernel serves
+B and C arrive in the kernels' order (Bb, G, Lb, N) (bc_order.py), so that one kernel serves
 fixed (D, N), shared (batch, N, L) and grouped (batch, G, N, L) inputs, and the innermost loop
 over n reads contiguous memory.
 
@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from ssmamba_lite.kernels.layout import kernel_layout
+from ssmamba_lite.kernels.bc_order import to_kernel_order
 from ssmamba_lite.kernels.vecmath import FASTMATH, decay_exp, sigmoid, softplus
 
 CHUNK = 64  # checkpoint interval of the backward pass
@@ -220,7 +220,7 @@ def scan_cpu_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: t
                      use_softplus: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y (batch, D, L) with the skip D u, last state (batch, D, N) and the chunk checkpoints of
     the states (batch, D, L / CHUNK, N); every input in the compute dtype, B and C in kernel
-    layout; Δ = softplus(delta + bias) when use_softplus, else delta + bias (D, bias: (D,))."""
+    order; Δ = softplus(delta + bias) when use_softplus, else delta + bias (D, bias: (D,))."""
     use_torch_threads()
     y, last, ckpt = forward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(D), CHUNK,
                                    _np(bias), use_softplus)
@@ -241,7 +241,7 @@ def scan_cpu_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
                       ckpt: torch.Tensor, dy: torch.Tensor,
                       dlast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                     torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of u, delta, A and D (per batch item), B and C (kernel layout, per batch
+    """Gradients of u, delta, A and D (per batch item), B and C (kernel order, per batch
     item)."""
     use_torch_threads()
     out = backward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(D), _np(bias),
@@ -293,6 +293,6 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, delta_bias=None, delta_softplu
     bias = zeros if delta_bias is None else delta_bias.to(dtype).contiguous()
     skip = zeros if D is None else D.to(dtype).contiguous()
     y, last, _ = scan_cpu_forward(u.to(dtype).contiguous(), delta.contiguous(),
-                                  A.to(dtype).contiguous(), kernel_layout(B, dtype),
-                                  kernel_layout(C, dtype), skip, bias, bool(delta_softplus))
+                                  A.to(dtype).contiguous(), to_kernel_order(B, dtype),
+                                  to_kernel_order(C, dtype), skip, bias, bool(delta_softplus))
     return y, last

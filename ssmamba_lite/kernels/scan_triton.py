@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ssmamba_lite.kernels.layout import kernel_layout
+from ssmamba_lite.kernels.bc_order import to_kernel_order
 
 CHUNK = 64  # checkpoint interval of the backward pass
 
@@ -147,7 +147,7 @@ def _sizes(u, A, Bk, Ck):
 def scan_triton_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                         C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y (batch, D, L), last state (batch, D, N), chunk checkpoints (batch, D, L/CHUNK, N),
-    all float32; B and C in kernel layout."""
+    all float32; B and C in kernel order."""
     batch, D, L, N, perB, perC, bd, bn, nchunks = _sizes(u, A, B, C)
     y = u.new_empty(batch, D, L, dtype=torch.float32)
     last = u.new_empty(batch, D, N, dtype=torch.float32)
@@ -174,7 +174,7 @@ def scan_triton_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                          dlast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                        torch.Tensor, torch.Tensor]:
     """Gradients (float32) of u, delta, A (per item), B and C (per item and block of
-    channels, kernel layout)."""
+    channels, kernel order)."""
     batch, D, L, N, perB, perC, bd, bn, nchunks = _sizes(u, A, B, C)
     nblocks = D // bd
     f32 = dict(dtype=torch.float32)
@@ -202,7 +202,7 @@ def _(u, delta, A, B, C, ckpt, dy, dlast):
 
 
 def _group_sum(dM: torch.Tensor, M: torch.Tensor, D: int) -> torch.Tensor:
-    """Partial gradients (batch, blocks, Lb, N) -> M's kernel layout (Bb, G, Lb, N): the blocks
+    """Partial gradients (batch, blocks, Lb, N) -> M's kernel order (Bb, G, Lb, N): the blocks
     of one group added up, then the batch items when M is shared by them."""
     batch, nblocks = dM.shape[:2]
     G = M.shape[1]
@@ -236,5 +236,5 @@ def selective_scan_triton(u, delta, A, B, C):
     applied by `scan.selective_scan`. Returns (y (batch, D, L), last state (batch, D, N))."""
     y, last, _ = scan_triton_forward(u.contiguous(), delta.contiguous(),
                                      A.float().contiguous(),
-                                     kernel_layout(B, B.dtype), kernel_layout(C, C.dtype))
+                                     to_kernel_order(B, B.dtype), to_kernel_order(C, C.dtype))
     return y, last

@@ -76,13 +76,14 @@ class Attention2d(nn.Module):
 
 
 def make_mixer(kind: str, dim: int, d_state: int = 16, directions=4, scales=(1, 2),
-               expand: float = 1.0, split: bool = True, conv_kernel: int = 7,
+               expand: float = 1.0, split_channels: bool = True, conv_kernel: int = 7,
                head_dim: int = 32, scan_backend: str = "auto") -> nn.Module:
     """The token mixer named `kind` (one of MIXERS) for C = dim channels."""
     if kind == "conv":
         return ConvMixer(dim, conv_kernel)
     if kind == "dms":
-        return DirectionalMultiScale(dim, directions, scales, d_state, expand, split=split,
+        return DirectionalMultiScale(dim, directions, scales, d_state, expand,
+                                     split_channels=split_channels,
                                      scan_backend=scan_backend)
     if kind == "mamba1d":
         return Mamba1DMixer(dim, d_state, expand, scan_backend)
