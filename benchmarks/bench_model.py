@@ -55,7 +55,7 @@ MODELS = ("ssmamba_lite_tiny", "resnet18", "vit_tiny_patch16_224")
 COMPILED, CHECKPOINTED = "+compile", "+ckpt"
 
 
-def make(name: str, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build_model(name: str, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(what a step calls, the module whose parameters it updates)."""
     base = name.removesuffix(COMPILED).removesuffix(CHECKPOINTED)
     kwargs = {"img_size": size} if base.startswith("vit") else {}
@@ -125,7 +125,7 @@ def step_memory(name: str, size: int, batch: int, threads: int) -> dict:
     """In this process, after two warm-up steps: the tensor peak of one step, and the process's
     peak resident memory during another (MiB)."""
     torch.set_num_threads(threads)
-    m, module = make(name, size)
+    m, module = build_model(name, size)
     opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 9, (batch,))
     for _ in range(2):
@@ -180,7 +180,7 @@ def main(argv=None) -> None:
     for size in args.sizes:
         for name in args.models:
             try:
-                m, module = make(name, size)
+                m, module = build_model(name, size)
                 opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
                 x = torch.randn(batch_for(size, args), 3, size, size)
                 y = torch.randint(0, 9, (batch_for(size, args),))

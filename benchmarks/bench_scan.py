@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssmamba_lite.scan import selective_scan  # noqa: E402
-from tests.conftest import load_mamba_ssm_oracle  # noqa: E402
+from ssmamba_lite.kernels.oracle import load_mamba_ssm_oracle, random_scan_inputs
+from ssmamba_lite.scan import selective_scan
 
 ORACLE_LIMIT_S = 60.0  # one forward+backward slower than this is timed once, not repeated
 
@@ -43,16 +40,10 @@ def mambapy_scan(u, delta, A, B, C, D):
     return (y + D * u.transpose(1, 2)).transpose(1, 2)
 
 
-def make(batch, dim, L, N, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return dict(
-        u=torch.randn(batch, dim, L, generator=g),
-        delta=torch.rand(batch, dim, L, generator=g) * 0.1 + 0.001,
-        A=-torch.exp(torch.randn(dim, N, generator=g) * 0.5),
-        B=torch.randn(batch, N, L, generator=g),
-        C=torch.randn(batch, N, L, generator=g),
-        D=torch.randn(dim, generator=g),
-    )
+def bench_inputs(batch, dim, L, N, seed=0):
+    """u, Δ ~ U(0.001, 0.101) (the step itself), A = -exp(N(0, 0.25)), B and C shared, D."""
+    return random_scan_inputs(batch, dim, L, N, delta=("uniform", 0.001, 0.101),
+                              A=("lognormal", 0.0, 0.5), extras=("D",), seed=seed)
 
 
 def run_once(fn, x, backward):
@@ -102,14 +93,14 @@ def limit_updates_per_s(rows: int, L: int, N: int, repeats: int) -> float:
 
 
 def kernel_args(x: dict, dim: int) -> tuple:
-    """make()'s tensors as the numba kernels' arguments around the chunk length: u, δ, A,
-    B, C (kernel layout), D, then (bias, softplus) = (zeros, False), since make()'s delta is
-    already the step."""
-    from ssmamba_lite.kernels.layout import kernel_layout
+    """bench_inputs()'s tensors as the numba kernels' arguments around the chunk length: u,
+    δ, A, B, C (kernel order), D, then (bias, softplus) = (zeros, False), since
+    bench_inputs()'s delta is already the step."""
+    from ssmamba_lite.kernels.bc_order import to_kernel_order
 
     return ([x["u"].numpy(), x["delta"].numpy(), x["A"].numpy(),
-             kernel_layout(x["B"], torch.float32).numpy(),
-             kernel_layout(x["C"], torch.float32).numpy(), x["D"].numpy()],
+             to_kernel_order(x["B"], torch.float32).numpy(),
+             to_kernel_order(x["C"], torch.float32).numpy(), x["D"].numpy()],
             (torch.zeros(dim).numpy(), False))
 
 
@@ -121,7 +112,7 @@ def blocks_figure(dim: int, L: int, repeats: int, threads: int) -> None:
     from ssmamba_lite.kernels import scan_cpu
 
     numba.set_num_threads(threads)
-    arrays, step = kernel_args(make(1, dim, L, 16), dim)
+    arrays, step = kernel_args(bench_inputs(1, dim, L, 16), dim)
     ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)[2]
     dy, dlast = torch.randn(1, dim, L).numpy(), torch.zeros(1, dim, 16).numpy()
     parts = scan_cpu.backward_parts(1, dim)
@@ -131,7 +122,8 @@ def blocks_figure(dim: int, L: int, repeats: int, threads: int) -> None:
             t0 = time.perf_counter()
             scan_cpu.backward_kernel(*arrays, *step, ckpt, dy, dlast, scan_cpu.CHUNK, p)
             times[p].append(time.perf_counter() - t0)
-    one, split = (statistics.median(v[1:]) for v in times.values())
+    one = statistics.median(times[1][1:])
+    split = statistics.median(times[parts][1:])       # the same runs when one thread: 1 part
     print(f"backward kernel, batch 1, {threads} threads: all channels in one job {one:.4f} s, "
           f"in {parts} blocks {split:.4f} s: {one / split:.2f}x")
 
@@ -142,7 +134,7 @@ def kernel_figures(args) -> tuple:
     from ssmamba_lite.kernels import scan_cpu
 
     L, dim1, repeats = args.batch1_length, args.batch1_dim, max(3, args.repeats)
-    x = make(1, dim1, L, 16)
+    x = bench_inputs(1, dim1, L, 16)
     kernel = lambda **k: selective_scan(**k, backend="cpu")   # noqa: E731
     times = {1: [], args.threads: []}
     for _ in range(repeats):                                    # interleaved
@@ -150,12 +142,13 @@ def kernel_figures(args) -> tuple:
             torch.set_num_threads(threads)
             times[threads].append(run_once(kernel, x, True)[0])
     torch.set_num_threads(args.threads)
-    one, many = (statistics.median(times[t]) for t in times)
+    one = statistics.median(times[1])
+    many = statistics.median(times[args.threads])     # the same runs when --threads 1
     print(f"\nbatch 1, D={dim1}, N=16, L={L}, fwd+bwd: {one:.4f} s on 1 thread, {many:.4f} s on "
           f"{args.threads}: {one / many:.2f}x")
     blocks_figure(dim1, L, repeats, args.threads)
     L, batch, dim, N = max(args.lengths), 8, 192, 16
-    x = make(batch, dim, L, N)
+    x = bench_inputs(batch, dim, L, N)
     fwd = statistics.median(run_once(kernel, x, False)[0] for _ in range(repeats))
     arrays, step = kernel_args(x, dim)
     ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)[2]
@@ -204,10 +197,10 @@ def main() -> None:
     batch, dim, N = 8, 192, 16
     print(f"batch={batch} D={dim} N={N}, {args.threads} threads, median of {args.repeats}, "
           f"torch {torch.__version__}")
-    selective_scan(**make(1, 2, 3, 2), backend="cpu")  # JIT-compile outside the timings
+    selective_scan(**bench_inputs(1, 2, 3, 2), backend="cpu")  # JIT-compile outside the timings
     rows = []
     for L in args.lengths:
-        x = make(batch, dim, L, N)
+        x = bench_inputs(batch, dim, L, N)
         for backward in (False, True):
             mode = "fwd+bwd" if backward else "forward"
             times = {name: [] for name in impls}

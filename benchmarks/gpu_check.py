@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import timm  # noqa: E402
 
+from ssmamba_lite.kernels.oracle import random_scan_inputs  # noqa: E402
 from ssmamba_lite.mamim import MAMIM, MaskGenerator  # noqa: E402
 from ssmamba_lite.scan import backend_report, selective_scan  # noqa: E402
 from ssmamba_lite.wsi.mil import MILAggregator, MILConfig  # noqa: E402
@@ -43,16 +44,11 @@ TOL = {torch.float32: 1e-3, torch.bfloat16: 5e-2}   # max error / max magnitude
 
 
 def scan_inputs(bc, dtype, device, batch=2, D=16, L=128, N=8, G=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    shape = {"fixed": (D, N), "shared": (batch, N, L), "grouped": (batch, G, N, L)}[bc]
-    t = {"u": torch.randn(batch, D, L, generator=g),
-         "delta": torch.randn(batch, D, L, generator=g),
-         "A": -torch.rand(D, N, generator=g) - 0.5,
-         "B": torch.randn(*shape, generator=g), "C": torch.randn(*shape, generator=g),
-         "D": torch.randn(D, generator=g), "z": torch.randn(batch, D, L, generator=g),
-         "delta_bias": torch.randn(D, generator=g)}
-    return {k: v.to(device, torch.float32 if k in ("A", "D", "delta_bias") else dtype)
-            .requires_grad_() for k, v in t.items()}
+    """Every argument of the scan, Δ raw (softplus'd by the scan), A, D and delta_bias in
+    float32 as under autocast, recording gradients."""
+    return random_scan_inputs(batch, D, L, N, bc=bc, G=G, delta=("normal", 0.0, 1.0),
+                              dtype=dtype, param_dtype=torch.float32, device=device, seed=seed,
+                              requires_grad=True)
 
 
 def scan_outputs(t, backend):

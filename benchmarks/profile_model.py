@@ -26,7 +26,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_model import make, step  # noqa: E402  (models built, steps taken alike)
+from benchmarks.bench_model import build_model, step  # noqa: E402  (models built, steps taken alike)
 
 GROUPS = (   # (group, substrings of operator names), first match wins
     ("selective scan", ("scan",)),
@@ -47,7 +47,7 @@ def group_of(name: str) -> str:
 
 
 def profile_step(model_name: str, size: int, batch: int):
-    _, model = make(model_name, size)
+    _, model = build_model(model_name, size)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 9, (batch,))
     step(model, opt, x, y)                                 # warm-up (numba compiles, caches)
@@ -60,7 +60,7 @@ def profile_step(model_name: str, size: int, batch: int):
 def saved_by_module(model_name: str, size: int, batch: int) -> dict:
     """MiB of tensors saved for backward during one forward pass, by module (one level below
     each stage: blocks and patch merging; the top-level module elsewhere)."""
-    _, model = make(model_name, size)
+    _, model = build_model(model_name, size)
     where, seen, mib = ["(top)"], set(), defaultdict(float)
 
     def enter(name):

@@ -106,7 +106,6 @@
 data_dir = "sample:kather2016"   # class folders or labels.csv; "sample:NAME": a set that ships with the package
 output_dir = "runs/notebooks/00_setup_and_tour"
 image_size = 128        # the tile size the tour feeds the model
-epochs = 1              # not used here (every notebook has the same parameter names)
 batch_size = 4          # tiles pushed through the model in the tour
 device = "auto"         # "auto": the GPU if there is one, else the CPU
 seed = 0
@@ -236,10 +235,10 @@ display(table)
 # the pictures show the first channel of each stage's output for the first tile.
 
 # %%
-from ssmamba_lite.engine.data import load_image, scan_labelled
+from ssmamba_lite.engine.data import find_labelled, load_image
 from ssmamba_lite.engine.transforms import eval_transform
 
-samples = scan_labelled(data_dir)
+samples = find_labelled(data_dir)
 idx = torch.randperm(len(samples))[:batch_size].tolist()
 tf = eval_transform(image_size)
 x = torch.stack([tf(load_image(samples.paths[i])) for i in idx]).to(dev)

@@ -58,9 +58,7 @@ data_dir = "sample:kather2016"   # class folders or labels.csv; or "data:kather2
 dataset = "kather2016"      # registry name, downloaded into data_dir when data_dir is absent
 output_dir = "runs/notebooks/01_data"
 image_size = 128            # tile size for the magnification and augmentation pictures
-epochs = 1                  # not used here
 batch_size = 8              # augmented views shown of one tile
-device = "auto"             # not used here
 seed = 0
 tiles_per_class = 6
 zooms = [0.5, 1.0, 2.0, 4.0]
@@ -113,9 +111,9 @@ else:
 # %%
 from PIL import Image
 
-from ssmamba_lite.engine.data import scan_labelled
+from ssmamba_lite.engine.data import find_labelled
 
-samples = scan_labelled(data_path)
+samples = find_labelled(data_path)
 sizes = pd.Series([Image.open(p).size for p in samples.paths[:: max(1, len(samples) // 200)]])
 print(f"{len(samples)} tiles, {len(samples.classes)} classes, "
       f"{len(set(samples.patients))} patient groups")
@@ -288,7 +286,7 @@ plt.show()
 # %% [markdown]
 # ## What you learned
 #
-# - A tile dataset is tiles, classes and (when known) patients; `scan_labelled` reads class
+# - A tile dataset is tiles, classes and (when known) patients; `find_labelled` reads class
 #   folders or a `labels.csv`, and this notebook printed how many of each the data has.
 # - Unequal classes make plain accuracy flatter the largest class: the course reports balanced
 #   accuracy (mean recall over classes) and macro F1.

@@ -59,7 +59,6 @@
 data_dir = "sample:kather2016"   # a tile row becomes our first sequence
 output_dir = "runs/notebooks/02_selective_scan_from_scratch"
 image_size = 128          # the tile is resized to this; one row is a sequence this long
-epochs = 1                # not used here
 batch_size = 2            # sequences per scan in the checks and timings
 device = "auto"           # where the speed comparison runs
 seed = 0
@@ -179,7 +178,7 @@ for line in inspect.getsource(selective_scan_reference).splitlines():
 # sequence: the grey values of one row of a real tile.
 
 # %%
-from ssmamba_lite.engine.data import load_image, scan_labelled
+from ssmamba_lite.engine.data import find_labelled, load_image
 
 
 def scan_by_hand(u, delta, A, B, C, D=0.0):
@@ -193,7 +192,7 @@ def scan_by_hand(u, delta, A, B, C, D=0.0):
     return np.array(ys)
 
 
-samples = scan_labelled(data_dir)
+samples = find_labelled(data_dir)
 img = load_image(samples.paths[0]).float().mean(0)                  # grey (H, W), 0..255
 img = torch.nn.functional.interpolate(img[None, None], size=(image_size, image_size),
                                       mode="bilinear", antialias=True)[0, 0]
@@ -401,13 +400,10 @@ print("\n".join(src[start:start + 7]))
 # kernel. Same numbers, for the outputs *and* the gradients:
 
 # %%
-def scan_inputs(batch, D, L, N, device, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    t = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(device, dtype)  # noqa: E731
-    return dict(u=t(batch, D, L), delta=t(batch, D, L, scale=0.5),
-                A=-torch.rand(D, N, generator=g).add(0.5).to(device, dtype),
-                B=t(batch, N, L), C=t(batch, N, L), D=t(D), z=t(batch, D, L),
-                delta_bias=t(D, scale=0.1))
+from ssmamba_lite.kernels.oracle import random_scan_inputs
+
+# random u, Δ (raw: softplus'd by the scan), A, B and C shared by the channels, D, z, Δ's bias
+spec = dict(delta=("normal", 0.0, 0.5), bias_std=0.1, device=dev, seed=seed)
 
 
 def run(fn, args, **kw):
@@ -417,7 +413,7 @@ def run(fn, args, **kw):
     return out.detach(), {k: v.grad for k, v in args.items()}
 
 
-args = scan_inputs(batch_size, 8, 128, d_state, dev, seed=seed)
+args = random_scan_inputs(batch_size, 8, 128, d_state, **spec)     # (batch, D = 8, L = 128)
 print("fast path on", dev, "->", which_backend(args["u"]))
 ref_out, ref_grads = run(selective_scan_reference, args)
 fast_out, fast_grads = run(selective_scan, args)
@@ -432,21 +428,13 @@ assert torch.allclose(fast_out, ref_out, rtol=1e-4, atol=1e-4)
 #
 # mamba-ssm (the authors' package) ships a pure-PyTorch `selective_scan_ref` beside its CUDA
 # kernel. It was written independently of ours, which makes it a good referee. Without its
-# CUDA kernels mamba-ssm does not import as is; the test-suite's `load_mamba_ssm_oracle`
-# works around that.
+# CUDA kernels mamba-ssm does not import as is; `load_mamba_ssm_oracle` (in
+# `ssmamba_lite/kernels/oracle.py`, the test-suite's referee too) works around that.
 
 # %%
-import sys
+from ssmamba_lite.kernels.oracle import load_mamba_ssm_oracle
 
-import ssmamba_lite
-
-repo = Path(ssmamba_lite.__file__).resolve().parents[1]
-oracle = None
-if (repo / "tests" / "conftest.py").is_file():
-    sys.path.insert(0, str(repo))
-    from tests.conftest import load_mamba_ssm_oracle
-
-    oracle = load_mamba_ssm_oracle()
+oracle = load_mamba_ssm_oracle()
 if oracle is None:
     print("mamba-ssm is not installed here: comparison skipped (`make install` installs it)")
 else:
@@ -496,7 +484,7 @@ if oracle is not None:
     impls["mamba-ssm selective_scan_ref"] = oracle.selective_scan_ref
 rows = []
 for L_ in lengths:
-    a = scan_inputs(batch_size, d_inner, L_, d_state, dev, seed=seed)
+    a = random_scan_inputs(batch_size, d_inner, L_, d_state, **spec)
     run(selective_scan, a)                                        # warm-up (compilation)
     for name, fn in impls.items():
         rows.append({"implementation": name, "L": L_, "seconds": timed(fn, a)})
@@ -645,63 +633,9 @@ print("rounds:", {n: r for n, r in depth.items()})
 # value per channel but is computed through an $R$-dimensional bottleneck.
 
 # %%
-from matplotlib.patches import FancyBboxPatch
+from ssmamba_lite.course.diagrams import mamba_block_figure
 
-W, H = 2.7, 0.56                                   # box width and height
-
-
-def box(ax, xy, text, color):
-    ax.add_patch(FancyBboxPatch((xy[0] - W / 2, xy[1] - H / 2), W, H,
-                                boxstyle="round,pad=0.02", fc=color, ec="k", lw=0.8))
-    ax.text(*xy, text, ha="center", va="center", fontsize=8)
-
-
-def arrow(ax, *points, text=""):
-    """A polyline through `points`, with an arrow head on its last segment."""
-    xs, ys = zip(*points)
-    ax.plot(xs[:-1], ys[:-1], "k", lw=1) if len(points) > 2 else None
-    ax.annotate("", points[-1], points[-2], arrowprops=dict(arrowstyle="->", lw=1))
-    if text:
-        (x0, y0), (x1, y1) = points[-2], points[-1]
-        ax.text((x0 + x1) / 2 + 0.08, (y0 + y1) / 2, text, fontsize=7, color="dimgray",
-                va="center")
-
-
-col, right, left = 1.2, 4.6, -1.9                  # x of the main column, gate branch, Δ branch
-P = {"x": (2.9, 9.0), "in": (2.9, 8.0), "conv": (col, 7.0), "silu": (col, 6.0),
-     "xproj": (col, 5.0), "dt": (left, 4.0), "scan": (col, 3.0), "skip": (col, 2.0),
-     "z": (right, 6.0), "gate": (2.9, 1.0), "out": (2.9, 0.0)}
-labels = {"x": ("tokens x  (b, L, d_model)", "white"), "in": ("in_proj (linear)", "#cfe2f3"),
-          "conv": ("causal depthwise conv1d", "#d9ead3"), "silu": ("SiLU", "#d9ead3"),
-          "xproj": ("x_proj (linear)", "#fff2cc"), "dt": ("dt_proj + softplus → Δ", "#fff2cc"),
-          "scan": ("selective scan S6\nh ← Ā h + ΔB x',  y = ⟨C, h⟩", "#f4cccc"),
-          "skip": ("y + D · x'  (skip)", "#f4cccc"), "z": ("SiLU(z)", "#ead1dc"),
-          "gate": ("× gate", "#ead1dc"), "out": ("out_proj (linear) → (b, L, d_model)", "#cfe2f3")}
-fig, ax = plt.subplots(figsize=(7.5, 7.5))
-for key, (text, color) in labels.items():
-    box(ax, P[key], text, color)
-top, bottom = H / 2, -H / 2
-arrow(ax, (2.9, 9.0 + bottom), (2.9, 8.0 + top))
-arrow(ax, (2.4, 8.0 + bottom), (col, 7.0 + top), text="x'")
-arrow(ax, (3.4, 8.0 + bottom), (right, 6.0 + top), text="z")
-arrow(ax, (col, 7.0 + bottom), (col, 6.0 + top))
-arrow(ax, (col, 6.0 + bottom), (col, 5.0 + top))
-arrow(ax, (col - 0.6, 5.0 + bottom), (left, 4.0 + top), text="δ (rank R)")
-arrow(ax, (col, 5.0 + bottom), (col, 3.0 + top), text="B, C")
-arrow(ax, (left, 4.0 + bottom), (col - W / 2, 3.0), text="Δ")
-edge = col + W / 2
-arrow(ax, (edge, 6.0), (edge + 0.35, 6.0), (edge + 0.35, 3.0), (edge, 3.0))
-ax.text(edge + 0.43, 4.5, "x'", fontsize=7, color="dimgray", va="center")
-arrow(ax, (edge + 0.35, 3.0), (edge + 0.35, 2.0), (edge, 2.0))
-arrow(ax, (col, 3.0 + bottom), (col, 2.0 + top), text="y")
-arrow(ax, (col + 0.6, 2.0 + bottom), (2.4, 1.0 + top))
-arrow(ax, (right, 6.0 + bottom), (3.4, 1.0 + top))
-arrow(ax, (2.9, 1.0 + bottom), (2.9, 0.0 + top))
-ax.text(left - W / 2, 2.6, "A = −exp(A_log): learned,\nper channel and state", fontsize=7,
-        va="center")
-ax.set_xlim(left - W / 2 - 0.2, right + W / 2 + 0.2), ax.set_ylim(-0.5, 9.5)
-ax.axis("off")
-ax.set_title("one Mamba block (as in mamba.py)")
+fig = mamba_block_figure()
 save_figure(fig, out, "mamba_block")
 plt.show()
 

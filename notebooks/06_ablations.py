@@ -188,6 +188,7 @@ print(f"the grid runs model_args {model_args} at {image_size} px: {chosen['param
 # that MAMIM trains past its warm-up, at full learning rate, and then decays.
 
 # %%
+from ssmamba_lite.course.grid import cell_name, run_grid
 from ssmamba_lite.course.runner import NOTEBOOKS, execute_notebook
 
 cell_notebook = Path(cell_notebook_path).resolve() if cell_notebook_path else \
@@ -197,25 +198,30 @@ shared = dict(data_dir=str(data_dir), extra_data=extra_data,
               model=model, model_args=model_args, pretrain_epochs=pretrain_epochs,
               pretrain_max_steps=pretrain_max_steps, label_fraction=label_fraction, lr=lr,
               max_steps_per_epoch=max_steps_per_epoch, progress=progress)
-results, t_grid = [], time.perf_counter()
-for variant in variants:
-    for s in seeds:
-        cell_dir = (out / "cells" / f"{variant}_seed{s}").resolve()
-        params = {**shared, "variant": variant, "seed": s, "output_dir": str(cell_dir)}
-        cell_dir.mkdir(parents=True, exist_ok=True)
-        (cell_dir / "parameters.yaml").write_text(json.dumps(params, indent=2) + "\n")  # JSON is YAML
-        t0 = time.perf_counter()
-        execute_notebook(cell_notebook, cell_dir.with_suffix(".ipynb"), params,
-                         cwd=cell_notebook.parent, cell_timeout=3600)
-        results.append(json.loads((cell_dir / "result.json").read_text()))
-        r = results[-1]
-        mamim_note = f"MAMIM {r['mamim_steps']} steps ({r['mamim_warmup_steps']} warm-up)" \
-            if r["mamim"] else "no MAMIM"
-        print(f"{cell_dir.name:22s} bal_acc {r['balanced_accuracy']:.3f}  auroc {r['auroc']:.3f}"
-              f"  {mamim_note}  ({time.perf_counter() - t0:.0f} s)")
-print(f"grid: {time.perf_counter() - t_grid:.0f} s")
+
+
+def run_cell(variant, s):
+    """One cell: 06a executed into cells/<variant>_seed<s>/ with its parameters.yaml."""
+    cell_dir = (out / "cells" / cell_name(variant, s)).resolve()
+    params = {**shared, "variant": variant, "seed": s, "output_dir": str(cell_dir)}
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    (cell_dir / "parameters.yaml").write_text(json.dumps(params, indent=2) + "\n")  # JSON is YAML
+    execute_notebook(cell_notebook, cell_dir.with_suffix(".ipynb"), params,
+                     cwd=cell_notebook.parent, cell_timeout=3600)
+    return json.loads((cell_dir / "result.json").read_text())
+
+
+def describe(r):
+    """A cell's line: its held-out metrics and the MAMIM steps it took."""
+    mamim_note = f"MAMIM {r['mamim_steps']} steps ({r['mamim_warmup_steps']} warm-up)" \
+        if r["mamim"] else "no MAMIM"
+    return f"bal_acc {r['balanced_accuracy']:.3f}  auroc {r['auroc']:.3f}  {mamim_note}"
+
+
+results = list(run_grid(variants, seeds, run_cell, describe).values())
+last = (out / "cells" / cell_name(variants[-1], seeds[-1])).resolve()
 print(f"\nrerun one cell, e.g. the last one:\n  cd {cell_notebook.parent} && papermill "
-      f"{cell_notebook.name} {cell_dir.with_suffix('.ipynb')} -f {cell_dir / 'parameters.yaml'}")
+      f"{cell_notebook.name} {last.with_suffix('.ipynb')} -f {last / 'parameters.yaml'}")
 
 # %% [markdown]
 # ## 3. The grid, cell by cell
@@ -335,8 +341,8 @@ plt.show()
 # %%
 dms_side = image_size // (4 * 2 ** model_args.get("conv_stages", 2))   # DMS's largest map
 LIMITS = {   # what this scale cannot show about each part, and the exercise that tests it larger
-    "no_mamim": (f"MAMIM pretrains for {pretrain_epochs} epoch(s) per cell here; the README's "
-                 f"budget curve measures what longer pretraining buys", "exercise 3"),
+    "no_mamim": (f"MAMIM pretrains for {pretrain_epochs} epoch(s) per cell here; the budget "
+                 f"curve of docs/mamim.md measures what longer pretraining buys", "exercise 3"),
     "no_dms": (f"at {image_size} px DMS scans maps of {dms_side} x {dms_side} tokens and "
                f"smaller, where directions and scales differ little", "exercise 2"),
     "no_lpr": (f"at {image_size} px and {epochs} fine-tuning epoch(s) there is little fine "
@@ -462,7 +468,7 @@ check("Q3", q3, "d4735e3a265e16ee", decimals=0)
 #    `model_args`; with `model_args = {}`, the preset's layout, 8 × 8 maps in stage 3), and
 #    the tiles (50 px, enlarged) keep more of their detail relative to LPR's kernels. Compare
 #    the step cost of section 1 and the verdicts of `no_dms` and `no_lpr`.
-# 3. Set `pretrain_epochs = 20` (the budget at which the README's budget curve measures
+# 3. Set `pretrain_epochs = 20` (the budget at which the budget curve of `docs/mamim.md` measures
 #    MAMIM): does `no_mamim − full` move once MAMIM trains longer?
 # 4. Set `label_fraction = 1.0`: MAMIM is expected to matter most when labels are few; does the
 #    `no_mamim` difference shrink with all labels?

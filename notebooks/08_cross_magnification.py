@@ -93,7 +93,6 @@ level = 0.95              # the intervals' coverage
 progress = False
 
 # %%
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -137,10 +136,10 @@ seeds = list(range(seed, seed + n_seeds))
 # %%
 from ssmamba_lite.course.analysis import zoom_view_name
 from ssmamba_lite.course.figures import image_row
-from ssmamba_lite.engine.data import load_image, scan_labelled
+from ssmamba_lite.engine.data import find_labelled, load_image
 from ssmamba_lite.mamim import magnify
 
-s = scan_labelled(data_dir)
+s = find_labelled(data_dir)
 tile = torch.nn.functional.interpolate(load_image(s.paths[-1])[None].float(),
                                        size=(image_size, image_size), mode="bilinear",
                                        antialias=True)[0].round().to(torch.uint8)
@@ -160,41 +159,52 @@ for z in (z for z in zooms if z < 1):
 # %% [markdown]
 # ## 2. Pretrain and fine-tune, per seed
 #
-# Per training seed $s$: two MAMIM runs that differ only in `min_zoom` / `max_zoom`, then three
-# fine-tuning runs (one per arm). The patient split and the labelled patients are the same for
+# For every arm and training seed $s$ (`course.grid.run_grid`, the grid runner of notebook 06
+# too): the arm's MAMIM run (the two MAMIM arms differ only in `min_zoom` / `max_zoom`;
+# `scratch` has none), then its fine-tuning run. The patient split and the labelled patients are the same for
 # every run (they depend on `split_seed`, which stays 0); the seed changes initialisation, batch
 # order, masks and augmentations. Each MAMIM run prints its steps and its warm-up steps (the
 # first 10% of the steps, at least one, during which the learning rate rises).
 
 # %%
+from ssmamba_lite.course.grid import run_grid
 from ssmamba_lite.engine.train import FinetuneConfig, PretrainConfig, finetune, pretrain
 
-checkpoints, t_all = {}, time.perf_counter()
-for s in seeds:
-    for arm in arms:
-        init, run = "scratch", out / arm / f"seed{s}"
-        if ARMS[arm] is not None:
-            lo, hi = ARMS[arm]
-            pcfg = PretrainConfig(data=str(data_dir), extra_data=extra_data,
-                                  out=str(run / "mamim"), overwrite=True, model=model,
-                                  model_args=model_args,
-                                  image_size=image_size, epochs=pretrain_epochs,
-                                  batch_size=batch_size, seed=s, device=device, min_zoom=lo,
-                                  max_zoom=hi, max_steps_per_epoch=pretrain_max_steps,
-                                  progress=progress)
-            steps = pretrain(pcfg)[-1]["step"]
-            warmup = max(1, round(pcfg.warmup_fraction * steps))
-            print(f"--- {arm} seed {s}: MAMIM with zoom in [{lo}, {hi}], {steps} steps, "
-                  f"{warmup} of them warm-up")
-            init = str(run / "mamim" / "encoder.safetensors")
-        checkpoints[(arm, s)] = run / "finetune"
-        finetune(FinetuneConfig(data=str(data_dir), out=str(checkpoints[(arm, s)]), overwrite=True,
-                                model=model, model_args=model_args, image_size=image_size,
-                                epochs=epochs, batch_size=batch_size, lr=lr, seed=s,
-                                device=device, init=init, label_fraction=label_fraction,
-                                max_steps_per_epoch=max_steps_per_epoch, progress=progress))
-        print(f"--- {arm} seed {s}: fine-tuned")
-print(f"all runs: {time.perf_counter() - t_all:.0f} s")
+
+def run_cell(arm, s):
+    """One cell: MAMIM at the arm's zooms (none for `scratch`), then fine-tuning; returns the
+    fine-tuned run's folder and the MAMIM steps taken (0 without MAMIM)."""
+    init, run, steps, warmup = "scratch", out / arm / f"seed{s}", 0, 0
+    if ARMS[arm] is not None:
+        lo, hi = ARMS[arm]
+        pcfg = PretrainConfig(data=str(data_dir), extra_data=extra_data,
+                              out=str(run / "mamim"), overwrite=True, model=model,
+                              model_args=model_args,
+                              image_size=image_size, epochs=pretrain_epochs,
+                              batch_size=batch_size, seed=s, device=device, min_zoom=lo,
+                              max_zoom=hi, max_steps_per_epoch=pretrain_max_steps,
+                              progress=progress)
+        steps = pretrain(pcfg)[-1]["step"]
+        warmup = max(1, round(pcfg.warmup_fraction * steps))
+        init = str(run / "mamim" / "encoder.safetensors")
+    finetune(FinetuneConfig(data=str(data_dir), out=str(run / "finetune"), overwrite=True,
+                            model=model, model_args=model_args, image_size=image_size,
+                            epochs=epochs, batch_size=batch_size, lr=lr, seed=s,
+                            device=device, init=init, label_fraction=label_fraction,
+                            max_steps_per_epoch=max_steps_per_epoch, progress=progress))
+    return {"folder": run / "finetune", "zooms": ARMS[arm], "steps": steps, "warmup": warmup}
+
+
+def describe(r):
+    """A cell's line: the MAMIM zooms and steps, then "fine-tuned"."""
+    if r["zooms"] is None:
+        return "no MAMIM; fine-tuned"
+    lo, hi = r["zooms"]
+    return f"MAMIM with zoom in [{lo}, {hi}], {r['steps']} steps ({r['warmup']} warm-up); fine-tuned"
+
+
+cells = run_grid(arms, seeds, run_cell, describe)
+checkpoints = {key: r["folder"] for key, r in cells.items()}
 
 # %% [markdown]
 # ## 3. Test at every zoom

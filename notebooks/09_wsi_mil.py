@@ -553,38 +553,21 @@ print("reading: " + ("the weights stay close to uniform (median n·max a below 1
 # `wsi extract` → `mil train` → `mil evaluate` (which writes `heatmaps/<slide>.png`).
 
 # %%
-from ssmamba_lite.wsi.heatmap import heatmap_overlay
+from ssmamba_lite.course.diagrams import attention_heatmap_figure
+from ssmamba_lite.wsi.heatmap import colormap, heatmap_overlay, save_heatmap
 
 slide_as_bag = mil_train.Bag(slide_path.stem, torch.from_numpy(slide_bag["features"]),
                              slide_bag["coords"], 0, "slide")
-from matplotlib.colors import ListedColormap, Normalize
-
-from ssmamba_lite.wsi.heatmap import colormap, save_heatmap
-
 probs, attention = mil_train.predict_bags(model_abmil, [slide_as_bag])
 a_slide = attention[0]
 n_tiles = len(a_slide)
 save_heatmap(out / "slide_heatmap.png", slide_bag["thumbnail"], slide_bag["coords"], a_slide,
              slide_bag["tile_size0"], slide_bag["level0_size"])      # as `mil evaluate` writes it
-fig, axes = plt.subplots(1, 2, figsize=(10, 6.5))
-ramp = ListedColormap(colormap(np.linspace(0, 1, 256)) / 255)
-for ax, colour_by in zip(axes, ("value", "rank")):
-    ax.imshow(heatmap_overlay(slide_bag["thumbnail"], slide_bag["coords"], a_slide,
-                              slide_bag["tile_size0"], slide_bag["level0_size"],
-                              colour_by=colour_by))
-    ax.axis("off")
-    if colour_by == "value":
-        bar = fig.colorbar(plt.cm.ScalarMappable(Normalize(0, a_slide.max()), ramp), ax=ax,
-                           fraction=0.046, label="attention weight")
-        bar.ax.axhline(1 / n_tiles, color="black", lw=2)
-        bar.ax.text(1.6, 1 / n_tiles, " 1/n", transform=bar.ax.get_yaxis_transform(),
-                    va="center", fontsize=8)
-        ax.set_title(f"by value (0 to max); p(positive) = {probs[0, 1]:.2f}, not a diagnosis",
-                     fontsize=9)
-    else:
-        fig.colorbar(plt.cm.ScalarMappable(Normalize(0, 1), ramp), ax=ax, fraction=0.046,
-                     label="rank of the weight (0 lowest, 1 highest)")
-        ax.set_title("by rank: exaggerates small differences", fontsize=9)
+overlays = [heatmap_overlay(slide_bag["thumbnail"], slide_bag["coords"], a_slide,
+                            slide_bag["tile_size0"], slide_bag["level0_size"], colour_by=colour_by)
+            for colour_by in ("value", "rank")]
+fig = attention_heatmap_figure(*overlays, a_slide, ramp=colormap(np.linspace(0, 1, 256)) / 255,
+                               p_positive=probs[0, 1])
 save(fig, "slide_heatmap_figure")
 plt.show()
 slide_spread = attention_spread(a_slide)

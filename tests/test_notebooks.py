@@ -95,7 +95,7 @@ def test_parameters_cell_has_the_common_names(path):
     params = runner.notebook_parameters(path)
     missing = [n for n in runner.REQUIRED_PARAMETERS if n not in params]
     assert not missing, f"{path.name}: parameters cell lacks {missing}"
-    assert params["device"] == "auto"
+    assert params.get("device", "auto") == "auto", f"{path.name}: device {params['device']!r}"
     assert isinstance(params["data_dir"], str) and isinstance(params["output_dir"], str)
     # defaults that work from any folder: the samples inside the package, nothing above ./
     assert params["data_dir"].startswith("sample:"), f"{path.name}: data_dir {params['data_dir']}"

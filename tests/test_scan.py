@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from ssmamba_lite.kernels.oracle import random_scan_inputs
 from ssmamba_lite.scan import (
     selective_scan,
     selective_scan_reference,
@@ -25,17 +26,12 @@ def check(a: torch.Tensor, b: torch.Tensor, name: str, tol: float = 1e-5) -> Non
 
 def make_inputs(batch=2, dim=6, L=23, N=4, bc="shared", G=2, dtype=torch.float32, seed=0,
                 big_delta=False):
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g) * scale).to(dtype).requires_grad_()
-
-    shapes = {"fixed": (dim, N), "shared": (batch, N, L), "grouped": (batch, G, N, L)}[bc]
-    delta = torch.rand(batch, dim, L, generator=g) * (20.0 if big_delta else 1.0)
-    A = -(torch.rand(dim, N, generator=g) * (2.5 if big_delta else 1.0) + 0.1)
-    return dict(
-        u=r(batch, dim, L), delta=delta.to(dtype).requires_grad_(), A=A.to(dtype).requires_grad_(),
-        B=r(*shapes), C=r(*shapes), D=r(dim), z=r(batch, dim, L), delta_bias=r(dim, scale=0.5))
+    """Every argument of the scan, all in `dtype`, recording gradients. Δ ~ U(0, 1) and
+    |A| ~ U(0.1, 1.1); big_delta: Δ ~ U(0, 20) and |A| ~ U(0.1, 2.6), Δ|A| up to 52."""
+    return random_scan_inputs(batch, dim, L, N, bc=bc, G=G,
+                              delta=("uniform", 0.0, 20.0 if big_delta else 1.0),
+                              A=("uniform", 0.1, 2.6 if big_delta else 1.1), bias_std=0.5,
+                              dtype=dtype, seed=seed, requires_grad=True)
 
 
 def run(fn, inputs, options, **kw):

@@ -14,6 +14,7 @@ import zlib
 import pytest
 import torch
 
+from ssmamba_lite.kernels.oracle import random_scan_inputs
 from ssmamba_lite.scan import selective_scan, selective_scan_reference
 
 
@@ -26,16 +27,13 @@ def triton_scan():
 
 
 def inputs(bc, batch=2, D=8, L=70, N=5, G=2, dtype=torch.float32, big=False, device="cpu"):
-    # zlib.crc32, not hash(): str hashes change from process to process (PYTHONHASHSEED)
-    g = torch.Generator().manual_seed(zlib.crc32(repr((bc, L, N, big)).encode()))
-    shape = {"fixed": (D, N), "shared": (batch, N, L), "grouped": (batch, G, N, L)}[bc]
-    scale = 40.0 if big else 0.5                     # big: Δ|A| up to ~50, a stress test
-    t = {"u": torch.randn(batch, D, L, generator=g),
-         "delta": torch.rand(batch, D, L, generator=g) * scale + 0.05,
-         "A": -torch.rand(D, N, generator=g) - 0.5,
-         "B": torch.randn(*shape, generator=g), "C": torch.randn(*shape, generator=g)}
-    return {k: v.to(device=device, dtype=torch.float32 if k == "A" else dtype)
-            .requires_grad_() for k, v in t.items()}
+    """u, delta, A, B, C (no extras) with A in float32; big: Δ up to 40 (Δ|A| up to ~60), a
+    stress test. The seed follows from the case (zlib.crc32, not hash(): str hashes change from
+    process to process, PYTHONHASHSEED)."""
+    return random_scan_inputs(batch, D, L, N, bc=bc, G=G,
+                              delta=("uniform", 0.05, 40.05 if big else 0.55), extras=(),
+                              dtype=dtype, param_dtype=torch.float32, device=device,
+                              seed=zlib.crc32(repr((bc, L, N, big)).encode()), requires_grad=True)
 
 
 def grads(fn, t):
@@ -80,13 +78,8 @@ def test_triton_in_bfloat16_and_at_large_steps(triton_scan):
 
 def test_the_dispatcher_runs_triton_with_every_option(triton_scan):
     _, device = triton_scan
-    g = torch.Generator().manual_seed(0)
-    batch, D, L, N, G = 2, 8, 40, 4, 4                       # DMS's grouped layout
-    t = {"u": torch.randn(batch, D, L, generator=g), "delta": torch.randn(batch, D, L, generator=g),
-         "A": -torch.rand(D, N, generator=g) - 0.5,
-         "B": torch.randn(batch, G, N, L, generator=g), "C": torch.randn(batch, G, N, L, generator=g),
-         "D": torch.randn(D, generator=g), "z": torch.randn(batch, D, L, generator=g),
-         "delta_bias": torch.randn(D, generator=g)}
+    t = random_scan_inputs(2, 8, 40, 4, bc="grouped", G=4,            # DMS's grouped layout
+                           delta=("normal", 0.0, 1.0))                 # raw: softplus below
     a = selective_scan(**{k: v.to(device) for k, v in t.items()}, delta_softplus=True,
                        return_last_state=True, backend="triton")
     b = selective_scan(**t, delta_softplus=True, return_last_state=True, backend="reference")

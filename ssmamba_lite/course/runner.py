@@ -24,12 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssmamba_lite.engine.data import resolve_data, sample_names, scan_labelled, scan_unlabelled
+from ssmamba_lite.engine.data import find_labelled, find_unlabelled, resolve_data, sample_names
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
-REQUIRED_PARAMETERS = ("data_dir", "output_dir", "image_size", "epochs", "batch_size", "device",
-                       "seed")
+# Every notebook declares these; the others (image_size, epochs, device, ...) only where used.
+REQUIRED_PARAMETERS = ("data_dir", "output_dir", "seed")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
@@ -43,7 +43,7 @@ def require_data(data_dir, dataset: str = "", labelled: bool = True) -> Path:
     folder (download it with notebook 01_data or `ssmamba-lite data download`)."""
     path = resolve_data(data_dir).resolve()
     if path.is_dir():
-        (scan_labelled if labelled else scan_unlabelled)(path)   # a DataError names any problem
+        (find_labelled if labelled else find_unlabelled)(path)   # a DataError names any problem
         return path
     name = dataset or "<name from `ssmamba-lite data list`>"
     raise FileNotFoundError(
