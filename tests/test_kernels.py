@@ -11,27 +11,60 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
 from ssmamba_lite import scan
 from ssmamba_lite.kernels.scan_chunked import selective_scan_chunked
+from tests import triton_cases
 from tests.conftest import REPO
 from tests.triton_cases import close, grads, inputs, reference
 
 
+def expected_cases(module) -> dict[str, int]:
+    """Test function of `module` -> how many cases pytest makes of it (its parametrizations)."""
+    counts = {}
+    for name, fn in vars(module).items():
+        if name.startswith("test_") and callable(fn):
+            counts[name] = 1
+            for mark in getattr(fn, "pytestmark", []):
+                if mark.name == "parametrize":
+                    counts[name] *= len(mark.args[1])
+    return counts
+
+
+def case_outcomes(junit_xml: Path) -> dict[str, str]:
+    """Test case id -> 'passed', 'skipped', 'failure' or 'error', from pytest's JUnit report."""
+    outcomes = {}
+    for case in ET.parse(junit_xml).getroot().iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("skipped", "failure", "error")]
+        outcomes[case.get("name")] = kinds[0] if kinds else "passed"
+    return outcomes
+
+
 @pytest.mark.slow
-def test_the_triton_kernels_match_the_reference():
+def test_the_triton_kernels_match_the_reference(tmp_path):
+    """Every case of tests/triton_cases.py runs in a fresh process and passes: none skipped,
+    none missing (a case that is not collected or not run fails this test too)."""
     pytest.importorskip("triton")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     if not torch.cuda.is_available():
         env["TRITON_INTERPRET"] = "1"
+    report = tmp_path / "triton_cases.xml"
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        str(REPO / "tests" / "triton_cases.py")], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=900)
+                        f"--junitxml={report}", str(REPO / "tests" / "triton_cases.py")],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "5 passed" in r.stdout, r.stdout[-2000:]
+    outcomes = case_outcomes(report)
+    not_passed = {case: kind for case, kind in outcomes.items() if kind != "passed"}
+    assert not not_passed, f"Triton cases that did not pass: {not_passed}\n{r.stdout[-2000:]}"
+    ran = Counter(case.partition("[")[0] for case in outcomes)
+    assert ran == Counter(expected_cases(triton_cases)), \
+        f"cases run {dict(ran)}, defined {expected_cases(triton_cases)}"
 
 
 @pytest.mark.parametrize("bc", ["fixed", "shared", "grouped"])
@@ -81,11 +114,11 @@ def test_numba_backward_is_the_same_for_any_channel_blocking(bc):
     import numpy as np
 
     from ssmamba_lite.kernels import scan_cpu
-    from ssmamba_lite.kernels.layout import kernel_layout
+    from ssmamba_lite.kernels.bc_order import to_kernel_order
 
     t = inputs(bc, batch=1, D=8, L=70, N=4, dtype=torch.float64)
     A = t["A"].double()
-    Bk, Ck = kernel_layout(t["B"], torch.float64), kernel_layout(t["C"], torch.float64)
+    Bk, Ck = to_kernel_order(t["B"], torch.float64), to_kernel_order(t["C"], torch.float64)
     arrays = [x.detach().contiguous().numpy() for x in (t["u"], t["delta"], A, Bk, Ck)]
     arrays.append(np.linspace(-1.0, 1.0, 8))                       # the skip D
     step = (np.linspace(-0.5, 0.5, 8), True)                       # bias, softplus
