@@ -4,7 +4,7 @@ error bars over patient splits.
     .venv/bin/python benchmarks/learning_idc.py [--split-seeds 0 1 2 --epochs 8 ...]
 
 Data: `--labelled` (default: the IDC sample inside the package, 955 50x50 H&E patches of 160
-patients; give a larger folder with path,label,patient_id for the README's numbers). For every
+patients; give a larger folder with path,label,patient_id for docs/mamim.md's numbers). For every
 split seed, the patients are split 80/20, stratified by class: the 20 % are held out and used
 for nothing but the final table. Arms, on the same training patients:
     scratch       the model from random weights, supervised
@@ -50,14 +50,14 @@ METRICS = ("balanced_accuracy", "auroc", "macro_f1")
 
 def prepare_split(args, split_seed: int, root: Path):
     """Write the split's train/val labels and the MAMIM pool; returns (train, test, pool)."""
-    labelled = data.scan_labelled(data.resolve_data(args.labelled))
+    labelled = data.find_labelled(data.resolve_data(args.labelled))
     train, test = data.patient_split(labelled, (0.8, 0.2), seed=split_seed)
     held = set(test.patients)
     data.write_labels_csv(root / "data" / "train" / "labels.csv", train)
     data.write_labels_csv(root / "data" / "val" / "labels.csv", test)
     pool = train
     if args.pool == "train+unlabeled":
-        extra = data.scan_unlabelled(data.resolve_data(args.unlabelled))
+        extra = data.find_unlabelled(data.resolve_data(args.unlabelled))
         extra = extra.subset(i for i, g in enumerate(extra.patients) if g not in held)
         pool = data.Samples(train.paths + extra.paths, [-1] * (len(train) + len(extra)),
                             train.patients + extra.patients)

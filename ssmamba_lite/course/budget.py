@@ -2,7 +2,7 @@
 
 benchmarks/mamim_budget.py writes one row per finished run (results.jsonl): split seed,
 MAMIM budget E (epochs; 0 = a random encoder), arm ("probe" or "sft"), label fraction and the
-held-out scores. Notebook 05 and the README read the rows the benchmark wrote; this module
+held-out scores. Notebook 05 and docs/mamim.md read the rows the benchmark wrote; this module
 turns them into tables and a figure, so that both compute the same verdicts.
 
     over the split seeds s = 1..S of one (arm, labels, budget):
