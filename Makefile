@@ -33,7 +33,7 @@ endif
 # mamba-ssm + causal-conv1d with their CUDA kernels, built from source against the installed
 # torch (FORCE_BUILD: no attempt to download a prebuilt wheel, which fails offline). mamba-ssm's
 # setup compiles its own fixed list of GPU architectures, so this takes long (tens of minutes);
-# the Triton scan needs no build at all (see README, "The selective scan").
+# the Triton scan needs no build at all (see docs/scan.md).
 cuda-kernels:
 	$(PIP) install -q wheel packaging ninja
 	@start=$$(date +%s); \
@@ -49,8 +49,11 @@ gpu-check: install
 lint: install
 	$(PY) -m ruff check $(wildcard ssmamba_lite data_scripts tests benchmarks notebooks)
 
+# Two workers (PYTEST_WORKERS=0: none, in this process). Each takes whole files, or the groups
+# conftest.py names (the browser tests with the notebooks they render): fixtures are built once.
+PYTEST_WORKERS ?= 2
 pytest: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 test: lint pytest
 
