@@ -120,3 +120,40 @@ def test_the_checks_catch_a_broken_link_an_anchor_and_an_unlisted_page(tmp_path)
     assert broken_links(docs / "a.md") == []
     assert unreachable_pages(readme, docs, ()) == ["stray.md"]
     assert unreachable_pages(readme, docs, ("stray",)) == []
+
+
+def tiny_book(tmp_path: Path, page: str) -> dict[str, Path]:
+    """A one-notebook course, a README with the landing sections and one docs page holding
+    `page`: what `book.build_book` needs, in seconds."""
+    import nbformat
+
+    notebooks = tmp_path / "notebooks"
+    executed = tmp_path / "executed"
+    docs = tmp_path / "docs"
+    for folder in (notebooks, executed, docs):
+        folder.mkdir(parents=True)
+    (notebooks / "00_intro.py").write_text("# %% [markdown]\n# # 00 · Intro\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 00 · Intro"),
+                                         nbformat.v4.new_code_cell("1 + 1")])
+    nbformat.write(nb, executed / "00_intro.ipynb")
+    readme = tmp_path / "README.md"
+    readme.write_text("# tiny\n\n" + "".join(f"## {s}\n\nText.\n\n" for s in book.README_SECTIONS))
+    (docs / "scan.md").write_text("# The scan\n\n## Speed\n\n" + page + "\n")
+    return {"executed": executed, "notebooks_dir": notebooks, "readme": readme, "docs": docs}
+
+
+def test_the_website_build_fails_on_a_broken_link_with_one_line(tmp_path):
+    """The strict MkDocs build of `make book`: a good page renders, a link to a missing page
+    or anchor stops the build with a one-line BookError that names it."""
+    pytest.importorskip("mkdocs")
+    quiet = {"echo": lambda *a, **k: None}
+    good = tiny_book(tmp_path / "good", "See [speed](#speed) and [the intro](../README.md).")
+    index = book.build_book(out=tmp_path / "good" / "site", **good, **quiet)
+    assert (index.parent / "scan.html").is_file()
+    for broken in ("[gone](missing.md)", "[gone](#no-such-heading)"):
+        folder = tmp_path / f"bad{len(broken)}"
+        with pytest.raises(book.BookError) as err:
+            book.build_book(out=folder / "site", **tiny_book(folder, broken), **quiet)
+        message = str(err.value)
+        assert "\n" not in message and message.startswith("mkdocs build failed"), message
+        assert "missing.md" in message or "no-such-heading" in message, message
