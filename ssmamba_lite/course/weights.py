@@ -255,7 +255,7 @@ What a student who opens notebook 04, 05 or 07 on its own loads instead of train
 | `mamim/` | MAMIM (masked image modelling) of `ssmamba_lite_cpu` at 64 px: `encoder.safetensors` (keys `encoder.*`: the encoder, BatchNorm re-estimated on unmasked tiles; `mask_token`; `decoder.*`: the {p['decoder']} decoder), `config.json`, `history.json` (loss per epoch), `pretrain_patients.json` (whom it saw) |
 | `idc_classifier/` | an IDC classifier (2 classes) fine-tuned from that encoder: `model.safetensors`, `config.json`, `history.json` |
 | `mamim_decoders.json` | the masked loss per epoch of MAMIM's two decoders (hierarchical, linear), 20 epochs side by side, and their scores on training and held-out tiles; written by `python benchmarks/mamim_decoders.py --skip cost --record ssmamba_lite/sample_data/weights/mamim_decoders.json` (its command inside); notebook 04 draws it |
-| `mamim_budget.jsonl` | the runs of the MAMIM budget curve (`runs/mamim_budget/results.jsonl` of `python benchmarks/mamim_budget.py` at its defaults, copied as it is): a random encoder and MAMIM encoders of several budgets, probed and fine-tuned over three patient splits; notebook 05 draws it |
+| `mamim_budget.jsonl` | the runs of the MAMIM budget curve (`runs/mamim_budget/results.jsonl` of `python benchmarks/mamim_budget.py` at its defaults, copied as it is, then the rows of `--budgets 0 200 --split-seeds S --threads 1` for each split seed S appended): a random encoder and MAMIM encoders of several budgets, probed and fine-tuned over three patient splits; notebook 05 draws it |
 
 Weights are float16 (`engine.checkpoint.load_weights` loads them into float32 models).
 
