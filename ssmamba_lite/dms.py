@@ -164,7 +164,10 @@ class DirectionalScan(nn.Module):
             raise ValueError(f"DirectionalScan: split_channels needs d_inner ({d_inner}) "
                              f"divisible by the number of directions ({K})")
         Dk = d_inner // K if split_channels else d_inner
-        self.d_inner, self.d_k, self.d_state, self.dt_rank = d_inner, Dk, N, R
+        self.d_inner = d_inner
+        self.d_k = Dk                           # D_k: channels one direction scans
+        self.d_state = N
+        self.dt_rank = R
         self.window = window
         self.split_channels = split_channels
         self.scan_backend = scan_backend
@@ -228,7 +231,10 @@ class DirectionalMultiScale(nn.Module):
         D = int(expand * dim)
         R = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
         K, S = len(self.directions), len(self.scales)
-        self.dim, self.d_inner, self.split_channels, self.fuse = dim, D, split_channels, fuse
+        self.dim = dim
+        self.d_inner = D
+        self.split_channels = split_channels
+        self.fuse = fuse
         self.in_proj = nn.Conv2d(dim, 2 * D, 1)                               # x -> [x, z]
         self.conv = nn.Conv2d(D, D, d_conv, padding=d_conv // 2, groups=D)    # local mixing
         self.scans = nn.ModuleList(

@@ -87,7 +87,10 @@ class Mamba(nn.Module):
                  scan_backend="auto"):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_model = d_model
+        self.d_state = d_state                  # N
+        self.d_conv = d_conv
+        self.expand = expand
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         self.use_fast_path = use_fast_path      # mamba-ssm compatibility: not read here
