@@ -31,7 +31,6 @@ import torch
 GPU = torch.cuda.is_available()
 if not GPU:                               # must be set before Triton's first import (timm's)
     os.environ.setdefault("TRITON_INTERPRET", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import timm  # noqa: E402
 
