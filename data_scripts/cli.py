@@ -97,11 +97,6 @@ def format_table(datasets: list[registry.Dataset]) -> str:
     return "\n".join(lines)
 
 
-def format_markdown(datasets: list[registry.Dataset]) -> str:
-    """The registry as a Markdown table (`data list --markdown`)."""
-    return markdown_table(datasets)
-
-
 def _write_page(path: str, kind: str | None) -> int:
     """`data list --page FILE`: the datasets page of the whole registry, written to FILE."""
     if kind:
@@ -120,7 +115,7 @@ def _list(args) -> int:
         return _write_page(args.page, args.kind)
     datasets = [d for d in registry.all_datasets() if not args.kind or d.kind == args.kind]
     if args.markdown:
-        print(format_markdown(datasets))
+        print(markdown_table(datasets))
         return EXIT_OK
     print(format_table(datasets))
     print("\nchecksum: yes = every file has a published checksum; no = none published (the first "

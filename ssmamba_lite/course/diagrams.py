@@ -26,7 +26,8 @@ def _box(ax, xy, text, color):
 def _arrow(ax, *points, text=""):
     """A polyline through `points`, with an arrow head on its last segment."""
     xs, ys = zip(*points)
-    ax.plot(xs[:-1], ys[:-1], "k", lw=1) if len(points) > 2 else None
+    if len(points) > 2:                           # the segments before the arrow's own
+        ax.plot(xs[:-1], ys[:-1], "k", lw=1)
     ax.annotate("", points[-1], points[-2], arrowprops=dict(arrowstyle="->", lw=1))
     if text:
         (x0, y0), (x1, y1) = points[-2], points[-1]
@@ -75,7 +76,8 @@ def mamba_block_figure():
     _arrow(ax, (2.9, 1.0 + bottom), (2.9, 0.0 + top))
     ax.text(left - BOX_W / 2, 2.6, "A = −exp(A_log): learned,\nper channel and state",
             fontsize=7, va="center")
-    ax.set_xlim(left - BOX_W / 2 - 0.2, right + BOX_W / 2 + 0.2), ax.set_ylim(-0.5, 9.5)
+    ax.set_xlim(left - BOX_W / 2 - 0.2, right + BOX_W / 2 + 0.2)
+    ax.set_ylim(-0.5, 9.5)
     ax.axis("off")
     ax.set_title("one Mamba block (as in mamba.py)")
     return fig

@@ -50,7 +50,7 @@ import types
 
 import torch
 
-LAYOUTS = ("fixed", "shared", "grouped")
+BC_SHAPES = ("fixed", "shared", "grouped")   # the shapes of B and C (module docstring)
 EXTRAS = ("D", "z", "delta_bias")
 DISTRIBUTIONS = ("uniform", "normal", "lognormal")
 
@@ -106,8 +106,8 @@ def random_scan_inputs(batch: int, D: int, L: int, N: int, *, bc: str = "shared"
     Every argument is described in the module docstring. The defaults: positive steps
     Δ ~ U(0.05, 0.55), |A| ~ U(0.5, 1.5), B and C shared by the channels, all extras.
     """
-    if bc not in LAYOUTS:
-        raise ValueError(f"random_scan_inputs: bc must be one of {LAYOUTS}, got {bc!r}")
+    if bc not in BC_SHAPES:
+        raise ValueError(f"random_scan_inputs: bc must be one of {BC_SHAPES}, got {bc!r}")
     if bc == "grouped" and (G < 1 or D % G):
         raise ValueError(f"random_scan_inputs: G = {G} groups must divide D = {D}")
     unknown = set(extras) - set(EXTRAS)
