@@ -76,7 +76,9 @@ def run_split(args, split_seed: int, done: set, log) -> None:
         if budget > 0 and (split_seed, budget, "pretrain") not in done:   # resumes a cut run
             t = time.perf_counter()
             pretrain(PretrainConfig(data=str(root / "data" / "pool"), out=str(mamim),
-                                    epochs=budget, lr=args.pretrain_lr, resume=True, **common))
+                                    epochs=budget, lr=args.pretrain_lr, resume=True,
+                                    mask_ratio=args.mask_ratio, mask_patch_size=args.mask_patch,
+                                    decoder_width=args.decoder_width, **common))
             log({"split_seed": split_seed, "budget": budget, "arm": "pretrain",
                  "seconds": time.perf_counter() - t})
         for arm, frac, epochs in runs_of(args, split_seed, budget, train):
@@ -101,6 +103,24 @@ def key(r: dict) -> tuple:
     return (r["split_seed"], r["budget"], r["arm"]) + ((r["labels"],) if "labels" in r else ())
 
 
+RECIPE = ("model", "image_size", "batch_size", "seed", "pretrain_lr", "mask_ratio", "mask_patch",
+          "decoder_width", "epochs", "probe_epochs", "lr", "layer_decay")
+
+
+def check_recipe(path: Path, args, ap) -> None:
+    """One --out holds one recipe: a run with other settings there would mix its rows in."""
+    recipe = {k: getattr(args, k) for k in RECIPE}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        changed = [f"--{k.replace('_', '-')} {old[k]} -> {recipe[k]}" for k in RECIPE
+                   if k in old and old[k] != recipe[k]]
+        if changed and not args.summarise_only:
+            ap.error(f"{path} was written with other settings ({', '.join(changed)}): "
+                     f"give another --out")
+    elif not args.summarise_only:
+        path.write_text(json.dumps(recipe, indent=1) + "\n")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/mamim_budget")
@@ -115,6 +135,10 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs with all labels")
     ap.add_argument("--probe-epochs", type=int, default=5)
     ap.add_argument("--pretrain-lr", type=float, default=1.5e-3)
+    ap.add_argument("--mask-ratio", type=float, default=0.6, help="MAMIM's hidden fraction")
+    ap.add_argument("--mask-patch", type=int, default=0,
+                    help="MAMIM's mask patch in pixels (0: sized to the image, 16 at 64 px)")
+    ap.add_argument("--decoder-width", type=int, default=32, help="the decoder's channels")
     ap.add_argument("--layer-decay", type=float, default=1.0, help="every fine-tuning run")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -129,6 +153,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_file = out / "results.jsonl"
+    check_recipe(out / "recipe.json", args, ap)
     rows = [json.loads(x) for x in log_file.read_text().splitlines()] if log_file.is_file() else []
     done = {key(r) for r in rows}
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
+import pytest
 import torch
 
 from tests.conftest import REPO
@@ -51,3 +53,16 @@ def test_learning_idc_finishes_a_cut_pretraining_instead_of_using_it(tmp_path, m
     assert calls == [True], "a pretraining with no finished row must be resumed, not reused"
     bench.main(argv)                                       # its row is in results.jsonl now
     assert calls == [True]
+
+
+def test_mamim_budget_keeps_one_recipe_per_out_folder(tmp_path, capsys):
+    bench = load("mamim_budget")
+    args = bench.argparse.Namespace(**{k: 0 for k in bench.RECIPE}, summarise_only=False)
+    bench.check_recipe(tmp_path / "recipe.json", args, None)           # a new folder: written
+    assert json.loads((tmp_path / "recipe.json").read_text())["mask_ratio"] == 0
+    with pytest.raises(SystemExit) as exit_:                            # other settings: refused
+        bench.main(["--out", str(tmp_path), "--mask-ratio", "0.4"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "recipe.json" in err and "--mask-ratio 0 -> 0.4" in err, err
+    assert not (tmp_path / "results.jsonl").exists()
