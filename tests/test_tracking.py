@@ -58,6 +58,25 @@ def test_a_resumed_run_counts_no_epoch_twice(data, tmp_path):
     assert [r["epoch"] for r in tracking.read_metrics_csv(run / "metrics.csv")] == [1, 2]
 
 
+def test_event_files_are_read_in_the_order_they_were_written_not_by_name(tmp_path):
+    # two writers one process opens within one second are named ...<second>.<host>.<pid>.9
+    # and ...10: by name the later sorts first, and a purge would then hide the wrong steps
+    from torch.utils.tensorboard import SummaryWriter
+    first = SummaryWriter(str(tmp_path))
+    for step in (1, 2, 3):
+        first.add_scalar("train/loss", float(step), step)
+    first.close()
+    resumed = SummaryWriter(str(tmp_path), purge_step=3)
+    resumed.add_scalar("train/loss", 30.0, 3)
+    resumed.add_scalar("train/loss", 40.0, 4)
+    resumed.close()
+    old, new = sorted(tmp_path.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+    old.rename(tmp_path / "events.out.tfevents.9999999999.host.1.9")   # sorts last by name
+    new.rename(tmp_path / "events.out.tfevents.0000000000.host.1.10")
+    assert tracking.read_scalars(tmp_path)["train/loss"] == [(1, 1.0), (2, 2.0), (3, 30.0),
+                                                             (4, 40.0)]
+
+
 def test_overwrite_removes_the_earlier_runs_events(data, tmp_path):
     run = tmp_path / "ft"
     assert main(["finetune", "--data", str(data), "--out", str(run), "--epochs", "2", *FT]) == 0

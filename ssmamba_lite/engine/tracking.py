@@ -118,25 +118,55 @@ class RunLog:
 # ---------------------------------------------------------------------------------------------
 # Reading a run back (notebooks draw these; tests check them).
 # ---------------------------------------------------------------------------------------------
-def _accumulator(folder):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return acc
+def _events(path):
+    """The events of one file as they were written (the loader TensorBoard's UI uses turns
+    scalars into tensors; this one leaves them as simple values)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+    return LegacyEventFileLoader(str(path)).Load()
+
+
+def _event_files(folder) -> list[Path]:
+    """A folder's event files in the order they were written. Not by name: a name holds the
+    second it was opened and then a per-process counter that is not zero-padded, so two
+    writers opened within one second by one process sort by "10" < "9"."""
+
+    def opened(path):
+        for event in _events(path):
+            return event.wall_time                      # the file's first event
+        return float("inf")                             # an empty file: nothing to order
+    paths = Path(folder).glob("events.out.tfevents.*")
+    return sorted(paths, key=lambda path: (opened(path), path.name))
+
+
+def _values(folder, field: str) -> dict[str, list[tuple[int, object]]]:
+    """{tag: [(step, value), ...]} of every summary value of one kind ("simple_value" or
+    "image"), with TensorBoard's purge: a resumed writer's SessionLog START at step s hides
+    what earlier files logged at steps >= s."""
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    out: dict[str, list[tuple[int, object]]] = {}
+    for path in _event_files(folder):
+        for event in _events(path):
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                for tag in out:
+                    out[tag] = [(step, v) for step, v in out[tag] if step < event.step]
+            if not event.HasField("summary"):
+                continue
+            for value in event.summary.value:
+                if value.HasField(field):
+                    out.setdefault(value.tag, []).append((event.step, getattr(value, field)))
+    return {tag: pairs for tag, pairs in out.items() if pairs}
 
 
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value), ...]} of a run folder's TensorBoard events."""
-    acc = _accumulator(folder)
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
-            for tag in acc.Tags()["scalars"]}
+    """{tag: [(step, value), ...]} of a run folder's TensorBoard scalars."""
+    return _values(folder, "simple_value")
 
 
 def read_images(folder) -> dict[str, list[tuple[int, bytes]]]:
     """{tag: [(step, PNG bytes), ...]} of a run folder's TensorBoard images."""
-    acc = _accumulator(folder)
-    return {tag: [(e.step, e.encoded_image_string) for e in acc.Images(tag)]
-            for tag in acc.Tags()["images"]}
+    return {tag: [(step, image.encoded_image_string) for step, image in pairs]
+            for tag, pairs in _values(folder, "image").items()}
 
 
 def read_metrics_csv(path) -> list[dict[str, float]]:
