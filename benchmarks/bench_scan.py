@@ -58,74 +58,79 @@ def run_once(fn, x, backward):
 
 
 def limit_updates_per_s(rows: int, L: int, N: int, repeats: int) -> float:
-    """State updates per second of a bare loop with the kernel's arithmetic per update
-    (h = exp(Δ a) h + x b; y_t = Σ c h, with the kernel's exp and compiler flags, the same
-    row-by-row layout, all in cache): an upper bound for the scan on this machine, on the
-    threads numba is set to."""
+    """State updates per second of a bare loop with the kernel's arithmetic per update and its
+    data layout (channels in the vector lanes, WIDTH of them per job: h = exp(Δ a) h + x b,
+    then y += c h, with the kernel's exp and compiler flags, all in cache): an upper bound
+    for the scan on this machine, on the threads numba is set to."""
     import numpy as np
     from numba import njit, prange
 
+    from ssmamba_lite.kernels.scan_cpu import WIDTH
     from ssmamba_lite.kernels.vecmath import FASTMATH, decay_exp
 
-    @njit(parallel=True, cache=False, fastmath=FASTMATH)
+    @njit(parallel=True, cache=False, fastmath=FASTMATH, error_model="numpy")
     def bare(delta, a, out):
-        for r in prange(delta.shape[0]):
-            h = np.zeros(a.shape[0], np.float32)
+        for job in prange(delta.shape[0]):
+            h = np.zeros((a.shape[0], delta.shape[2]), np.float32)
             for t in range(delta.shape[1]):
-                dt = delta[r, t]
-                x = dt * np.float32(0.5)                          # Δ_t u_t
-                acc = np.float32(0.0)
+                dt = delta[job, t]
+                acc = out[job, t]
+                acc[:] = np.float32(0.0)
                 for n in range(a.shape[0]):
-                    h[n] = decay_exp(dt * a[n]) * h[n] + x * a[n]  # as the kernel: B_t -> a
-                    acc += a[n] * h[n]                             # C_t -> a
-                out[r, t] = acc
+                    hn, an = h[n], a[n]
+                    for k in range(dt.shape[0]):                  # Δ_t u_t -> Δ_t, B_t -> 0.5
+                        hn[k] = decay_exp(dt[k] * an[k]) * hn[k] + dt[k] * np.float32(0.5)
+                    for k in range(dt.shape[0]):                  # C_t -> 0.25
+                        acc[k] += np.float32(0.25) * hn[k]
 
-    delta = np.random.default_rng(0).random((rows, L), dtype=np.float32) * 0.1
-    a = -np.linspace(0.5, 2.0, N, dtype=np.float32)
-    out = np.empty((rows, L), np.float32)
-    bare(delta[:2, :4], a, out[:2, :4])                         # compile outside the timing
+    jobs = max(1, rows // WIDTH)
+    delta = np.random.default_rng(0).random((jobs, L, WIDTH), dtype=np.float32) * 0.1
+    a = -np.linspace(0.5, 2.0, N * WIDTH, dtype=np.float32).reshape(N, WIDTH)
+    out = np.empty((jobs, L, WIDTH), np.float32)
+    bare(delta[:1, :4], a, out[:1, :4])                         # compile outside the timing
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         bare(delta, a, out)
         times.append(time.perf_counter() - t0)
-    return rows * L * N / statistics.median(times)
+    return jobs * L * WIDTH * N / statistics.median(times)
 
 
 def kernel_args(x: dict, dim: int) -> tuple:
-    """bench_inputs()'s tensors as the numba kernels' arguments around the chunk length: u,
-    δ, A, B, C (kernel order), D, then (bias, softplus) = (zeros, False), since
+    """bench_inputs()'s tensors as the numba kernels' arguments around the chunk length: u, δ
+    (batch, L, D), A, B, C (kernel order), D, then (bias, softplus) = (zeros, False), since
     bench_inputs()'s delta is already the step."""
     from ssmamba_lite.kernels.bc_order import to_kernel_order
 
-    return ([x["u"].numpy(), x["delta"].numpy(), x["A"].numpy(),
+    return ([x["u"].transpose(1, 2).contiguous().numpy(),
+             x["delta"].transpose(1, 2).contiguous().numpy(), x["A"].numpy(),
              to_kernel_order(x["B"], torch.float32).numpy(),
              to_kernel_order(x["C"], torch.float32).numpy(), x["D"].numpy()],
             (torch.zeros(dim).numpy(), False))
 
 
 def blocks_figure(dim: int, L: int, repeats: int, threads: int) -> None:
-    """The backward kernel of a batch of one: all channels in one job (as before the kernel
-    split them) against `backward_parts` blocks, interleaved, on `threads` threads."""
+    """The backward kernel of a batch of one: all channels in one job against
+    `channels_per_job`'s blocks, interleaved, on `threads` threads."""
     import numba
 
     from ssmamba_lite.kernels import scan_cpu
 
     numba.set_num_threads(threads)
     arrays, step = kernel_args(bench_inputs(1, dim, L, 16), dim)
-    ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)[2]
-    dy, dlast = torch.randn(1, dim, L).numpy(), torch.zeros(1, dim, 16).numpy()
-    parts = scan_cpu.backward_parts(1, dim)
-    times = {1: [], parts: []}
+    width = scan_cpu.channels_per_job(1, dim, 1, 1)
+    ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step, width)[2]
+    dy, dlast = torch.randn(1, L, dim).numpy(), torch.zeros(1, dim, 16).numpy()
+    times = {dim: [], width: []}
     for _ in range(repeats + 1):                                # the first round compiles
-        for p in times:
+        for w in times:
             t0 = time.perf_counter()
-            scan_cpu.backward_kernel(*arrays, *step, ckpt, dy, dlast, scan_cpu.CHUNK, p)
-            times[p].append(time.perf_counter() - t0)
-    one = statistics.median(times[1][1:])
-    split = statistics.median(times[parts][1:])       # the same runs when one thread: 1 part
-    print(f"backward kernel, batch 1, {threads} threads: all channels in one job {one:.4f} s, "
-          f"in {parts} blocks {split:.4f} s: {one / split:.2f}x")
+            scan_cpu.backward_kernel(*arrays, *step, ckpt, dy, dlast, scan_cpu.CHUNK, w)
+            times[w].append(time.perf_counter() - t0)
+    one = statistics.median(times[dim][1:])
+    split = statistics.median(times[width][1:])       # the same runs when one thread: 1 block
+    print(f"backward kernel, batch 1, {threads} threads: all {dim} channels in one job "
+          f"{one:.4f} s, in blocks of {width} {split:.4f} s: {one / split:.2f}x")
 
 
 def kernel_figures(args) -> tuple:
@@ -151,16 +156,17 @@ def kernel_figures(args) -> tuple:
     x = bench_inputs(batch, dim, L, N)
     fwd = statistics.median(run_once(kernel, x, False)[0] for _ in range(repeats))
     arrays, step = kernel_args(x, dim)
-    ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)[2]
-    dy, dlast = torch.randn(batch, dim, L).numpy(), torch.zeros(batch, dim, N).numpy()
     numba.set_num_threads(1)                                    # per core, interleaved
+    width = scan_cpu.channels_per_job(batch, dim, 1, 1)
+    ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step, width)[2]
+    dy, dlast = torch.randn(batch, L, dim).numpy(), torch.zeros(batch, dim, N).numpy()
     times = {"forward": [], "backward": []}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)
+        scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step, width)
         times["forward"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        scan_cpu.backward_kernel(*arrays, *step, ckpt, dy, dlast, scan_cpu.CHUNK, 1)
+        scan_cpu.backward_kernel(*arrays, *step, ckpt, dy, dlast, scan_cpu.CHUNK, width)
         times["backward"].append(time.perf_counter() - t0)
     limit = limit_updates_per_s(batch * dim, L, N, repeats)
     numba.set_num_threads(args.threads)
@@ -169,11 +175,11 @@ def kernel_figures(args) -> tuple:
     print(f"one core, batch {batch}, D={dim}, N={N}, L={L}: forward kernel "
           f"{rates['forward'] / 1e9:.2f} G state updates/s, backward kernel "
           f"{rates['backward'] / 1e9:.2f} G/s; the bound (a bare loop of the forward's "
-          f"arithmetic: exp, multiply-add, dot with C, in cache): {limit / 1e9:.2f} G/s. "
-          f"Forward at {rates['forward'] / limit:.0%} of it, backward at "
-          f"{rates['backward'] / limit:.0%} (it does about three times the arithmetic per "
+          f"arithmetic in its layout: exp, multiply-add, y += c h, in cache): "
+          f"{limit / 1e9:.2f} G/s. Forward at {rates['forward'] / limit:.0%} of it, backward "
+          f"at {rates['backward'] / limit:.0%} (it does about three times the arithmetic per "
           f"update). The whole forward of selective_scan ({args.threads} threads, with the "
-          f"D skip and the layout of B and C) takes {fwd:.4f} s")
+          f"D skip, the layout of B and C and the transposes) takes {fwd:.4f} s")
     return one / many, rates["forward"], rates["forward"] / limit
 
 

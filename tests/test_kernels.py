@@ -108,9 +108,10 @@ def test_gpu_check_runs_here_without_a_gpu(tmp_path):
 
 
 @pytest.mark.parametrize("bc", ["fixed", "shared", "grouped"])
-def test_numba_backward_is_the_same_for_any_channel_blocking(bc):
-    """The backward kernel splits each batch item's channels into blocks (one job each) and
-    sums the blocks' ∂B, ∂C: 1, 3 and 8 blocks of a batch of one give the same gradients."""
+def test_numba_kernels_are_the_same_for_any_channel_blocking(bc):
+    """The kernels split a batch item's channels into blocks (one job each; channels in the
+    vector lanes) and sum the blocks' ∂B, ∂C: blocks of 8, 3 and 1 channels of a batch of one
+    give the same outputs and gradients."""
     import numpy as np
 
     from ssmamba_lite.kernels import scan_cpu
@@ -119,17 +120,34 @@ def test_numba_backward_is_the_same_for_any_channel_blocking(bc):
     t = inputs(bc, batch=1, D=8, L=70, N=4, dtype=torch.float64)
     A = t["A"].double()
     Bk, Ck = to_kernel_order(t["B"], torch.float64), to_kernel_order(t["C"], torch.float64)
-    arrays = [x.detach().contiguous().numpy() for x in (t["u"], t["delta"], A, Bk, Ck)]
+    lanes = [x.detach().transpose(1, 2).contiguous().numpy() for x in (t["u"], t["delta"])]
+    arrays = lanes + [x.detach().contiguous().numpy() for x in (A, Bk, Ck)]
     arrays.append(np.linspace(-1.0, 1.0, 8))                       # the skip D
     step = (np.linspace(-0.5, 0.5, 8), True)                       # bias, softplus
-    _, _, ckpt = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step)
     rng = np.random.default_rng(0)
     dy, dlast = rng.normal(size=arrays[0].shape), rng.normal(size=(1, 8, 4))
-    one = scan_cpu.backward_kernel(*arrays, *step, ckpt, dy, dlast, scan_cpu.CHUNK, 1)
-    for parts in (3, 8):
-        other = scan_cpu.backward_kernel(*arrays, *step, ckpt, dy, dlast, scan_cpu.CHUNK, parts)
-        for a, b in zip(one, other):
+    results = []
+    for width in (8, 3, 1):
+        fwd = scan_cpu.forward_kernel(*arrays, scan_cpu.CHUNK, *step, width)
+        bwd = scan_cpu.backward_kernel(*arrays, *step, fwd[2], dy, dlast, scan_cpu.CHUNK, width)
+        results.append(fwd + bwd)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_small_batch_gets_a_job_for_every_thread():
+    import numba
+
+    from ssmamba_lite.kernels.scan_cpu import WIDTH, channels_per_job
+
+    threads = numba.get_num_threads()
+    for batch, dim, groups in ((1, 384, 1), (1, 192, 1), (1, 8, 4), (8, 192, 1), (3, 1000, 1)):
+        width = channels_per_job(batch, dim, groups, groups)
+        unit = dim // groups
+        jobs = batch * groups * -(-unit // width)
+        assert 1 <= width <= min(WIDTH, unit), (batch, dim, width)
+        assert jobs >= min(threads, batch * dim), (batch, dim, width, jobs)
 
 
 def test_float32_exp_of_the_scan_kernels():

@@ -6,39 +6,51 @@ Same math as `ssmamba_lite.scan.selective_scan_reference` (read that first; symb
 (batch, D, L) for it, forwards or backwards).
 
 Why a kernel? Every pure-PyTorch formulation materialises (batch, D, L, N) tensors and is bound
-by memory traffic. Here each (batch, channel) row walks L once and keeps only its N-vector state
-h in a small local array: memory traffic is just the inputs and outputs.
+by memory traffic. Here each job walks L once and keeps only its states h in a small local
+array: memory traffic is just the inputs and outputs.
 
-Both passes run rows in parallel: the forward one job per (batch, channel) row, the backward
-one job per (batch item, block of channels), so a batch of one uses every thread too.
+Channels in the vector lanes. A job is one batch item and a block of up to WIDTH channels
+that share B and C (one group). Its state is h (N, W): row n holds state n of every channel of
+the block. Each step reads B_t and C_t once for the block (N numbers each, broadcast over the
+channels) and every loop runs over the W channels, contiguous in memory, so the compiler turns
+it into a long vector loop:
+    for n:  h[n, :] = exp(Δ_t[:] A[n, :]) ⊙ h[n, :] + Δ_t[:] u_t[:] B_t[n]
+            y_t[:] += C_t[n] h[n, :]
+No horizontal sum (y_t of each channel is one lane), and the N·W multiply-adds of a step are
+independent, so the step-to-step dependency of h never stalls the loop. The kernels therefore
+read and write sequences as (batch, L, D), channels last; `selective_scan_cpu` transposes u, δ
+(and dy) once per call. A batch of one still fills every thread: its channels are split into
+as many blocks as there are threads (`channels_per_job`).
 
-Backward (reverse-mode, per row; g_t = ∂loss/∂h_t, carried backwards in time):
+Backward (reverse-mode; g_t = ∂loss/∂h_t, carried backwards in time):
     g_t      = C_t dy_t + Ā_{t+1} ⊙ g_{t+1}           (g_L starts from the last state's gradient)
-    ∂C_t     = dy_t h_t
-    ∂B_t     = g_t Δ_t u_t
+    ∂C_t     = Σ_channels dy_t h_t
+    ∂B_t     = Σ_channels g_t Δ_t u_t
     ∂u_t     = Σ_n g_t B_t Δ_t + D dy_t
     ∂D       = Σ_t dy_t u_t
     ∂Δ_t     = Σ_n g_t (B_t u_t + A h_{t-1} Ā_t)
     ∂A       = Σ_t g_t h_{t-1} Ā_t Δ_t
 The forward pass stores h only at the start of every chunk of `CHUNK` steps; the backward pass
-recomputes the states of one chunk at a time from that checkpoint (memory O(L/CHUNK · N)), then
-sweeps the chunk three times (g_t backwards in time; the sums over n and ∂A; ∂B and ∂C), in
-loops over n that each write one array (or sum into scalars), so that the compiler vectorises
-them: two arrays written in one loop may overlap as far as the compiler knows, and it then
-keeps that loop scalar or guarded.
+recomputes the states of one chunk at a time from that checkpoint (memory O(L/CHUNK · N) per
+channel; a chunk's states, decays and g of a block, 3 · CHUNK · N · W floats, stay in the
+core's L2 cache), then sweeps the chunk twice (g_t backwards in time; then the sums). Each loop
+over the channels writes one array (or sums into a scalar), so that the compiler vectorises
+it: two arrays written in one loop may overlap as far as the compiler knows, and it then keeps
+that loop scalar or guarded. ∂B_t and ∂C_t are sums over the block's channels: one vector
+reduction per (t, n).
 Large steps are safe: Ā_t = exp(Δ_t A) only ever decays, so nothing can overflow.
-The forward sums y_t = Σ_n C_t h_t in float64 (a float32 sum is faster, and fails the
-large-step test of tests/test_scan.py on ∂A: further from a float64 computation than
-mamba-ssm's float32 reference).
+The forward sums y_t in float64 (the same speed here, and further from a float64 computation
+in float32: a float32 sum of a float32 kernel once failed the large-step test of
+tests/test_scan.py).
 
-Δ_t = softplus(δ_t + b) is computed inside the kernels, one row at a time (and recomputed in
-the backward pass, which turns ∂Δ into ∂δ = ∂Δ · sigmoid(δ + b)): no (batch, D, L) tensor of
-steps is written, read back and differentiated by PyTorch. The exp of Ā_t and the softplus use
-vecmath.py's float32 functions, which the compiler vectorises (float64: the C library's).
+Δ_t = softplus(δ_t + b) is computed inside the kernels, one step of a block at a time (and
+recomputed in the backward pass, which turns ∂Δ into ∂δ = ∂Δ · sigmoid(δ + b)): no
+(batch, D, L) tensor of steps is written, read back and differentiated by PyTorch. The exp of
+Ā_t and the softplus use vecmath.py's float32 functions, which the compiler vectorises
+(float64: the C library's).
 
 B and C arrive in the kernels' order (Bb, G, Lb, N) (bc_order.py), so that one kernel serves
-fixed (D, N), shared (batch, N, L) and grouped (batch, G, N, L) inputs, and the innermost loop
-over n reads contiguous memory.
+fixed (D, N), shared (batch, N, L) and grouped (batch, G, N, L) inputs.
 
 The kernels are registered as PyTorch operators (`ssmamba_lite::scan_cpu_forward` and
 `::scan_cpu_backward`, torch.library) with fake functions that give their output shapes, so
@@ -46,6 +58,8 @@ torch.compile and FX treat a scan as one opaque node.
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -55,146 +69,199 @@ from numba import njit, prange
 from ssmamba_lite.kernels.bc_order import to_kernel_order
 from ssmamba_lite.kernels.vecmath import FASTMATH, decay_exp, sigmoid, softplus
 
-CHUNK = 64  # checkpoint interval of the backward pass
+CHUNK = 16   # checkpoint interval of the backward pass
+WIDTH = 192  # at most this many channels per job (a chunk's backward arrays stay in L2)
+# error_model "numpy": a division is IEEE (inf/NaN), not a Python ZeroDivisionError check,
+# which would branch inside softplus's loop and keep it from being vectorised.
+KERNEL = dict(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+
+
+@njit(inline="always")
+def block_of(job, dim, unit, width):
+    """Batch item b and channels [d0, d1) of a job: blocks of `width` inside each `unit` of
+    channels that share B and C."""
+    per_unit = (unit + width - 1) // width
+    b = np.int64(job) // (dim // unit * per_unit)          # (prange counts in uint64)
+    r = np.int64(job) % (dim // unit * per_unit)
+    first = (r // per_unit) * unit
+    d0 = first + (r % per_unit) * width
+    return b, d0, min(d0 + width, first + unit)
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def step_sizes(delta, bias, use_softplus, out):
-    """out[t] = Δ_t = softplus(δ_t + b) (or δ_t + b) for one row: a loop that vectorises."""
-    for t in range(delta.shape[0]):
-        v = delta[t] + bias
-        out[t] = softplus(v) if use_softplus else v
+    """out[k] = Δ = softplus(δ[k] + b[k]) (or δ[k] + b[k]) for the channels of one step."""
+    for k in range(out.shape[0]):
+        v = delta[k] + bias[k]
+        out[k] = softplus(v) if use_softplus else v
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def forward_kernel(u, delta, A, B, C, D, chunk, bias, use_softplus):
-    """NumPy in, NumPy out: y, last state and chunk checkpoints (see the operators below).
-    delta holds δ; the step is Δ = softplus(δ + bias[d]) (or δ + bias[d]); D: skip (dim,)."""
-    batch, dim, L = u.shape
+@njit(**KERNEL)
+def forward_kernel(u, delta, A, B, C, D, chunk, bias, use_softplus, width):
+    """NumPy in, NumPy out: y (batch, L, D), last state (batch, D, N) and chunk checkpoints
+    (batch, L / chunk, N, D). u, δ: (batch, L, D); the step is Δ = softplus(δ + bias[d]) (or
+    δ + bias[d]); D: skip (dim,); width: channels per job (any value gives the same result)."""
+    batch, L, dim = u.shape
     N = A.shape[1]
     nchunks = (L + chunk - 1) // chunk
     y = np.empty_like(u)
     last = np.empty((batch, dim, N), u.dtype)
-    ckpt = np.empty((batch, dim, nchunks, N), u.dtype)
+    ckpt = np.empty((batch, nchunks, N, dim), u.dtype)
     per_gB, per_gC = dim // B.shape[1], dim // C.shape[1]
-    for row in prange(batch * dim):
-        b, d = np.int64(row) // dim, np.int64(row) % dim     # (prange counts in uint64)
-        Bd = B[min(b, B.shape[0] - 1), d // per_gB]          # (Lb, N): B_t of this row's group
-        Cd = C[min(b, C.shape[0] - 1), d // per_gC]
-        Ad, ud, yd = A[d], u[b, d], y[b, d]                  # views: no index arithmetic per step
-        h = np.zeros(N, u.dtype)
-        dts = np.empty(L, u.dtype)
-        step_sizes(delta[b, d], bias[d], use_softplus, dts)          # Δ_t of this row
+    unit = math.gcd(per_gB, per_gC)
+    per_item = dim // unit * ((unit + width - 1) // width)
+    for job in prange(batch * per_item):
+        b, d0, d1 = block_of(job, dim, unit, width)
+        w = d1 - d0
+        Bb = B[min(b, B.shape[0] - 1), d0 // per_gB]          # (Lb, N): B_t of this block
+        Cb = C[min(b, C.shape[0] - 1), d0 // per_gC]
+        At = np.ascontiguousarray(A[d0:d1].T)                 # (N, W): A[n, channel]
+        h = np.zeros((N, w), u.dtype)
+        dt = np.empty(w, u.dtype)                            # Δ_t of each channel
+        x = np.empty(w, u.dtype)                             # Δ_t u_t
+        acc = np.empty(w, np.float64)                        # y_t (float64: module notes)
+        bias_b, D_b = bias[d0:d1], D[d0:d1]
         for c in range(nchunks):                 # (no t % chunk per step: an integer division)
-            ckpt[b, d, c] = h
+            ckpt[b, c, :, d0:d1] = h
             for t in range(c * chunk, min(L, (c + 1) * chunk)):
-                Bt = Bd[min(t, Bd.shape[0] - 1)]
-                Ct = Cd[min(t, Cd.shape[0] - 1)]
-                dt = dts[t]
-                x = dt * ud[t]
-                acc = 0.0                        # float64: see the module's notes
+                u_t = u[b, t, d0:d1]
+                step_sizes(delta[b, t, d0:d1], bias_b, use_softplus, dt)
+                for k in range(w):
+                    x[k] = dt[k] * u_t[k]
+                for k in range(w):
+                    acc[k] = D_b[k] * u_t[k]                               # D u_t
+                Bt = Bb[min(t, Bb.shape[0] - 1)]
+                Ct = Cb[min(t, Cb.shape[0] - 1)]
                 for n in range(N):
-                    h[n] = decay_exp(dt * Ad[n]) * h[n] + x * Bt[n]    # h_t = Ā_t h + Δ_t B_t u_t
-                    acc += Ct[n] * h[n]                                # y_t = <C_t, h_t>
-                yd[t] = acc + D[d] * ud[t]                             # + D u_t
-        last[b, d] = h
+                    bn, cn, hn, an = Bt[n], Ct[n], h[n], At[n]
+                    for k in range(w):                  # h_t = Ā_t h_{t-1} + Δ_t B_t u_t
+                        hn[k] = decay_exp(dt[k] * an[k]) * hn[k] + x[k] * bn
+                    for k in range(w):                  # y_t += C_t[n] h_t[n]
+                        acc[k] += cn * hn[k]
+                y_t = y[b, t]
+                for k in range(w):
+                    y_t[d0 + k] = acc[k]
+        last[b, d0:d1] = h.T
     return y, last, ckpt
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def backward_kernel(u, delta, A, B, C, D, bias, use_softplus, ckpt, dy, dlast, chunk, parts):
-    """NumPy in, NumPy out: du, dδ, dA, dD (both per batch item), dB, dC; `parts` channel
-    blocks per batch item (any value gives the same result). dδ = ∂Δ · softplus'(δ + bias)
-    (or ∂Δ)."""
-    batch, dim, L = u.shape
+@njit(**KERNEL)
+def backward_kernel(u, delta, A, B, C, D, bias, use_softplus, ckpt, dy, dlast, chunk, width):
+    """NumPy in, NumPy out: du, dδ (batch, L, D), dA (batch, D, N) and dD (batch, D) per batch
+    item, dB, dC (batch, G, Lb, N) per batch item; u, δ, dy (batch, L, D); width: channels per
+    job (any value gives the same result). dδ = ∂Δ · softplus'(δ + bias) (or ∂Δ)."""
+    batch, L, dim = u.shape
     N = A.shape[1]
-    nchunks = ckpt.shape[2]
+    nchunks = ckpt.shape[1]
     per_gB, per_gC = dim // B.shape[1], dim // C.shape[1]
+    unit = math.gcd(per_gB, per_gC)
+    per_item = dim // unit * ((unit + width - 1) // width)
     du = np.empty_like(u)
     ddelta = np.empty_like(u)
-    # One job per (batch item, block of channels): `parts` blocks per item, so that a batch of
-    # one still fills the threads. Channels of a block share B and C (same group), so each job
-    # accumulates ∂B, ∂C in its own slab, summed over the blocks at the end: no two threads
-    # ever write the same memory. ∂A is per channel, hence per job already.
     dA = np.empty((batch, dim, N), u.dtype)
     dD = np.empty((batch, dim), u.dtype)
-    dBp = np.zeros((batch * parts, B.shape[1], B.shape[2], N), u.dtype)
-    dCp = np.zeros((batch * parts, C.shape[1], C.shape[2], N), u.dtype)
-    for job in prange(batch * parts):
-        b, p = np.int64(job) // parts, np.int64(job) % parts   # (prange counts in uint64)
+    # ∂B, ∂C: each job sums its block's channels into a slab of its own, the slabs are summed
+    # at the end: no two threads ever write the same memory. ∂A, ∂D are per channel already.
+    dBp = np.zeros((batch * per_item, B.shape[1], B.shape[2], N), u.dtype)
+    dCp = np.zeros((batch * per_item, C.shape[1], C.shape[2], N), u.dtype)
+    for job in prange(batch * per_item):
+        b, d0, d1 = block_of(job, dim, unit, width)
+        w = d1 - d0
         bB, bC = min(b, B.shape[0] - 1), min(b, C.shape[0] - 1)
+        gB, gC = d0 // per_gB, d0 // per_gC
         dB, dC = dBp[np.int64(job)], dCp[np.int64(job)]
-        hs = np.empty((chunk + 1, N), u.dtype)   # h_{t0-1} .. h_{t1-1} of one chunk
-        abar = np.empty((chunk, N), u.dtype)     # Ā_t of one chunk
-        G = np.empty((chunk, N), u.dtype)        # g_t of one chunk
-        g = np.empty(N, u.dtype)                 # g carried into the chunk from the next one
-        dAd = np.empty(N, u.dtype)               # ∂A of one channel
-        dts = np.empty(L, u.dtype)
+        At = np.ascontiguousarray(A[d0:d1].T)                 # (N, W)
+        g = np.ascontiguousarray(dlast[b, d0:d1].T)           # g carried into a chunk
+        dAb = np.zeros((N, w), u.dtype)                       # ∂A of the block
+        dDb = np.zeros(w, u.dtype)                            # ∂D of the block
+        hs = np.empty((chunk + 1, N, w), u.dtype)             # h_{t0-1} .. h_{t1-1}
+        abar = np.empty((chunk, N, w), u.dtype)               # Ā_t of one chunk
+        G = np.empty((chunk, N, w), u.dtype)                  # g_t of one chunk
+        dts = np.empty((chunk, w), u.dtype)                   # Δ_t of one chunk
+        xs = np.empty((chunk, w), u.dtype)                    # Δ_t u_t of one chunk
+        du_t = np.empty(w, u.dtype)
+        dDelta_t = np.empty(w, u.dtype)
         zero = np.zeros(1, u.dtype)[0]
-        for d in range(p * dim // parts, (p + 1) * dim // parts):
-            gB, gC = d // per_gB, d // per_gC
-            g[:] = dlast[b, d]
-            dAd[:] = zero
-            dDd = zero                           # ∂D of one channel
-            step_sizes(delta[b, d], bias[d], use_softplus, dts)      # Δ_t of this row
-            for c in range(nchunks - 1, -1, -1):
-                t0 = c * chunk
-                t1 = min(L, t0 + chunk)
-                hs[0] = ckpt[b, d, c]
-                for t in range(t0, t1):          # recompute this chunk's states
-                    i = t - t0
-                    tB = min(t, B.shape[2] - 1)
-                    dt = dts[t]
-                    x = dt * u[b, d, t]
-                    for n in range(N):
-                        abar[i, n] = decay_exp(dt * A[d, n])
-                        hs[i + 1, n] = abar[i, n] * hs[i, n] + x * B[bB, gB, tB, n]
-                # Three sweeps over the chunk, each loop over n writing one array (so that
-                # the compiler vectorises it): first g_t, backwards in time ...
-                tC, dyt, last = min(t1 - 1, C.shape[2] - 1), dy[b, d, t1 - 1], t1 - 1 - t0
-                for n in range(N):               # g at the chunk's last step: from the carry
-                    G[last, n] = g[n] + C[bC, gC, tC, n] * dyt
-                for t in range(t1 - 2, t0 - 1, -1):
-                    i = t - t0
-                    tC = min(t, C.shape[2] - 1)
-                    dyt = dy[b, d, t]
-                    for n in range(N):           # g_t = C_t dy_t + Ā_{t+1} g_{t+1}
-                        G[i, n] = G[i + 1, n] * abar[i + 1, n] + C[bC, gC, tC, n] * dyt
+        bias_b, D_b = bias[d0:d1], D[d0:d1]
+        for c in range(nchunks - 1, -1, -1):
+            t0 = c * chunk
+            m = min(L, t0 + chunk) - t0
+            hs[0] = ckpt[b, c, :, d0:d1]
+            for i in range(m):                   # recompute this chunk's states
+                t = t0 + i
+                u_t = u[b, t, d0:d1]
+                dt, x = dts[i], xs[i]
+                step_sizes(delta[b, t, d0:d1], bias_b, use_softplus, dt)
+                for k in range(w):
+                    x[k] = dt[k] * u_t[k]
+                Bt = B[bB, gB, min(t, B.shape[2] - 1)]
                 for n in range(N):
-                    g[n] = G[0, n] * abar[0, n]  # -> the previous chunk
-                # ... then the sums over n of each step, and ∂A ...
-                for t in range(t0, t1):
-                    i = t - t0
-                    tB = min(t, B.shape[2] - 1)
-                    dt, ut, dyt = dts[t], u[b, d, t], dy[b, d, t]
-                    du_t = zero
-                    ddt = zero
-                    for n in range(N):
-                        gbn = G[i, n] * B[bB, gB, tB, n]                 # g_t B_t
-                        da = G[i, n] * hs[i, n] * abar[i, n]             # ∂Ā_t · Ā_t
-                        du_t += gbn                                      # ∂u_t / Δ_t
-                        ddt += gbn * ut + da * A[d, n]                   # ∂Δ_t
-                    for n in range(N):               # ∂A (one array written per loop)
-                        dAd[n] += G[i, n] * hs[i, n] * abar[i, n] * dt
-                    du[b, d, t] = du_t * dt + D[d] * dyt
-                    dDd += dyt * ut
-                    ddelta[b, d, t] = ddt            # ∂Δ_t; turned into ∂δ_t below
-                # ... then ∂B_t = g_t Δ_t u_t and ∂C_t = dy_t h_t.
-                for t in range(t0, t1):
-                    i = t - t0
-                    tB, tC = min(t, B.shape[2] - 1), min(t, C.shape[2] - 1)
-                    w, dyt = dts[t] * u[b, d, t], dy[b, d, t]
-                    for n in range(N):
-                        dB[gB, tB, n] += G[i, n] * w
-                    for n in range(N):
-                        dC[gC, tC, n] += dyt * hs[i + 1, n]
-            dA[b, d] = dAd
-            dD[b, d] = dDd
-            if use_softplus:
-                for t in range(L):                   # ∂δ = ∂Δ · sigmoid(δ + b)
-                    ddelta[b, d, t] *= sigmoid(delta[b, d, t] + bias[d])
-    dB = dBp.reshape(batch, parts, B.shape[1], B.shape[2], N).sum(axis=1)
-    dC = dCp.reshape(batch, parts, C.shape[1], C.shape[2], N).sum(axis=1)
+                    ab, an, bn = abar[i, n], At[n], Bt[n]
+                    for k in range(w):
+                        ab[k] = decay_exp(dt[k] * an[k])                   # Ā_t
+                    h_prev, h_new = hs[i, n], hs[i + 1, n]
+                    for k in range(w):
+                        h_new[k] = ab[k] * h_prev[k] + x[k] * bn           # h_t
+            # First g_t, backwards in time ...
+            t = t0 + m - 1
+            Ct, dy_t = C[bC, gC, min(t, C.shape[2] - 1)], dy[b, t, d0:d1]
+            for n in range(N):                   # the chunk's last step: Ā_{t+1} g_{t+1} = g
+                Gi, gn, cn = G[m - 1, n], g[n], Ct[n]
+                for k in range(w):
+                    Gi[k] = gn[k] + cn * dy_t[k]
+            for i in range(m - 2, -1, -1):
+                t = t0 + i
+                Ct, dy_t = C[bC, gC, min(t, C.shape[2] - 1)], dy[b, t, d0:d1]
+                for n in range(N):
+                    Gi, G_next, a_next, cn = G[i, n], G[i + 1, n], abar[i + 1, n], Ct[n]
+                    for k in range(w):           # g_t = C_t dy_t + Ā_{t+1} g_{t+1}
+                        Gi[k] = G_next[k] * a_next[k] + cn * dy_t[k]
+            for n in range(N):
+                gn, G0, a0 = g[n], G[0, n], abar[0, n]
+                for k in range(w):
+                    gn[k] = G0[k] * a0[k]        # -> the previous chunk
+            # ... then the sums of each step.
+            for i in range(m):
+                t = t0 + i
+                tB, tC = min(t, B.shape[2] - 1), min(t, C.shape[2] - 1)
+                Bt, Ct = B[bB, gB, tB], C[bC, gC, tC]
+                u_t, dy_t = u[b, t, d0:d1], dy[b, t, d0:d1]
+                dt, x = dts[i], xs[i]
+                du_t[:] = zero
+                dDelta_t[:] = zero
+                for n in range(N):
+                    bn, Gi, h_prev, ab, an = Bt[n], G[i, n], hs[i, n], abar[i, n], At[n]
+                    for k in range(w):
+                        du_t[k] += Gi[k] * bn                                # Σ_n g_t B_t
+                    for k in range(w):                   # ∂Δ_t = Σ_n g_t (B_t u_t + A h Ā_t)
+                        dDelta_t[k] += Gi[k] * (bn * u_t[k] + h_prev[k] * ab[k] * an[k])
+                    dA_n = dAb[n]
+                    for k in range(w):                   # ∂A += g_t h_{t-1} Ā_t Δ_t
+                        dA_n[k] += Gi[k] * h_prev[k] * ab[k] * dt[k]
+                    sB = zero
+                    for k in range(w):                   # ∂B_t = Σ_channels g_t Δ_t u_t
+                        sB += Gi[k] * x[k]
+                    dB[gB, tB, n] += sB
+                    h_new = hs[i + 1, n]
+                    sC = zero
+                    for k in range(w):                   # ∂C_t = Σ_channels dy_t h_t
+                        sC += dy_t[k] * h_new[k]
+                    dC[gC, tC, n] += sC
+                du_out, dd_out, delta_t = du[b, t], ddelta[b, t], delta[b, t, d0:d1]
+                for k in range(w):                       # ∂u_t = Δ_t Σ_n g_t B_t + D dy_t
+                    du_out[d0 + k] = du_t[k] * dt[k] + D_b[k] * dy_t[k]
+                for k in range(w):                       # ∂D += dy_t u_t
+                    dDb[k] += dy_t[k] * u_t[k]
+                if use_softplus:                         # ∂δ = ∂Δ · sigmoid(δ + b)
+                    for k in range(w):
+                        dd_out[d0 + k] = dDelta_t[k] * sigmoid(delta_t[k] + bias_b[k])
+                else:
+                    for k in range(w):
+                        dd_out[d0 + k] = dDelta_t[k]
+        dA[b, d0:d1] = dAb.T
+        dD[b, d0:d1] = dDb
+    dB = dBp.reshape(batch, per_item, B.shape[1], B.shape[2], N).sum(axis=1)
+    dC = dCp.reshape(batch, per_item, C.shape[1], C.shape[2], N).sum(axis=1)
     return du, ddelta, dA, dD, dB, dC
 
 
@@ -203,13 +270,21 @@ def use_torch_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
-def backward_parts(batch: int, dim: int) -> int:
-    """Channel blocks per batch item in the backward pass: enough jobs for every thread."""
-    return max(1, min(dim, -(-numba.get_num_threads() // batch)))
+def channels_per_job(batch: int, dim: int, groups_B: int, groups_C: int) -> int:
+    """The kernels' `width`: blocks of at most WIDTH channels sharing B and C, and enough jobs
+    for every thread when the batch is small."""
+    unit = math.gcd(dim // groups_B, dim // groups_C)        # channels sharing B and C
+    jobs_wanted = -(-numba.get_num_threads() // batch)       # per batch item
+    blocks = max(-(-unit // WIDTH), -(-jobs_wanted // (dim // unit)))   # per unit
+    return -(-unit // min(blocks, unit))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
+
+
+def _width(u: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> int:
+    return channels_per_job(u.shape[0], u.shape[2], B.shape[1], C.shape[1])
 
 
 # The kernels as PyTorch operators (torch.library): opaque to torch.compile and FX, which see
@@ -218,21 +293,22 @@ def _np(t: torch.Tensor) -> np.ndarray:
 def scan_cpu_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                      C: torch.Tensor, D: torch.Tensor, bias: torch.Tensor,
                      use_softplus: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """y (batch, D, L) with the skip D u, last state (batch, D, N) and the chunk checkpoints of
-    the states (batch, D, L / CHUNK, N); every input in the compute dtype, B and C in kernel
-    order; Δ = softplus(delta + bias) when use_softplus, else delta + bias (D, bias: (D,))."""
+    """y (batch, L, D) with the skip D u, last state (batch, D, N) and the chunk checkpoints of
+    the states (batch, L / CHUNK, N, D), from u, delta (batch, L, D), channels last; every
+    input in the compute dtype, B and C in kernel order; Δ = softplus(delta + bias) when
+    use_softplus, else delta + bias (D, bias: (D,))."""
     use_torch_threads()
     y, last, ckpt = forward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(D), CHUNK,
-                                   _np(bias), use_softplus)
+                                   _np(bias), use_softplus, _width(u, B, C))
     return torch.from_numpy(y), torch.from_numpy(last), torch.from_numpy(ckpt)
 
 
 @scan_cpu_forward.register_fake
 def _(u, delta, A, B, C, D, bias, use_softplus):
-    batch, dim, L = u.shape
+    batch, L, dim = u.shape
     N = A.shape[1]
-    return (u.new_empty(batch, dim, L), u.new_empty(batch, dim, N),
-            u.new_empty(batch, dim, (L + CHUNK - 1) // CHUNK, N))
+    return (u.new_empty(batch, L, dim), u.new_empty(batch, dim, N),
+            u.new_empty(batch, (L + CHUNK - 1) // CHUNK, N, dim))
 
 
 @torch.library.custom_op("ssmamba_lite::scan_cpu_backward", mutates_args=())
@@ -241,18 +317,17 @@ def scan_cpu_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
                       ckpt: torch.Tensor, dy: torch.Tensor,
                       dlast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                     torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of u, delta, A and D (per batch item), B and C (kernel order, per batch
-    item)."""
+    """Gradients of u and delta (batch, L, D), of A and D (per batch item), B and C (kernel
+    order, per batch item)."""
     use_torch_threads()
     out = backward_kernel(_np(u), _np(delta), _np(A), _np(B), _np(C), _np(D), _np(bias),
-                          use_softplus, _np(ckpt), _np(dy), _np(dlast), CHUNK,
-                          backward_parts(u.shape[0], u.shape[1]))
+                          use_softplus, _np(ckpt), _np(dy), _np(dlast), CHUNK, _width(u, B, C))
     return tuple(torch.from_numpy(g) for g in out)
 
 
 @scan_cpu_backward.register_fake
 def _(u, delta, A, B, C, D, bias, use_softplus, ckpt, dy, dlast):
-    batch, dim, _ = u.shape
+    batch, _, dim = u.shape
     return (torch.empty_like(u), torch.empty_like(u), u.new_empty(batch, dim, A.shape[1]),
             u.new_empty(batch, dim), u.new_empty(batch, *B.shape[1:]),
             u.new_empty(batch, *C.shape[1:]))
@@ -266,14 +341,14 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, dy, dlast, _dckpt):
     u, delta, A, B, C, D, bias, ckpt = ctx.saved_tensors
     dy = torch.zeros_like(delta) if dy is None else dy.to(delta.dtype)
-    dlast = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=delta.dtype) \
+    dlast = torch.zeros(u.shape[0], u.shape[2], A.shape[1], dtype=delta.dtype) \
         if dlast is None else dlast.to(delta.dtype)
     du, ddelta, dA, dD, dB, dC = scan_cpu_backward(u, delta, A, B, C, D, bias, ctx.use_softplus,
                                                    ckpt, dy.contiguous(), dlast.contiguous())
     # the kernel accumulates per batch item; a B or C shared by the batch sums them
     dB = dB.sum(0, keepdim=True) if B.shape[0] == 1 else dB
     dC = dC.sum(0, keepdim=True) if C.shape[0] == 1 else dC
-    dbias = ddelta.sum((0, 2)) if ctx.needs_input_grad[6] else None    # ∂bias = Σ_{b,t} ∂δ
+    dbias = ddelta.sum((0, 1)) if ctx.needs_input_grad[6] else None    # ∂bias = Σ_{b,t} ∂δ
     return du, ddelta, dA.sum(0), dB, dC, dD.sum(0), dbias, None
 
 
@@ -292,7 +367,8 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, delta_bias=None, delta_softplu
     zeros = delta.new_zeros(delta.shape[1])
     bias = zeros if delta_bias is None else delta_bias.to(dtype).contiguous()
     skip = zeros if D is None else D.to(dtype).contiguous()
-    y, last, _ = scan_cpu_forward(u.to(dtype).contiguous(), delta.contiguous(),
+    y, last, _ = scan_cpu_forward(u.to(dtype).transpose(1, 2).contiguous(),   # (batch, L, D)
+                                  delta.transpose(1, 2).contiguous(),
                                   A.to(dtype).contiguous(), to_kernel_order(B, dtype),
                                   to_kernel_order(C, dtype), skip, bias, bool(delta_softplus))
-    return y, last
+    return y.transpose(1, 2), last
