@@ -125,17 +125,13 @@ def _events(path):
     return LegacyEventFileLoader(str(path)).Load()
 
 
-def _event_files(folder) -> list[Path]:
-    """A folder's event files in the order they were written. Not by name: a name holds the
-    second it was opened and then a per-process counter that is not zero-padded, so two
-    writers opened within one second by one process sort by "10" < "9"."""
-
-    def opened(path):
-        for event in _events(path):
-            return event.wall_time                      # the file's first event
-        return float("inf")                             # an empty file: nothing to order
-    paths = Path(folder).glob("events.out.tfevents.*")
-    return sorted(paths, key=lambda path: (opened(path), path.name))
+def _written_order(folder) -> list[list]:
+    """The events of each of a folder's event files, the files in the order they were written
+    (by their first event's time). Not by name: a name holds the second it was opened and then
+    a per-process counter that is not zero-padded, so two writers opened within one second by
+    one process sort by "10" < "9"."""
+    files = [list(_events(path)) for path in sorted(Path(folder).glob("events.out.tfevents.*"))]
+    return sorted(files, key=lambda events: events[0].wall_time if events else float("inf"))
 
 
 def _values(folder, field: str) -> dict[str, list[tuple[int, object]]]:
@@ -145,8 +141,8 @@ def _values(folder, field: str) -> dict[str, list[tuple[int, object]]]:
     from tensorboard.compat.proto.event_pb2 import SessionLog
 
     out: dict[str, list[tuple[int, object]]] = {}
-    for path in _event_files(folder):
-        for event in _events(path):
+    for events in _written_order(folder):
+        for event in events:
             if event.HasField("session_log") and event.session_log.status == SessionLog.START:
                 for tag in out:
                     out[tag] = [(step, v) for step, v in out[tag] if step < event.step]
