@@ -77,12 +77,18 @@ KERNEL = dict(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 
 
 @njit(inline="always")
-def block_of(job, dim, unit, width):
-    """Batch item b and channels [d0, d1) of a job: blocks of `width` inside each `unit` of
+def jobs_per_item(dim, unit, width):
+    """Jobs of one batch item: blocks of at most `width` channels inside each `unit` of
     channels that share B and C."""
+    return dim // unit * ((unit + width - 1) // width)
+
+
+@njit(inline="always")
+def block_of(job, dim, unit, width):
+    """Batch item b and channels [d0, d1) of a job (see jobs_per_item)."""
     per_unit = (unit + width - 1) // width
-    b = np.int64(job) // (dim // unit * per_unit)          # (prange counts in uint64)
-    r = np.int64(job) % (dim // unit * per_unit)
+    b = np.int64(job) // jobs_per_item(dim, unit, width)   # (prange counts in uint64)
+    r = np.int64(job) % jobs_per_item(dim, unit, width)
     first = (r // per_unit) * unit
     d0 = first + (r % per_unit) * width
     return b, d0, min(d0 + width, first + unit)
@@ -109,7 +115,7 @@ def forward_kernel(u, delta, A, B, C, D, chunk, bias, use_softplus, width):
     ckpt = np.empty((batch, nchunks, N, dim), u.dtype)
     per_gB, per_gC = dim // B.shape[1], dim // C.shape[1]
     unit = math.gcd(per_gB, per_gC)
-    per_item = dim // unit * ((unit + width - 1) // width)
+    per_item = jobs_per_item(dim, unit, width)
     for job in prange(batch * per_item):
         b, d0, d1 = block_of(job, dim, unit, width)
         w = d1 - d0
@@ -155,7 +161,7 @@ def backward_kernel(u, delta, A, B, C, D, bias, use_softplus, ckpt, dy, dlast, c
     nchunks = ckpt.shape[1]
     per_gB, per_gC = dim // B.shape[1], dim // C.shape[1]
     unit = math.gcd(per_gB, per_gC)
-    per_item = dim // unit * ((unit + width - 1) // width)
+    per_item = jobs_per_item(dim, unit, width)
     du = np.empty_like(u)
     ddelta = np.empty_like(u)
     dA = np.empty((batch, dim, N), u.dtype)
