@@ -51,7 +51,7 @@ from timm.models import checkpoint_seq
 
 from ssmamba_lite.dms import resolve_directions
 from ssmamba_lite.layers.mixers import MIXERS, make_mixer
-from ssmamba_lite.layers.mlp import Mlp
+from ssmamba_lite.layers.mlp import Mlp, fused_applies, norm_mlp
 from ssmamba_lite.lpr import LocalPerceptionResidual
 from ssmamba_lite.tracing import tracing
 
@@ -145,7 +145,14 @@ class Block(nn.Module):
     def forward(self, x):
         x = self.lpr(x)                                        # x + DWConv(x)
         x = x + self.drop_path(self.mixer(self.norm1(x)))      # token mixing
-        return x + self.drop_path(self.mlp(self.norm2(x)))     # channel mixing
+        return x + self.drop_path(self.channel_mlp(x))         # channel mixing
+
+    def channel_mlp(self, x):
+        """MLP(Norm(x)). Training on a CPU, as one autograd step that keeps less for the
+        backward pass (layers/mlp.py: norm_mlp); the same function, to float rounding."""
+        if fused_applies(x, self.norm2, self.mlp):
+            return norm_mlp(x, self.norm2, self.mlp)
+        return self.mlp(self.norm2(x))
 
 
 class Stem(nn.Sequential):

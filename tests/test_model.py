@@ -259,3 +259,70 @@ def test_cuda_uses_mamba_ssm_kernel(monkeypatch):
     cpu.eval()
     with torch.no_grad():
         torch.testing.assert_close(m(x).cpu(), cpu(x.cpu()), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 64, 64), (1, 6, 65, 67)])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_norm_mlp_is_the_modules_forward_and_gradients(shape, channels_last):
+    """layers/mlp.py's one-step MLP(Norm(x)) against the modules run one by one (float64):
+    output, ∂x and every parameter's gradient; odd sizes and either memory order."""
+    from timm.layers import LayerNorm2d
+
+    from ssmamba_lite.layers.mlp import Mlp, fused_applies, norm_mlp
+    torch.manual_seed(0)
+    norm, mlp = LayerNorm2d(shape[1]).double(), Mlp(shape[1], 4.0).double()
+    with torch.no_grad():                  # a norm that is not the identity
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weights = torch.randn(shape, dtype=torch.float64)
+    results = []
+    for fused in (False, True):
+        xi = x.clone().requires_grad_()
+        assert fused_applies(xi, norm, mlp)
+        y = norm_mlp(xi, norm, mlp) if fused else mlp(norm(xi))
+        params = list(norm.parameters()) + list(mlp.parameters())
+        grads = torch.autograd.grad((y * weights).sum(), [xi] + params)
+        results.append([y] + list(grads))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_large_maps_keep_less_for_backward_and_step_the_same():
+    """A block on a map of RECOMPUTE_POSITIONS positions or more keeps only the MLP's input
+    for backward (x and the norm's mean and 1/std, not Norm(x), h, GELU(h)): the same output
+    and gradients as the modules, and 9·C - 2 numbers per position fewer kept (C = 8: at least
+    8·C); smaller maps, and no_grad, are left to the modules."""
+    from ssmamba_lite.layers import mlp as mlp_module
+    from ssmamba_lite.model import Block
+    torch.manual_seed(0)
+    c = 8
+    block = Block(c, "conv", SSMambaConfig(), d_state=4, drop_path=0.0)
+    x = torch.randn(2, c, 64, 64).contiguous(memory_format=torch.channels_last)
+
+    def run():
+        kept = []
+        xi = x.clone().requires_grad_()
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: kept.append(t.numel()) or t, lambda t: t):
+            y = block(xi)
+        grads = torch.autograd.grad(y.square().sum(), [xi] + list(block.parameters()))
+        return [y] + list(grads), sum(kept)
+
+    fused, kept_fused = run()
+    old = mlp_module.RECOMPUTE_POSITIONS
+    try:
+        mlp_module.RECOMPUTE_POSITIONS = 64 * 64 + 1       # the same map, left to the modules
+        plain, kept_plain = run()
+    finally:
+        mlp_module.RECOMPUTE_POSITIONS = old
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    positions = 2 * 64 * 64
+    assert kept_plain - kept_fused >= 8 * c * positions, (kept_plain, kept_fused)
+    small = torch.randn(2, c, 32, 32, requires_grad=True)
+    assert not mlp_module.fused_applies(small, block.norm2, block.mlp)
+    with torch.no_grad():
+        assert not mlp_module.fused_applies(x, block.norm2, block.mlp)
