@@ -21,7 +21,7 @@ Computing them again costs a third of the MLP's forward work in backward (the W_
 and two element-wise passes), so it is done only on large maps, where memory is the limit; on
 smaller ones (every stage at 128 px) the modules run one by one and nothing is recomputed
 (benchmarks/bench_model.py measures both). Elsewhere (GPU, inference, torch.fx,
-torch.compile, autocast) the modules always run one by one. tests/test_layers.py holds the
+torch.compile, autocast) the modules always run one by one. tests/test_model.py holds the
 step to the modules' forward and gradients.
 """
 
@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ssmamba_lite.tracing import tracing
 
 RECOMPUTE_POSITIONS = 64 * 64   # maps with at least this many positions (H * W) use norm_mlp
 
@@ -50,7 +52,7 @@ class Mlp(nn.Module):
 def fused_applies(x: torch.Tensor, norm: nn.Module, mlp: Mlp) -> bool:
     """Whether `norm_mlp` replaces mlp(norm(x)): a map of at least RECOMPUTE_POSITIONS
     positions, training on a CPU in float32/64, eager."""
-    if isinstance(x, torch.fx.Proxy) or torch.compiler.is_compiling() or torch.jit.is_scripting():
+    if tracing() or torch.compiler.is_compiling():
         return False
     return (x.device.type == "cpu" and torch.is_grad_enabled() and x.dim() == 4
             and x.shape[2] * x.shape[3] >= RECOMPUTE_POSITIONS
