@@ -87,8 +87,9 @@ def jobs_per_item(dim, unit, width):
 def block_of(job, dim, unit, width):
     """Batch item b and channels [d0, d1) of a job (see jobs_per_item)."""
     per_unit = (unit + width - 1) // width
-    b = np.int64(job) // jobs_per_item(dim, unit, width)   # (prange counts in uint64)
-    r = np.int64(job) % jobs_per_item(dim, unit, width)
+    per_item = jobs_per_item(dim, unit, width)
+    b = np.int64(job) // per_item                          # (prange counts in uint64)
+    r = np.int64(job) % per_item
     first = (r // per_unit) * unit
     d0 = first + (r % per_unit) * width
     return b, d0, min(d0 + width, first + unit)
